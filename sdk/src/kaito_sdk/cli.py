@@ -1,0 +1,283 @@
+"""The ``kaito`` command line: presets, GPU SKUs, node estimates and manifest validation.
+
+Other installed packages add subcommands through the entry-point group ``kaito.cli``:
+each entry point names a callable ``register(app: typer.Typer) -> None`` that adds its
+commands to the app (the operator adds ``kaito render``). A plugin that fails to load
+is skipped with a warning on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kaito_sdk.estimator import EstimateError, estimate_nodes
+from kaito_sdk.presets import Preset, UnknownPresetError, list_presets
+from kaito_sdk.skus import list_skus
+
+__all__ = ["PLUGIN_GROUP", "build_app", "load_plugins", "main"]
+
+PLUGIN_GROUP = "kaito.cli"
+"""Entry-point group whose callables ``register(app)`` add subcommands."""
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _error_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    _error_console().print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code=1)
+
+
+def _params(count: int | None) -> str:
+    if count is None:
+        return "?"
+    if count >= 999_500_000:
+        return f"{count / 10**9:.1f}B"
+    return f"{count / 10**6:.0f}M"
+
+
+def _context(tokens: int | None) -> str:
+    if tokens is None:
+        return "?"
+    return f"{tokens // 1024}k" if tokens % 1024 == 0 else str(tokens)
+
+
+def _runtimes(preset: Preset) -> str:
+    return ", ".join(
+        f"{runtime.value}*" if runtime is preset.default_runtime else runtime.value
+        for runtime in preset.runtimes
+    )
+
+
+def _notes(preset: Preset) -> str:
+    flags = [
+        ("cpu", preset.is_cpu),
+        ("gated", preset.gated),
+        ("deprecated", preset.deprecated),
+        (preset.quantization.method if preset.quantization else "", preset.quantization),
+    ]
+    return ", ".join(name for name, on in flags if on)
+
+
+def _presets_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    family: Annotated[str | None, typer.Option(help="Only this family (qwen, llama...).")] = None,
+) -> None:
+    """List the model presets: name, Hugging Face id, size, context, runtimes, tunable."""
+    presets = [p for p in list_presets() if family is None or p.family == family.lower()]
+    if as_json:
+        rows = [
+            p.model_dump(mode="json")
+            | {
+                "bytes_per_token": p.bytes_per_token,
+                "disk_storage_requirement": p.disk_storage_requirement,
+            }
+            for p in presets
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"KAITO presets ({len(presets)})", caption="* default runtime")
+    for column in ("name", "HF id"):
+        table.add_column(column, no_wrap=True)
+    for column in ("params", "size", "context"):
+        table.add_column(column, justify="right")
+    for column in ("runtimes", "tunable", "notes"):
+        table.add_column(column)
+    for p in presets:
+        size = "?" if p.weight_size_gib is None else f"{p.weight_size_gib:.2f} GiB"
+        table.add_row(
+            p.name,
+            p.hf_id,
+            _params(p.parameters),
+            size,
+            _context(p.context_length),
+            _runtimes(p),
+            "yes" if p.tunable else "no",
+            _notes(p),
+        )
+    _console().print(table)
+
+
+def _skus_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the GPU instance types the estimator and validation know."""
+    skus = list_skus()
+    if as_json:
+        rows = [
+            {
+                "name": s.name,
+                "cloud": s.cloud.value,
+                "gpu_model": s.gpu_model,
+                "gpu_count": s.gpu_count,
+                "gpu_memory_gib": s.gpu_memory_gib,
+            }
+            for s in skus
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"GPU instance types ({len(skus)})")
+    for column in ("instance type", "cloud", "GPU"):
+        table.add_column(column)
+    for column in ("GPUs", "GiB per GPU"):
+        table.add_column(column, justify="right")
+    for s in skus:
+        table.add_row(s.name, s.cloud.value, s.gpu_model, str(s.gpu_count), str(s.gpu_memory_gib))
+    _console().print(table)
+
+
+def _estimate_command(
+    model: Annotated[str, typer.Argument(help="Preset name, legacy alias or HF id org/model.")],
+    instance_type: Annotated[
+        str, typer.Option("--instance-type", "-i", help="GPU SKU, e.g. Standard_NC24ads_A100_v4.")
+    ],
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(help="Context length to reserve KV cache for (default 2048 tokens)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """How many nodes of a GPU SKU a model needs, its tensor/pipeline parallel sizes, and why."""
+    try:
+        result = estimate_nodes(model, instance_type, max_model_len=max_model_len)
+    except (EstimateError, UnknownPresetError) as err:
+        raise _fail(str(err)) from None
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    console = _console()
+    console.print(f"[bold]{escape(result.preset)}[/] on [bold]{result.instance_type}[/]")
+    console.print(
+        f"  nodes: {result.node_count}   GPUs: {result.total_gpus} "
+        f"({result.gpus_per_node} x {result.gpu_model} per node)"
+    )
+    console.print(
+        f"  tensor parallel: {result.tensor_parallel_size}   "
+        f"pipeline parallel: {result.pipeline_parallel_size}   "
+        f"data parallel: {result.data_parallel_size}"
+    )
+    console.print("why:")
+    for line in result.explanation:
+        console.print(f"  {line}", markup=False)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def _read_documents(file: str) -> list[Any] | None:
+    """The non-empty YAML documents of ``file`` (``-`` is stdin); None after printing why not."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        _error_console().print(f"{file}: cannot read: {reason}", markup=False)
+        return None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        _error_console().print(f"{file}: not valid YAML{where}: {problem}", markup=False)
+        return None
+    if not documents:
+        _error_console().print(f"{file}: no YAML documents", markup=False)
+        return None
+    return documents
+
+
+def _describe(document: dict[str, Any]) -> str:
+    metadata = document.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return f"{document.get('kind', '?')} {name or '(no name)'}"
+
+
+def _validate_command(
+    files: Annotated[list[str], typer.Argument(help="Manifest files (YAML, multi-document ok).")],
+) -> None:
+    """Check Workspace and RAGEngine manifests against KAITO's rules; exit 1 on any error."""
+    from kaito_sdk.validation import validate_manifest  # noqa: PLC0415 (pydantic models: lazy)
+
+    console, failed = _console(), False
+    for file in files:
+        documents = _read_documents(file)
+        if documents is None:
+            failed = True
+            continue
+        for number, document in enumerate(documents, start=1):
+            if not isinstance(document, dict):
+                errors = [f"(root): a manifest must be a mapping, not {type(document).__name__}"]
+                label = f"document {number}"
+            else:
+                errors = [str(error) for error in validate_manifest(document)]
+                label = f"document {number} ({_describe(document)})"
+            if errors:
+                failed = True
+                console.print(f"{file} {label}: {len(errors)} error(s)", markup=False)
+                for error in errors:
+                    console.print(f"  {error}", markup=False)
+            else:
+                console.print(f"{file} {label}: valid", markup=False)
+    if failed:
+        raise typer.Exit(code=1)
+
+
+def _plugin_entry_points() -> Iterable[EntryPoint]:
+    return entry_points(group=PLUGIN_GROUP)
+
+
+def load_plugins(app: typer.Typer, plugins: Iterable[EntryPoint] | None = None) -> list[str]:
+    """Let every ``kaito.cli`` entry point register its commands; return the loaded names.
+
+    A plugin that fails to import or to register is skipped with a warning on stderr.
+    """
+    loaded: list[str] = []
+    for entry in _plugin_entry_points() if plugins is None else plugins:
+        try:
+            register: Callable[[typer.Typer], None] = entry.load()
+            register(app)
+        except Exception as err:  # a broken plugin must not break the CLI
+            _error_console().print(
+                f"[yellow]warning:[/] skipped CLI plugin {escape(repr(entry.name))} "
+                f"({escape(entry.value)}): {type(err).__name__}: {escape(str(err))}"
+            )
+            continue
+        loaded.append(entry.name)
+    return loaded
+
+
+def build_app(*, plugins: bool = True) -> typer.Typer:
+    """The ``kaito`` Typer app with the built-in commands and, unless disabled, plugins."""
+    app = typer.Typer(
+        name="kaito",
+        help="KAITO toolkit: model presets, GPU sizing and manifest validation.",
+        no_args_is_help=True,
+        add_completion=False,
+    )
+    app.command("presets")(_presets_command)
+    app.command("skus")(_skus_command)
+    app.command("estimate")(_estimate_command)
+    app.command("validate")(_validate_command)
+    if plugins:
+        load_plugins(app)
+    return app
+
+
+def main() -> None:
+    """Console-script entry point of ``kaito``."""
+    build_app()()
