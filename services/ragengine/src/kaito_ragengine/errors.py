@@ -1,0 +1,84 @@
+"""Domain errors and their central mapping to HTTP responses."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+__all__ = [
+    "ConflictError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RagError",
+    "ServiceUnavailableError",
+    "UnprocessableError",
+    "UpstreamError",
+    "install_exception_handlers",
+]
+
+
+class RagError(Exception):
+    """Base of every error the service answers with a status code and a message."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(RagError):
+    """The request is well-formed JSON but asks for something impossible (400)."""
+
+    status_code = 400
+
+
+class NotFoundError(RagError):
+    """An index, path or document does not exist (404)."""
+
+    status_code = 404
+
+
+class ConflictError(RagError):
+    """The request would overwrite something that exists (409)."""
+
+    status_code = 409
+
+
+class PayloadTooLargeError(RagError):
+    """The request body or the number of documents is over a limit (413)."""
+
+    status_code = 413
+
+
+class UnprocessableError(RagError):
+    """A field breaks a rule that the schema alone cannot express (422)."""
+
+    status_code = 422
+
+
+class ServiceUnavailableError(RagError):
+    """The feature needs something that is not configured (503)."""
+
+    status_code = 503
+
+
+class UpstreamError(RagError):
+    """The LLM or the embeddings endpoint failed (502 unless it sent its own status)."""
+
+    status_code = 502
+
+    def __init__(self, message: str, status_code: int = 502) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+async def _handle_rag_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RagError)
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.message})
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    """Map every :class:`RagError` to ``{"detail": message}`` with its status code."""
+    app.add_exception_handler(RagError, _handle_rag_error)

@@ -1,0 +1,122 @@
+"""Prometheus instruments (one registry per app) and the middleware that records requests."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["Metrics", "RequestMetricsMiddleware"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+
+
+class Metrics:
+    """The service's ``rag_*`` metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "rag_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "rag_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.embedding_seconds = Histogram(
+            "rag_embedding_seconds",
+            "Time to embed one batch",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.embedded_texts = Counter(
+            "rag_embedded_texts", "Texts embedded", ["kind"], registry=self.registry
+        )
+        self.retrieve_top_score = Histogram(
+            "rag_retrieve_top_cosine",
+            "Cosine similarity of the best /retrieve result",
+            buckets=(-0.5, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
+        self.documents = Gauge(
+            "rag_index_documents", "Documents per index", ["index"], registry=self.registry
+        )
+        self.snapshots = Counter(
+            "rag_snapshots",
+            "Snapshots written or restored",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
+
+
+class RequestMetricsMiddleware:
+    """Counts requests and times them per route template; refuses oversized bodies (413)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_with_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _too_large(send_with_status, self.max_body_bytes)
+        else:
+            await self.app(scope, self._limited(receive), send_with_status)
+        route = scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        method = scope.get("method", "")
+        self.metrics.requests.labels(method, template, str(status["code"])).inc()
+        self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    from kaito_ragengine.errors import PayloadTooLargeError  # noqa: PLC0415
+
+                    raise PayloadTooLargeError(f"request body is over {self.max_body_bytes} bytes")
+            return message
+
+        return limited_receive
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = (
+        b'{"detail":"request body is over ' + str(limit).encode() + b' bytes (max_request_bytes)"}'
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""Thin FastAPI routers: resolve the service, call one method, shape the response."""

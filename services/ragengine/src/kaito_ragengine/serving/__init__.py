@@ -1,0 +1,1 @@
+"""Where the wire protocol meets the indexes, the embedder and the LLM."""

@@ -1,0 +1,288 @@
+"""RagService: the indexes of one process and every operation on them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kaito_ragengine.embeddings.base import Embedder
+from kaito_ragengine.embeddings.batching import QueryBatcher
+from kaito_ragengine.errors import (
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnprocessableError,
+)
+from kaito_ragengine.metrics import Metrics
+from kaito_ragengine.protocol.documents import (
+    Document,
+    DocumentInput,
+    ListDocumentsResponse,
+    UpdateDocumentInput,
+    UpdateDocumentsResponse,
+)
+from kaito_ragengine.settings import Settings
+from kaito_ragengine.stores.chunking import Chunker
+from kaito_ragengine.stores.index import DocumentRecord, RagIndex, content_hash
+from kaito_ragengine.stores.snapshots import IndexSnapshot, SnapshotStore, validate_index_name
+
+__all__ = ["RagService"]
+
+log = logging.getLogger(__name__)
+
+
+def _to_document(doc: DocumentRecord, max_text_length: int | None = None) -> Document:
+    truncated = max_text_length is not None and len(doc.text) > max_text_length
+    return Document(
+        doc_id=doc.doc_id,
+        text=doc.text[:max_text_length] if truncated else doc.text,
+        metadata=doc.metadata,
+        hash_value=doc.hash_value,
+        is_truncated=truncated,
+    )
+
+
+class RagService:
+    """Creates, fills, searches, snapshots and restores indexes.
+
+    Embedding and chunking run before an index's write lock is taken; the lock is held
+    only to splice the results in, so searches keep running during bulk indexing.
+    """
+
+    def __init__(self, settings: Settings, embedder: Embedder, metrics: Metrics) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.metrics = metrics
+        self.indexes: dict[str, RagIndex] = {}
+        self.snapshots = SnapshotStore(Path(settings.persist_dir), settings.snapshot_retention)
+        self._chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
+        self._queries = QueryBatcher(embedder, max_batch=settings.embedding_batch_size)
+        self._persist_locks: dict[str, asyncio.Lock] = {}
+
+    def get(self, name: str) -> RagIndex:
+        """The index called ``name`` (404 if there is none)."""
+        validate_index_name(name)
+        index = self.indexes.get(name)
+        if index is None:
+            raise NotFoundError(f"index {name!r} not found")
+        return index
+
+    def _check_limits(self, texts: list[str]) -> None:
+        if len(texts) > self.settings.max_documents_per_request:
+            raise PayloadTooLargeError(
+                f"documents: {len(texts)} documents is over the limit of "
+                f"{self.settings.max_documents_per_request} per request"
+            )
+        for i, text in enumerate(texts):
+            if len(text) > self.settings.max_document_chars:
+                raise UnprocessableError(
+                    f"documents[{i}].text: {len(text)} characters is over the limit of "
+                    f"{self.settings.max_document_chars}"
+                )
+
+    async def _embed_documents(
+        self, items: list[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[list[str], np.ndarray]]:
+        chunked = await asyncio.to_thread(
+            lambda: [self._chunker.split(text, meta) for text, meta in items]
+        )
+        flat = [chunk for chunks in chunked for chunk in chunks]
+        started = time.perf_counter()
+        matrix = await self.embedder.embed(flat) if flat else np.zeros((0, 0), dtype=np.float32)
+        elapsed = time.perf_counter() - started
+        self.metrics.embedding_seconds.labels("document").observe(elapsed)
+        self.metrics.embedded_texts.labels("document").inc(len(flat))
+        if len(flat) >= 100:
+            log.info(
+                "embedded %d chunks in %.1fs (%.0f chunks/s)",
+                len(flat),
+                elapsed,
+                len(flat) / max(elapsed, 1e-9),
+            )
+        result, row = [], 0
+        for chunks in chunked:
+            result.append((chunks, matrix[row : row + len(chunks)]))
+            row += len(chunks)
+        return result
+
+    def _index_for_write(self, name: str, dim: int) -> RagIndex:
+        index = self.indexes.get(name)
+        if index is None:
+            index = self.indexes[name] = RagIndex(name, dim)
+        if index.dim != dim:
+            raise UnprocessableError(
+                f"index {name!r} holds {index.dim}-d vectors, the embedder gives {dim}-d"
+            )
+        return index
+
+    async def add_documents(self, name: str, documents: list[DocumentInput]) -> list[Document]:
+        """Index new texts (creating the index); texts already stored are skipped."""
+        validate_index_name(name)
+        self._check_limits([d.text for d in documents])
+        existing = self.indexes.get(name)
+        todo: dict[str, DocumentInput] = {}
+        for doc in documents:
+            text_hash = content_hash(doc.text)
+            if text_hash not in todo and (existing is None or existing.find(text_hash) is None):
+                todo[text_hash] = doc
+        embedded = await self._embed_documents([(d.text, d.metadata) for d in todo.values()])
+        dim = next((m.shape[1] for _, m in embedded if m.size), 0)
+        while True:
+            index = self._index_for_write(name, dim) if dim else self.get(name)
+            async with index.lock.write():
+                if self.indexes.get(name) is not index:
+                    continue  # deleted or replaced meanwhile: splice into the live one
+                for (text_hash, doc), (chunks, matrix) in zip(todo.items(), embedded, strict=True):
+                    if index.find(text_hash) is None:
+                        record = DocumentRecord(text_hash, doc.text, dict(doc.metadata), text_hash)
+                        index.add(record, chunks, matrix)
+                self.metrics.documents.labels(name).set(len(index.documents))
+                return [_to_document(index.find(content_hash(d.text))) for d in documents]  # type: ignore[arg-type]
+
+    async def update_documents(
+        self, name: str, updates: list[UpdateDocumentInput]
+    ) -> UpdateDocumentsResponse:
+        """Replace text and metadata of documents by id, keeping their ids."""
+        index = self.get(name)
+        self._check_limits([u.text for u in updates])
+        changed: list[UpdateDocumentInput] = []
+        unchanged: list[Document] = []
+        not_found: list[UpdateDocumentInput] = []
+        for update in updates:
+            doc = index.documents.get(update.doc_id)
+            if doc is None:
+                not_found.append(update)
+            elif doc.text == update.text and doc.metadata == update.metadata:
+                unchanged.append(_to_document(doc))
+            else:
+                changed.append(update)
+        embedded = await self._embed_documents([(u.text, u.metadata) for u in changed])
+        updated: list[Document] = []
+        async with index.lock.write():
+            for update, (chunks, matrix) in zip(changed, embedded, strict=True):
+                if index.remove(update.doc_id) is None:
+                    not_found.append(update)
+                    continue
+                record = DocumentRecord(
+                    update.doc_id, update.text, dict(update.metadata), content_hash(update.text)
+                )
+                index.add(record, chunks, matrix)
+                updated.append(_to_document(record))
+        return UpdateDocumentsResponse(
+            updated_documents=updated, unchanged_documents=unchanged, not_found_documents=not_found
+        )
+
+    async def delete_documents(self, name: str, doc_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Delete documents by id: (deleted ids, ids not found)."""
+        index = self.get(name)
+        deleted: list[str] = []
+        missing: list[str] = []
+        async with index.lock.write():
+            for doc_id in doc_ids:
+                (deleted if index.remove(doc_id) is not None else missing).append(doc_id)
+            self.metrics.documents.labels(name).set(len(index.documents))
+        return deleted, missing
+
+    async def list_documents(
+        self,
+        name: str,
+        *,
+        limit: int,
+        offset: int,
+        max_text_length: int,
+        metadata_filter: dict[str, Any] | None,
+    ) -> ListDocumentsResponse:
+        """One page of documents in insertion order."""
+        index = self.get(name)
+        async with index.lock.read():
+            matching = list(index.matching_documents(metadata_filter))
+        page = [_to_document(d, max_text_length) for d in matching[offset : offset + limit]]
+        return ListDocumentsResponse(documents=page, count=len(page), total_items=len(matching))
+
+    async def delete_index(self, name: str) -> None:
+        """Forget an index (its snapshots stay on disk)."""
+        index = self.get(name)
+        async with index.lock.write():
+            self.indexes.pop(name, None)
+        with contextlib.suppress(KeyError):
+            self.metrics.documents.remove(name)
+
+    async def retrieve(
+        self, name: str, query: str, k: int, metadata_filter: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Hybrid search: the ``k`` best chunks, best first (see ``RagIndex.hybrid_search``)."""
+        if k > self.settings.max_top_k:
+            raise UnprocessableError(
+                f"max_node_count: {k} is over the limit of {self.settings.max_top_k}"
+            )
+        index = self.get(name)
+        started = time.perf_counter()
+        vector = await self._queries.embed(query)
+        self.metrics.embedding_seconds.labels("query").observe(time.perf_counter() - started)
+        self.metrics.embedded_texts.labels("query").inc()
+        async with index.lock.read():
+            results = index.hybrid_search(
+                query, vector, k, metadata_filter, rrf_k=self.settings.rrf_k
+            )
+        if results:
+            self.metrics.retrieve_top_score.observe(max(r["dense_score"] for r in results))
+        return results
+
+    async def persist(self, name: str, path: str | None = None) -> Path:
+        """Snapshot one index atomically; returns the snapshot directory."""
+        index = self.get(name)
+        location = self.snapshots.location(name, path)
+        async with self._persist_locks.setdefault(str(location), asyncio.Lock()):
+            async with index.lock.read():
+                snapshot = IndexSnapshot.capture(index, self.embedder.model_id)
+            try:
+                final = await asyncio.to_thread(self.snapshots.write, location, snapshot)
+            except OSError:
+                self.metrics.snapshots.labels("persist", "error").inc()
+                raise
+        self.metrics.snapshots.labels("persist", "ok").inc()
+        log.info("persisted index %s (%d documents) to %s", name, len(snapshot.documents), final)
+        return final
+
+    async def load(self, name: str, path: str | None = None, *, overwrite: bool = False) -> int:
+        """Replace or create ``name`` from its newest complete snapshot; returns its size."""
+        location = self.snapshots.location(name, path)
+        if name in self.indexes and not overwrite:
+            raise ConflictError(f"index {name!r} already exists; pass overwrite=true to replace it")
+        if not location.is_dir():
+            raise NotFoundError(f"no snapshot directory at {location}")
+        snapshot = await asyncio.to_thread(
+            self.snapshots.read_latest, location, embedding_model_id=self.embedder.model_id
+        )
+        index = await asyncio.to_thread(snapshot.build, name)
+        if name in self.indexes and not overwrite:
+            raise ConflictError(f"index {name!r} already exists; pass overwrite=true to replace it")
+        self.indexes[name] = index
+        self.metrics.documents.labels(name).set(len(index.documents))
+        self.metrics.snapshots.labels("restore", "ok").inc()
+        return len(index.documents)
+
+    async def restore_all(self) -> None:
+        """Load every index that has a snapshot under the persistence root."""
+        for name in await asyncio.to_thread(self.snapshots.discover):
+            try:
+                count = await self.load(name, overwrite=True)
+            except Exception:
+                self.metrics.snapshots.labels("restore", "error").inc()
+                log.exception("could not restore index %s", name)
+            else:
+                log.info("restored index %s (%d documents)", name, count)
+
+    async def persist_all(self) -> None:
+        """Snapshot every index (on shutdown); failures are logged, not raised."""
+        for name in list(self.indexes):
+            try:
+                await self.persist(name)
+            except Exception:
+                log.exception("could not persist index %s", name)

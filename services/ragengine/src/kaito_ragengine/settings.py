@@ -1,0 +1,50 @@
+"""Service settings: the SDK's operator contract plus service-local knobs and secrets."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kaito_sdk.contracts.ragengine import ENV_PREFIX, RagEngineConfig
+
+__all__ = ["Settings"]
+
+
+class Settings(RagEngineConfig, BaseSettings):
+    """Everything the service reads from ``KAITO_RAG_*`` environment variables.
+
+    The fields of :class:`~kaito_sdk.contracts.ragengine.RagEngineConfig` are inherited,
+    so every variable the operator sets is read here; the two secrets of the contract
+    arrive as ``SecretStr``; the rest are service-local defaults.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    embedding_access_secret: SecretStr | None = None
+    """Bearer token sent to the remote embeddings endpoint."""
+    llm_access_secret: SecretStr | None = None
+    """Bearer token sent to the LLM inference endpoint."""
+    host: str = "0.0.0.0"  # noqa: S104 - a pod's server listens on all interfaces
+    """Interface the server binds to."""
+    embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    """Texts per embedding call when indexing (also the query micro-batch limit)."""
+    chunk_size: int = Field(default=256, ge=32, le=8192)
+    """Sentence-splitter chunk size in tokens (MiniLM reads 256 word pieces)."""
+    chunk_overlap: int = Field(default=32, ge=0, le=1024)
+    """Tokens shared by consecutive chunks."""
+    max_top_k: int = Field(default=300, ge=1, le=10_000)
+    """Upper bound of ``max_node_count`` in /retrieve."""
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest accepted request body (413 above)."""
+    max_documents_per_request: int = Field(default=10_000, ge=1)
+    """Most documents in one index or update request (413 above)."""
+    max_document_chars: int = Field(default=1_000_000, ge=1)
+    """Longest accepted document text in characters (422 above)."""
+    rrf_k: int = Field(default=60, ge=1)
+    """Reciprocal rank fusion constant: score = sum of 1 / (rrf_k + rank)."""
+    llm_timeout_s: float = Field(default=300.0, gt=0)
+    """Timeout of one LLM request."""
+    chat_min_similarity: float = Field(default=0.0, ge=-1.0, le=1.0)
+    """Chunks below this cosine similarity never enter the chat context."""
+    log_level: str = "info"
+    """Log level of the service and uvicorn."""

@@ -1,0 +1,1 @@
+"""In-memory indexes (FAISS + BM25), chunking and on-disk snapshots."""
