@@ -68,7 +68,8 @@ async def test_index_ids_are_content_hashes_and_idempotent(
 async def test_list_documents_paging_truncation_and_filter(client: httpx.AsyncClient) -> None:
     await _index(client)
     page = (await client.get("/indexes/docs/documents", params={"limit": 2, "offset": 1})).json()
-    assert page["count"] == 2 and page["total_items"] == 3
+    assert page["count"] == 2
+    assert page["total_items"] == 3
     assert [d["text"] for d in page["documents"]] == [DOCS[1]["text"], DOCS[2]["text"]]
     short = (await client.get("/indexes/docs/documents", params={"max_text_length": 7})).json()
     assert short["documents"][0]["text"] == "The cat"
@@ -161,9 +162,11 @@ async def test_retrieve_scores_sources_and_filters(client: httpx.AsyncClient) ->
     await _index(client)
     body = {"index_name": "docs", "query": "pods on GPU nodes", "max_node_count": 3}
     result = (await client.post("/retrieve", json=body)).json()
-    assert result["query"] == "pods on GPU nodes" and result["count"] == 3
+    assert result["query"] == "pods on GPU nodes"
+    assert result["count"] == 3
     top = result["results"][0]
-    assert top["text"] == DOCS[1]["text"] and top["source"] == "both"
+    assert top["text"] == DOCS[1]["text"]
+    assert top["source"] == "both"
     assert top["metadata"] == {"topic": "k8s", "n": 2}
     scores = [r["score"] for r in result["results"]]
     assert scores == sorted(scores, reverse=True)  # higher is better everywhere
@@ -259,13 +262,16 @@ async def test_limits(tmp_path: Path, embedder: HashingEmbedder) -> None:
     async with running_app(create_app(settings, embedder=embedder)) as client:
         big = {"index_name": "a", "documents": [{"text": "x" * 5000}]}
         response = await client.post("/index", json=big)
-        assert response.status_code == 413 and "max_request_bytes" in response.text
+        assert response.status_code == 413
+        assert "max_request_bytes" in response.text
         many = {"index_name": "a", "documents": [{"text": f"doc {i}"} for i in range(4)]}
         response = await client.post("/index", json=many)
-        assert response.status_code == 413 and "documents" in response.text
+        assert response.status_code == 413
+        assert "documents" in response.text
         long = {"index_name": "a", "documents": [{"text": "ok"}, {"text": "y" * 101}]}
         response = await client.post("/index", json=long)
-        assert response.status_code == 422 and "documents[1].text" in response.text
+        assert response.status_code == 422
+        assert "documents[1].text" in response.text
         assert (await client.get("/indexes")).json() == []
 
 
@@ -275,13 +281,15 @@ async def test_persist_and_load_contract(client: httpx.AsyncClient, tmp_path: Pa
     assert persisted.status_code == 200
     assert str(tmp_path / "data" / "docs" / "snapshots") in persisted.json()["message"]
     conflict = await client.post("/load/docs")
-    assert conflict.status_code == 409 and "overwrite" in conflict.text
+    assert conflict.status_code == 409
+    assert "overwrite" in conflict.text
     await client.post(
         "/indexes/docs/documents/delete",
         json={"doc_ids": [hashlib.sha256(DOCS[0]["text"].encode()).hexdigest()]},
     )
     loaded = await client.post("/load/docs", params={"overwrite": "true"})
-    assert loaded.status_code == 200 and "3 documents" in loaded.text
+    assert loaded.status_code == 200
+    assert "3 documents" in loaded.text
     assert (await client.get("/indexes/docs/documents")).json()["total_items"] == 3
     copy = await client.post("/persist/docs", params={"path": "copies/docs-copy"})
     assert copy.status_code == 200
