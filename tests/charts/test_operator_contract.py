@@ -31,7 +31,8 @@ CASE_IDS = [chart + "".join(f"-{k}={v}" for k, v in values.items()) for chart, v
 
 def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     [deployment] = [o for o in objects if o["kind"] == "Deployment"]
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    [container] = containers
     return container
 
 
