@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kaito_sdk.urls import UnsafeURLError, check_public_url
 
@@ -140,3 +143,29 @@ def test_resolve_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnsafeURLError) as caught:
         check_public_url("https://nowhere.example.com/", resolve=True)
     assert caught.value.rule == "resolve"
+
+
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_every_integer_ipv4_spelling_gets_the_same_verdict(value: int) -> None:
+    address = ipaddress.IPv4Address(value)
+    a, b, c, d = address.packed
+    spellings = [str(address), str(value), hex(value), f"0{value:o}", f"{a}.{b}.{(c << 8) | d}"]
+    verdicts = set()
+    for host in spellings:
+        try:
+            check_public_url(f"http://{host}/")
+            verdicts.add("public")
+        except UnsafeURLError as exc:
+            verdicts.add(exc.rule)
+    assert len(verdicts) == 1, (spellings, verdicts)
+    assert (verdicts == {"public"}) == (address.is_global and not address.is_multicast)
+
+
+@given(st.ip_addresses(v=6))
+def test_ipv6_literals_pass_only_when_global(address: ipaddress.IPv6Address) -> None:
+    try:
+        check_public_url(f"https://[{address}]:8443/x")
+    except UnsafeURLError:
+        return
+    assert address.is_global
+    assert not address.is_multicast
