@@ -35,12 +35,24 @@ def test_presets_table_lists_every_model(app: typer.Typer, runner: CliRunner) ->
     for preset in list_presets():
         assert preset.name in result.stdout
     row = next(line for line in result.stdout.splitlines() if "llama-3.1-8b-instruct" in line)
-    for cell in ("meta-llama/Llama-3.1-8B-Instruct", "8.0B", "14.96 GiB", "128k", "vllm*"):
+    for cell in ("meta-llama/Llama-3.1-8B-Instruct", "8.0B", "14.96", "128k", "vllm*", "gated"):
         assert cell in row
     cpu_row = next(line for line in result.stdout.splitlines() if "smollm2-135m-instruct" in line)
     assert "135M" in cpu_row
     assert "transformers*" in cpu_row
     assert "cpu" in cpu_row
+
+
+def test_presets_table_folds_onto_two_lines_when_narrow(
+    app: typer.Typer, runner: CliRunner
+) -> None:
+    result = runner.invoke(app, ["presets"], env={"COLUMNS": "100"})
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 100
+    index = next(i for i, line in enumerate(lines) if "llama-3.1-8b-instruct" in line)
+    assert "14.96" in lines[index]
+    assert "…" not in result.stdout
+    assert lines[index + 1].strip() == "meta-llama/Llama-3.1-8B-Instruct (gated)"
 
 
 def test_presets_json_and_family_filter(app: typer.Typer, runner: CliRunner) -> None:

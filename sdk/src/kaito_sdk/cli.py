@@ -17,8 +17,10 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from kaito_sdk.estimator import EstimateError, estimate_nodes
@@ -31,8 +33,9 @@ PLUGIN_GROUP = "kaito.cli"
 """Entry-point group whose callables ``register(app)`` add subcommands."""
 
 
-def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+def _console(*, soft_wrap: bool = True) -> Console:
+    """Stdout console; text lines never wrap (copy-paste friendly), tables fit the width."""
+    return Console(highlight=False, soft_wrap=soft_wrap)
 
 
 def _error_console() -> Console:
@@ -92,26 +95,48 @@ def _presets_command(
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"KAITO presets ({len(presets)})", caption="* default runtime")
-    for column in ("name", "HF id"):
+    console = _console(soft_wrap=False)
+    table = _preset_table(presets, wide=True)
+    unlimited = console.options.update_width(10**4)
+    if Measurement.get(console, unlimited, table).maximum > console.width:
+        # Too narrow for one line per preset: the HF id moves under the name.
+        table = _preset_table(presets, wide=False)
+    console.print(table)
+
+
+def _preset_table(presets: list[Preset], *, wide: bool) -> Table:
+    """One row per preset; the narrow form puts HF id and notes under the name."""
+    table = Table(
+        title=f"KAITO presets ({len(presets)})",
+        caption="* default runtime",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("name" if wide else "name / HF id (notes)", no_wrap=True)
+    if wide:
+        table.add_column("HF id", no_wrap=True)
+    for column in ("params", "GiB", "context" if wide else "ctx"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("runtimes", "tunable" if wide else "tune", *(("notes",) if wide else ())):
         table.add_column(column, no_wrap=True)
-    for column in ("params", "size", "context"):
-        table.add_column(column, justify="right")
-    for column in ("runtimes", "tunable", "notes"):
-        table.add_column(column)
     for p in presets:
-        size = "?" if p.weight_size_gib is None else f"{p.weight_size_gib:.2f} GiB"
+        size = "?" if p.weight_size_gib is None else f"{p.weight_size_gib:.2f}"
+        notes = _notes(p)
+        if wide:
+            first, last = [p.name, p.hf_id], [notes]
+        else:
+            second = f"{p.hf_id} ({notes})" if notes else p.hf_id
+            first, last = [f"{escape(p.name)}\n[dim]{escape(second)}[/]"], []
         table.add_row(
-            p.name,
-            p.hf_id,
+            *first,
             _params(p.parameters),
             size,
             _context(p.context_length),
             _runtimes(p),
             "yes" if p.tunable else "no",
-            _notes(p),
+            *last,
         )
-    _console().print(table)
+    return table
 
 
 def _skus_command(
@@ -139,7 +164,7 @@ def _skus_command(
         table.add_column(column, justify="right")
     for s in skus:
         table.add_row(s.name, s.cloud.value, s.gpu_model, str(s.gpu_count), str(s.gpu_memory_gib))
-    _console().print(table)
+    _console(soft_wrap=False).print(table)
 
 
 def _estimate_command(
