@@ -94,7 +94,9 @@ def check_public_url(
 
     ``resolve=True`` also resolves the host name with :func:`socket.getaddrinfo` and
     checks every address it returns (use it right before connecting; the syntactic
-    check alone cannot see what a name resolves to).
+    check alone cannot see what a name resolves to). A name can resolve differently a
+    moment later (DNS rebinding), so a fetcher should also check each redirect target
+    and, where it can, connect to an address it checked.
     """
     allowed = tuple(s.lower() for s in schemes)
     if _FORBIDDEN_CHARS.search(url):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaito_sdk.api import KubeObject
+from kaito_sdk.api import KubeObject, PrinterColumn
 from kaito_sdk.crd.schema import structural_schema
 
 __all__ = ["build_crd"]
@@ -63,7 +63,7 @@ def build_crd(model: type[KubeObject]) -> dict[str, Any]:
     }
 
 
-def _printer_column(column: Any) -> dict[str, Any]:
+def _printer_column(column: PrinterColumn) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": column.name, "type": column.type, "jsonPath": column.json_path}
     if column.description:
         entry["description"] = column.description
