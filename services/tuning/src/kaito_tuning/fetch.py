@@ -126,7 +126,8 @@ def _pin(url: str, *, allow_loopback: bool) -> _Target:
 def _file_name(url: str, index: int, extension: str | None) -> str:
     base = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
     name = _UNSAFE_NAME.sub("_", base).lstrip(".") or f"data-{index}"
-    if extension is not None and not name.lower().endswith(f".{extension}"):
+    known = {f".{ext}" for ext in CONTENT_TYPES.values() if ext is not None}
+    if extension is not None and Path(name).suffix.lower() not in known:
         name = f"{name}.{extension}"
     return name
 

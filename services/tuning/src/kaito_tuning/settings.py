@@ -29,5 +29,5 @@ class TuningSettings(BaseSettings):
     """Redirects followed (each target is checked like the original URL)."""
     fetch_allow_loopback: bool = False
     """Tests only: let ``fetch`` reach loopback addresses (127.0.0.0/8, ::1)."""
-    log_interval_s: float = Field(default=5.0, gt=0)
+    log_interval_s: float = Field(default=5.0, ge=0)
     """Seconds between download progress lines."""

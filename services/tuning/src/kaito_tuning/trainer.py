@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import datasets
 import torch
+import transformers
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import (
     AutoModelForCausalLM,
@@ -24,6 +26,7 @@ from transformers import (
     BitsAndBytesConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    PrinterCallback,
 )
 from transformers.trainer_utils import get_last_checkpoint
 from trl.trainer.sft_config import SFTConfig
@@ -176,6 +179,8 @@ def run_training(job: TrainJob, *, metrics: TrainingMetrics | None = None) -> Tr
         logger.info("training: %s already has %s; nothing to do", output_dir, COMPLETION_MARKER)
         return TrainResult(adapter_dir=output_dir, already_complete=True)
     check_hardware(job.method)
+    datasets.disable_progress_bars()  # the job logs its own progress lines
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     data = load_split(job.input_dir, job.config.dataset)
     logger.info(
         "data: %d training rows, %d evaluation rows (%s layout)",
@@ -199,6 +204,7 @@ def run_training(job: TrainJob, *, metrics: TrainingMetrics | None = None) -> Tr
         processing_class=tokenizer,
         callbacks=[progress],
     )
+    trainer.remove_callback(PrinterCallback)  # raw log dicts; ProgressCallback logs instead
     last: str | None = get_last_checkpoint(str(output_dir))  # type: ignore[no-untyped-call]
     if last is not None:
         logger.info("training: resuming from %s", last)
