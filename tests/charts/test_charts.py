@@ -7,6 +7,7 @@ object (the CRDs included) is validated against the real Kubernetes schemas with
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,25 @@ def test_pods_are_locked_down(render: Any, chart: str, values: dict[str, str]) -
             mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
             assert "/tmp" in mounts, f"{where}: needs a writable /tmp"
             assert "emptyDir" in volumes[mounts["/tmp"]], f"{where}: /tmp is not an emptyDir"
+
+
+@pytest.mark.parametrize(
+    ("chart", "key", "value"),
+    [
+        ("kaito-workspace", "nodeProvisioner", "azure-gpu-provisioner"),
+        ("kaito-workspace", "images.pullPolicy", "Sometimes"),
+        ("kaito-workspace", "webhook.port", "80"),
+        ("kaito-workspace", "replicaCount", "2"),
+        ("kaito-ragengine", "images.inference", "kaito-inference"),
+        ("kaito-ragengine", "healthPort", "0"),
+    ],
+)
+def test_schema_rejects_bad_values(helm: Path, chart: str, key: str, value: str) -> None:
+    result = subprocess.run(
+        [str(helm), "lint", "--strict", str(CHARTS / chart), "--set", f"{key}={value}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stdout + result.stderr
