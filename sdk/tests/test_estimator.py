@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from kaito_sdk.estimator import EstimateError, NodeEstimate, estimate_nodes
 from kaito_sdk.presets import Preset, UnknownPresetError, list_presets, resolve_preset
-from kaito_sdk.skus import find_sku
+from kaito_sdk.skus import GpuSku, find_sku, list_skus
 
 CASES = [
     # Llama-3.1-8B (14.96) on NV36ads_A10_v5 (1 x 24), context 2048:
@@ -157,3 +159,32 @@ def test_every_gpu_preset_fits_some_sku_at_default_context() -> None:
         result = estimate_nodes(preset, "Standard_ND96isr_H200_v5")
         assert result.node_count >= 1
         assert math.isclose(result.model_size_gib, (preset.weight_size_gib or 0) * 1.02)
+
+
+GPU_PRESETS = [p for p in list_presets() if not p.is_cpu]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    preset=st.sampled_from(GPU_PRESETS),
+    sku=st.sampled_from(list_skus()),
+    context=st.integers(min_value=1, max_value=1_048_576),
+)
+def test_estimates_hold_the_model_and_use_every_gpu(
+    preset: Preset, sku: GpuSku, context: int
+) -> None:
+    assume(preset.context_length is not None and context <= preset.context_length)
+    assert preset.bytes_per_token is not None
+    reserve = 2.3 + context * preset.bytes_per_token / 2**30 / sku.gpu_count
+    if reserve >= 0.84 * sku.gpu_memory_gib:
+        with pytest.raises(EstimateError, match="KV cache"):
+            estimate_nodes(preset, sku, max_model_len=context)
+        return
+    result = estimate_nodes(preset, sku, max_model_len=context)
+    # min_gpus is the smallest count whose room holds the weights: floor(x) + 1 > x >= floor(x).
+    assert result.min_gpus * result.room_per_gpu_gib > result.model_size_gib
+    assert (result.min_gpus - 1) * result.room_per_gpu_gib <= result.model_size_gib
+    assert result.total_gpus == result.node_count * sku.gpu_count >= result.min_gpus
+    layout = result.tensor_parallel_size * result.pipeline_parallel_size
+    assert layout * result.data_parallel_size == result.total_gpus
+    assert result.pipeline_parallel_size == result.node_count
