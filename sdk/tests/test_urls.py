@@ -129,10 +129,10 @@ def test_resolve_rejects_metadata_behind_a_name(monkeypatch: pytest.MonkeyPatch)
     assert caught.value.rule == "metadata"
 
 
-def test_resolve_real_localhost_name_is_rejected() -> None:
-    # A real lookup (no network needed): a name only the local resolver knows.
-    with pytest.raises(UnsafeURLError):
-        check_public_url(f"http://{socket.gethostname()}/", resolve=True)
+def test_resolve_uses_the_real_resolver_for_literals() -> None:
+    # getaddrinfo answers numeric hosts itself (no DNS, no network).
+    check_public_url("http://1.1.1.1:8080/", resolve=True)
+    check_public_url("http://[2606:4700:4700::1111]/", resolve=True)
 
 
 def test_resolve_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
