@@ -58,7 +58,8 @@ async def test_passthrough_without_index(
     assert completion.choices[0].message.content is not None
     assert "question=hello" in completion.choices[0].message.content
     assert "context=False" in completion.choices[0].message.content
-    assert completion.usage is not None and completion.usage.total_tokens > 0
+    assert completion.usage is not None
+    assert completion.usage.total_tokens > 0
     assert llm_records[-1]["body"]["messages"] == [{"role": "user", "content": "hello"}]
     assert llm_records[-1]["auth"] == "Bearer llm-token"
     assert "index_name" not in llm_records[-1]["body"]
@@ -74,16 +75,19 @@ async def test_rag_path_adds_context_and_source_nodes(
         extra_body={"index_name": "facts"},
     )
     content = completion.choices[0].message.content or ""
-    assert "context=True" in content and "max_tokens=50" in content
+    assert "context=True" in content
+    assert "max_tokens=50" in content
     sources = (completion.model_extra or {})["source_nodes"]
     assert sources[0]["text"] == DOCS[0]["text"]
     assert set(sources[0]) == {"doc_id", "node_id", "text", "score", "metadata"}
-    assert completion.usage is not None and completion.usage.prompt_tokens > 5
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens > 5
     sent = llm_records[-1]["body"]
     assert sent["messages"][0]["role"] == "system"
     assert "Eiffel Tower is in Paris" in sent["messages"][0]["content"]
     assert sent["messages"][-1] == {"role": "user", "content": "Where is the Eiffel Tower?"}
-    assert "index_name" not in sent and "context_token_ratio" not in sent
+    assert "index_name" not in sent
+    assert "context_token_ratio" not in sent
 
 
 async def test_rag_path_streams_with_source_nodes(rag: httpx.AsyncClient) -> None:
@@ -95,7 +99,8 @@ async def test_rag_path_streams_with_source_nodes(rag: httpx.AsyncClient) -> Non
     )
     chunks = [chunk async for chunk in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "context=True" in text and "question=highest mountain in Japan?" in text
+    assert "context=True" in text
+    assert "question=highest mountain in Japan?" in text
     sources = (chunks[0].model_extra or {})["source_nodes"]
     assert sources[0]["text"] == DOCS[1]["text"]
     assert chunks[-1].usage is not None
