@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -137,7 +138,7 @@ def _bcrypt(password: str) -> str:
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt  # noqa: PLC0415 - glibc's bcrypt ($2b$), all distribution accepts
 
-        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -194,7 +195,8 @@ def registry_factory(
         deadline = time.monotonic() + 20
         while True:
             try:
-                httpx.get(f"{scheme}://127.0.0.1:{port}/v2/", verify=ca_bundle or True)
+                verify = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+                httpx.get(f"{scheme}://127.0.0.1:{port}/v2/", verify=verify)
                 break
             except httpx.TransportError:
                 if process.poll() is not None or time.monotonic() > deadline:
