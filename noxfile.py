@@ -71,6 +71,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job: inference + RAG engine on loopback answer a question about these docs.
+
+    Extra arguments go to ``demo/run.py`` (for example ``-- --keep-serving``).
+    """
+    install_main(session, extras="")
+    session.run("python", "demo/run.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def crds(session: nox.Session) -> None:
     """Regenerate the CRD YAML under charts/ from the SDK models."""
     session.install("-e", "sdk", "-c", str(MAIN_CONSTRAINTS))
