@@ -98,3 +98,29 @@ def test_examples_show_what_their_names_say() -> None:
     remote = _only("ragengine-remote-embedding.yaml").spec
     assert remote.embedding.remote is not None
     assert remote.inference_service is not None
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"),
+    [
+        (
+            "Workspace",
+            {"inference": {"adapters": [{"source": {"name": f"a{i}"}} for i in range(11)]}},
+        ),
+        ("Workspace", {"resource": {"count": 0}}),
+        ("Workspace", {"resource": {"partition": {"mode": "gpu"}}}),
+        ("RAGEngine", {"spec": {"inferenceService": {"url": "http://l", "contextWindowSize": 0}}}),
+        ("RAGEngine", {"spec": {"storage": {"vectorDB": {"engine": "milvus", "url": "http://m"}}}}),
+    ],
+)
+def test_crd_schema_enforces_simple_bounds_without_a_webhook(
+    kind: str, change: dict[str, Any], patch: Any
+) -> None:
+    name = (
+        "workspace-inference-preset.yaml"
+        if kind == "Workspace"
+        else "ragengine-local-embedding.yaml"
+    )
+    (document,) = _documents(EXAMPLES / name)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(patch(document, change), SCHEMAS[kind])

@@ -39,6 +39,7 @@ from kaito_sdk.api.manifests import (
     parse_manifest,
 )
 from kaito_sdk.api.ragengine import (
+    VECTOR_DB_ENGINES,
     ConfigMapReference,
     EmbeddingSpec,
     GuardrailsSpec,
@@ -53,6 +54,8 @@ from kaito_sdk.api.ragengine import (
     VectorDBSpec,
 )
 from kaito_sdk.api.workspace import (
+    MAX_ADAPTERS,
+    PARTITION_MODES,
     AdapterSpec,
     DataDestination,
     DataSource,
@@ -72,6 +75,9 @@ from kaito_sdk.api.workspace import (
 
 __all__ = [
     "KINDS",
+    "MAX_ADAPTERS",
+    "PARTITION_MODES",
+    "VECTOR_DB_ENGINES",
     "AdapterSpec",
     "ApiInfo",
     "Condition",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Final, Literal
 
 from pydantic import Field
 
@@ -10,6 +10,7 @@ from kaito_sdk.api.base import ApiInfo, Condition, KubeModel, KubeObject, Printe
 from kaito_sdk.api.workspace import ResourceSpec
 
 __all__ = [
+    "VECTOR_DB_ENGINES",
     "ConfigMapReference",
     "EmbeddingSpec",
     "GuardrailsSpec",
@@ -23,6 +24,9 @@ __all__ = [
     "StorageSpec",
     "VectorDBSpec",
 ]
+
+#: External vector databases the RAG service can use.
+VECTOR_DB_ENGINES: Final = ("qdrant",)
 
 
 class LocalEmbeddingSpec(KubeModel):
@@ -63,7 +67,7 @@ class InferenceServiceSpec(KubeModel):
     """OpenAI-compatible chat completions URL."""
     access_secret: str | None = None
     """Secret holding the bearer token for ``url``."""
-    context_window_size: int | None = None
+    context_window_size: int | None = Field(default=None, json_schema_extra={"minimum": 1})
     """Context window of the model in tokens; required and > 0."""
 
 
@@ -79,7 +83,7 @@ class PersistentVolumeSpec(KubeModel):
 class VectorDBSpec(KubeModel):
     """An external vector database."""
 
-    engine: str
+    engine: str = Field(json_schema_extra={"enum": list(VECTOR_DB_ENGINES)})
     """Vector database engine (``qdrant``)."""
     url: str
     """URL of the database."""

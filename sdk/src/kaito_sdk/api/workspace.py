@@ -6,13 +6,15 @@ object (there is no ``spec``); exactly one of ``inference`` and ``tuning`` is se
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import Field
 
 from kaito_sdk.api.base import ApiInfo, Condition, KubeModel, KubeObject, PrinterColumn
 
 __all__ = [
+    "MAX_ADAPTERS",
+    "PARTITION_MODES",
     "AdapterSpec",
     "DataDestination",
     "DataSource",
@@ -29,6 +31,11 @@ __all__ = [
     "Workspace",
     "WorkspaceStatus",
 ]
+
+#: Most adapters one inference workspace may load.
+MAX_ADAPTERS: Final = 10
+#: GPU partitioning modes.
+PARTITION_MODES: Final = ("mig", "accelerator")
 
 
 class LabelSelectorRequirement(KubeModel):
@@ -54,18 +61,18 @@ class LabelSelector(KubeModel):
 class PartitionSpec(KubeModel):
     """How each GPU is partitioned (bring-your-own nodes only)."""
 
-    mode: str
+    mode: str = Field(json_schema_extra={"enum": list(PARTITION_MODES)})
     """``mig`` (NVIDIA Multi-Instance GPU slices) or ``accelerator`` (whole GPUs)."""
     profile: str | None = None
     """MIG profile such as ``1g.10gb``; required for ``mig``, invalid otherwise."""
-    count: int | None = None
+    count: int | None = Field(default=None, json_schema_extra={"minimum": 1})
     """Number of whole GPUs; required for ``accelerator``, invalid for ``mig``."""
 
 
 class ResourceSpec(KubeModel):
     """The GPU nodes a workload runs on."""
 
-    count: int | None = None
+    count: int | None = Field(default=None, json_schema_extra={"minimum": 1})
     """Deprecated: number of nodes (default 1). Only the transformers runtime uses it;
     vLLM sizes the node count with the estimator. Immutable; at most 1 for tuning."""
     instance_type: str | None = None
@@ -146,7 +153,9 @@ class InferenceSpec(KubeModel):
     Cannot be set or unset after creation."""
     config: str | None = None
     """ConfigMap (same namespace) whose ``inference_config.yaml`` holds runtime settings."""
-    adapters: list[AdapterSpec] | None = None
+    adapters: list[AdapterSpec] | None = Field(
+        default=None, json_schema_extra={"maxItems": MAX_ADAPTERS}
+    )
     """LoRA adapters to load (at most 10, unique names)."""
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Final
 from urllib.parse import urlsplit
 
-from kaito_sdk.api import LabelSelector, ObjectMeta, PartitionSpec, ResourceSpec
+from kaito_sdk.api import PARTITION_MODES, LabelSelector, ObjectMeta, PartitionSpec, ResourceSpec
 from kaito_sdk.labels import is_reserved_label_key
 from kaito_sdk.skus import find_sku, list_skus
 from kaito_sdk.validation.errors import (
@@ -31,7 +31,6 @@ __all__ = [
 # KAITO lets any Azure GPU (N-series) or general-purpose (D-series) size through.
 _AZURE_PASSTHROUGH: Final = re.compile(r"^Standard_[ND]", re.IGNORECASE)
 _MIG_PROFILE: Final = re.compile(r"^[1-7]g\.[1-9][0-9]*gb(\+me)?$")
-PARTITION_MODES: Final = ("mig", "accelerator")
 
 
 def check_metadata(meta: ObjectMeta) -> Iterator[FieldError]:

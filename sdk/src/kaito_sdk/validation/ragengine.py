@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
-from kaito_sdk.api import EmbeddingSpec, RAGEngine, StorageSpec
+from kaito_sdk.api import VECTOR_DB_ENGINES, EmbeddingSpec, RAGEngine, StorageSpec
 from kaito_sdk.validation.common import (
     check_metadata,
     check_object_name,
@@ -15,10 +15,8 @@ from kaito_sdk.validation.common import (
 )
 from kaito_sdk.validation.errors import FieldError
 
-__all__ = ["VECTOR_DB_ENGINES", "check_ragengine"]
+__all__ = ["check_ragengine"]
 
-#: External vector databases the RAG service can use.
-VECTOR_DB_ENGINES: Final = ("qdrant",)
 # repo/name:tag, optionally with a registry host (and port) and deeper repository paths.
 _IMAGE_WITH_TAG: Final = re.compile(
     r"^(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"

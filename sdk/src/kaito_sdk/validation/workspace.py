@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from kaito_sdk.api import (
+    MAX_ADAPTERS,
     AdapterSpec,
     DataDestination,
     DataSource,
@@ -27,10 +28,8 @@ from kaito_sdk.urls import UnsafeURLError, check_public_url
 from kaito_sdk.validation.common import check_metadata, check_object_name, check_resource
 from kaito_sdk.validation.errors import FieldError, dns1123_label_problem
 
-__all__ = ["MAX_ADAPTERS", "TUNING_METHODS", "check_workspace", "workspace_runtime"]
+__all__ = ["TUNING_METHODS", "check_workspace", "workspace_runtime"]
 
-#: Most adapters one inference workspace may load.
-MAX_ADAPTERS: Final = 10
 #: Tuning methods (compared case-insensitively).
 TUNING_METHODS: Final = ("lora", "qlora")
 _ANNOTATION_VALUES: Final = {
