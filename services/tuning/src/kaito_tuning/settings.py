@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kaito_sdk.contracts.tuning import METRICS_PORT
+
 __all__ = ["TuningSettings"]
 
 
@@ -13,7 +15,7 @@ class TuningSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KAITO_TUNING_", extra="ignore")
 
-    metrics_port: int = Field(default=5000, ge=0, le=65535)
+    metrics_port: int = Field(default=METRICS_PORT, ge=0, le=65535)
     """Port of the Prometheus ``/metrics`` endpoint while training; 0 picks a free port."""
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
     """Address the metrics endpoint binds to."""
