@@ -500,6 +500,16 @@ CASES = [
     ),
     case(
         INF,
+        {**TRANSFORMERS, "inference": {"preset": {"name": "qwen3-8b-awq"}}},
+        "metadata.annotations[kaito.sh/runtime]",
+        "runtime transformers cannot serve qwen3-8b-awq; it runs on vllm",
+        id="runtime-unsupported-by-preset",
+    ),
+    case(
+        INF, {**TRANSFORMERS, "inference": {"preset": {"name": "qwen3-8b"}}}, None, id="runtime-ok"
+    ),
+    case(
+        INF,
         {"metadata": {"annotations": {"kaito.sh/performance-mode": "fast"}}},
         "metadata.annotations[kaito.sh/performance-mode]",
         "balanced",

@@ -127,6 +127,13 @@ def _check_inference(workspace: Workspace, inference: InferenceSpec) -> Iterator
             f"at most {MAX_ADAPTERS} adapters allowed, got {len(adapters)}",
         )
     runtime = workspace_runtime(workspace, preset)
+    if preset is not None and runtime in (RUNTIME_VLLM, RUNTIME_TRANSFORMERS):
+        served_by = [str(r) for r in preset.runtimes]
+        if runtime not in served_by:
+            yield FieldError(
+                f"metadata.annotations[{ANNOTATION_RUNTIME}]",
+                f"runtime {runtime} cannot serve {preset.name}; it runs on {', '.join(served_by)}",
+            )
     seen: set[str] = set()
     for index, adapter in enumerate(adapters):
         yield from _check_adapter(f"inference.adapters[{index}]", adapter, seen, runtime)
