@@ -40,6 +40,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_embedder = embedder or build_embedder(settings)
+        if embedder is None and settings.embedding_source == "local":
+            await own_embedder.embed(["warm-up"])  # load the model before /health answers
         own_llm = llm
         if own_llm is None and settings.llm_inference_url:
             own_llm = LLMClient(
