@@ -1,0 +1,60 @@
+"""The app factory: ``create_app(settings, *, engine=...)`` builds the OpenAI server."""
+
+# ruff: noqa: PLC0415  (heavy or optional imports stay inside the functions that use them)
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from kaito_inference.api import build_router
+from kaito_inference.engines.base import Engine
+from kaito_inference.errors import install_error_handlers
+from kaito_inference.metrics import InferenceMetrics
+from kaito_inference.serving import OpenAIServing
+from kaito_inference.settings import InferenceSettings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: InferenceSettings,
+    *,
+    engine: Engine | None = None,
+    metrics: InferenceMetrics | None = None,
+) -> FastAPI:
+    """An app serving ``engine`` (default: a :class:`TransformersEngine` for ``settings``).
+
+    The engine starts loading when the app starts, so ``/health`` answers 503 at once and
+    200 when the model is ready; it stops when the app shuts down.
+    """
+    metrics = metrics or InferenceMetrics()
+    if engine is None:
+        from kaito_inference.engines.transformers_engine import TransformersEngine
+
+        engine = TransformersEngine(settings, metrics)
+    serving = OpenAIServing(engine, metrics)
+    _bind_queue_gauges(engine, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    app = FastAPI(title="kaito-inference", version="0.1.0", lifespan=lifespan)
+    app.state.engine = engine
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(build_router(serving, settings))
+    return app
+
+
+def _bind_queue_gauges(engine: Engine, metrics: InferenceMetrics) -> None:
+    """Read the running and waiting counts from the engine when scraped."""
+    metrics.requests_running.set_function(lambda: engine.queue_depth()[0])
+    metrics.requests_waiting.set_function(lambda: engine.queue_depth()[1])

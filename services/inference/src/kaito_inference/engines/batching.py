@@ -1,0 +1,316 @@
+"""Continuous (iteration-level) batching for a Hugging Face causal LM.
+
+One background thread owns the model. Each iteration it admits waiting sequences (up to
+``max_running``), prefills the newcomers together in one left-padded forward pass and
+merges their KV cache into the running batch, or else runs one decode step for every
+running sequence at once. Finished and cancelled sequences leave the batch between steps,
+so a new request never waits for others to finish. Tokens are handed to the event loop of
+the request that asked for them; text, stop strings and the OpenAI shape live elsewhere.
+"""
+
+# ruff: noqa: PLC0415  (heavy or optional imports stay inside the functions that use them)
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kaito_inference.engines.base import QueueFullError
+
+__all__ = ["BatchStats", "ContinuousBatcher", "QueueFullError", "SamplingParams", "Sequence"]
+
+log = logging.getLogger(__name__)
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence picks its tokens. ``temperature == 0`` means greedy."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token (or the end) for one sequence."""
+
+    token_id: int | None
+    finish_reason: str | None = None  # "stop" (end-of-sequence), "length", or "error"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request inside the batcher. ``events`` receives :class:`TokenEvent` items."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    adapter: str | None
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[TokenEvent] = field(default_factory=asyncio.Queue)
+    generated: int = 0
+    length: int = 0  # real tokens in this sequence's KV cache
+    last_token: int = 0
+    cancelled: bool = False
+    finished: bool = False
+    generator: torch.Generator | None = None
+
+    def cancel(self) -> None:
+        """Ask the batcher to drop this sequence at its next step (client went away, stop hit)."""
+        self.cancelled = True
+
+    def _emit(self, event: TokenEvent) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+@dataclass
+class BatchStats:
+    """What the batcher has run: how many forward passes at each batch size."""
+
+    decode_batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+    prefill_batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+
+
+class ContinuousBatcher:
+    """Runs every admitted sequence through one shared forward pass per generated token."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        eos_token_ids: set[int],
+        pad_token_id: int,
+        max_running: int,
+        max_waiting: int,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.eos_token_ids = eos_token_ids
+        self.pad_token_id = pad_token_id
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.stats = BatchStats()
+        self.model_lock = threading.Lock()  # held for every forward; adapter changes take it
+        self._on_batch = on_batch
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._running: list[Sequence] = []
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="kaito-batcher", daemon=True)
+        self.device = next(model.parameters()).device
+
+    @property
+    def num_waiting(self) -> int:
+        """Sequences queued but not yet in the batch."""
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        """Sequences in the running batch."""
+        return len(self._running)
+
+    def uses_adapter(self, name: str) -> bool:
+        """Whether any waiting or running sequence asked for adapter ``name``."""
+        with self._wake:
+            queued = list(self._waiting) + list(self._running)
+        return any(s.adapter == name and not s.finished for s in queued)
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background thread and end every sequence with an error event."""
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def submit(self, seq: Sequence) -> None:
+        """Queue ``seq``; raise :class:`QueueFullError` when ``max_waiting`` are waiting."""
+        with self._wake:
+            if self._stopped:
+                raise RuntimeError("the batcher is stopped")
+            if len(self._waiting) >= self.max_waiting:
+                raise QueueFullError(f"{len(self._waiting)} requests already waiting")
+            if seq.params.seed is not None:
+                seq.generator = torch.Generator(device=self.device).manual_seed(seq.params.seed)
+            self._waiting.append(seq)
+            self._wake.notify()
+
+    # ------------------------------------------------------------------ thread side
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopped and not self._waiting and not self._running:
+                    self._wake.wait()
+                if self._stopped:
+                    break
+                admitted = self._admit()
+            try:
+                with self.model_lock, torch.inference_mode():
+                    if admitted:
+                        self._prefill(admitted)
+                    else:
+                        self._decode()
+                self._drop_done()
+            except Exception:  # a broken step must not hang every client
+                log.exception("generation step failed; ending %d sequences", len(self._running))
+                for seq in self._running + admitted:
+                    self._finish(seq, "error")
+                self._running, self._cache, self._mask = [], None, None
+        for seq in list(self._waiting) + self._running:
+            self._finish(seq, "error")
+
+    def _admit(self) -> list[Sequence]:
+        admitted: list[Sequence] = []
+        while self._waiting and len(self._running) + len(admitted) < self.max_running:
+            seq = self._waiting.popleft()
+            if seq.cancelled:
+                self._finish(seq, None)
+            else:
+                admitted.append(seq)
+        return admitted
+
+    def _forward(self, seqs: list[Sequence], **inputs: Any) -> tuple[torch.Tensor, Any]:
+        if hasattr(self.model, "peft_config"):
+            inputs["adapter_names"] = [s.adapter or BASE_ADAPTER for s in seqs]
+        out = self.model(use_cache=True, logits_to_keep=1, **inputs)
+        return out.logits[:, -1, :].float(), out.past_key_values
+
+    def _prefill(self, seqs: list[Sequence]) -> None:
+        from transformers import DynamicCache
+
+        width = max(len(s.prompt_ids) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
+            mask[row, width - len(seq.prompt_ids) :] = 1
+            seq.length = len(seq.prompt_ids)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits, cache = self._forward(
+            seqs,
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+        )
+        self.stats.prefill_batch_sizes[len(seqs)] += 1
+        if self._on_batch:
+            self._on_batch("prefill", len(seqs))
+        self._merge(seqs, cache, mask.to(self.device))
+        self._emit_tokens(seqs, logits)
+
+    def _decode(self) -> None:
+        seqs = self._running
+        assert self._mask is not None
+        ones = torch.ones((len(seqs), 1), dtype=self._mask.dtype, device=self.device)
+        self._mask = torch.cat([self._mask, ones], dim=1)
+        ids = torch.tensor([[s.last_token] for s in seqs], device=self.device)
+        positions = torch.tensor([[s.length] for s in seqs], device=self.device)
+        logits, _ = self._forward(
+            seqs,
+            input_ids=ids,
+            attention_mask=self._mask,
+            position_ids=positions,
+            past_key_values=self._cache,
+        )
+        for seq in seqs:
+            seq.length += 1
+        self.stats.decode_batch_sizes[len(seqs)] += 1
+        if self._on_batch:
+            self._on_batch("decode", len(seqs))
+        self._emit_tokens(seqs, logits)
+
+    def _merge(self, seqs: list[Sequence], cache: Any, mask: torch.Tensor) -> None:
+        """Append the freshly prefilled rows to the running batch (left-padding the shorter)."""
+        if not self._running or self._cache is None or self._mask is None:
+            self._running, self._cache, self._mask = list(seqs), cache, mask
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+        for old, new in zip(self._cache.layers, cache.layers, strict=True):
+            old.keys = torch.cat([_left_pad(old.keys, width, 2), _left_pad(new.keys, width, 2)])
+            old.values = torch.cat(
+                [_left_pad(old.values, width, 2), _left_pad(new.values, width, 2)]
+            )
+        self._mask = torch.cat([_left_pad(self._mask, width, 1), _left_pad(mask, width, 1)])
+        self._running.extend(seqs)
+
+    def _emit_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
+        tokens = self._sample(seqs, logits)
+        for seq, token in zip(seqs, tokens, strict=True):
+            if seq.cancelled:
+                self._finish(seq, None)
+                continue
+            seq.generated += 1
+            seq.last_token = token
+            if token in self.eos_token_ids:
+                self._finish(seq, "stop")
+                continue
+            seq._emit(TokenEvent(token))
+            if seq.generated >= seq.params.max_tokens:
+                self._finish(seq, "length")
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
+        chosen = logits.argmax(dim=-1).tolist()
+        for row, seq in enumerate(seqs):
+            params = seq.params
+            if params.temperature <= 0:
+                continue
+            probs = torch.softmax(logits[row] / params.temperature, dim=-1)
+            if params.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                keep = sorted_probs.cumsum(-1) - sorted_probs < params.top_p
+                probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+            chosen[row] = int(torch.multinomial(probs, 1, generator=seq.generator).item())
+        return [int(t) for t in chosen]
+
+    def _finish(self, seq: Sequence, reason: str | None) -> None:
+        if not seq.finished:
+            seq.finished = True
+            seq._emit(TokenEvent(None, reason or "cancelled"))
+
+    def _drop_done(self) -> None:
+        for seq in self._running:
+            if seq.cancelled:
+                self._finish(seq, None)
+        keep = [i for i, s in enumerate(self._running) if not s.finished]
+        if len(keep) == len(self._running):
+            return
+        if not keep:
+            self._running, self._cache, self._mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self.device)
+        self._running = [self._running[i] for i in keep]
+        assert self._mask is not None
+        self._mask = self._mask[index]
+        # Columns that are padding in every remaining row can go.
+        first_real = int(self._mask.any(dim=0).nonzero()[0].item())
+        self._mask = self._mask[:, first_real:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, first_real:]
+            layer.values = layer.values[index, :, first_real:]
+
+
+def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

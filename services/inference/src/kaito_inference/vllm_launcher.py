@@ -1,0 +1,167 @@
+"""The vLLM runtime: a launcher for vLLM's own OpenAI server, not a fork.
+
+It turns the preset defaults, the estimator's parallelism, the adapters in the adapters
+dir and the user's ``inference_config.yaml`` (``vllm:`` map last, so the user wins) into
+vLLM arguments, and execs ``python -m vllm.entrypoints.openai.api_server``. The 429 queue
+limiter comes in through vLLM's ``--middleware`` extension point.
+"""
+
+# ruff: noqa: PLC0415  (torch and the estimator are imported only when launching)
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+from kaito_inference.engines.adapters import discover_adapters
+from kaito_inference.engines.base import AdapterInfo
+from kaito_inference.modelsource import ResolvedModel, resolve_model
+from kaito_inference.settings import InferenceSettings
+from kaito_sdk.inference_config import InferenceConfig, load_inference_config, vllm_args
+
+__all__ = ["VLLM_MODULE", "LaunchError", "build_vllm_argv", "run_vllm", "vllm_environment"]
+
+log = logging.getLogger(__name__)
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+MIDDLEWARE = "kaito_inference.vllm_middleware.QueueLimiter"
+
+
+class LaunchError(ValueError):
+    """The combination of settings, adapters and config cannot be served by vLLM."""
+
+
+def build_vllm_argv(
+    settings: InferenceSettings,
+    *,
+    resolved: ResolvedModel,
+    adapters: list[AdapterInfo],
+    config: InferenceConfig | None = None,
+    extra: list[str] | None = None,
+    on_cpu: bool = False,
+) -> list[str]:
+    """vLLM server arguments: ours first, then ``extra`` flags, then the user's ``vllm:`` map."""
+    argv = [
+        "--model", resolved.location,
+        "--served-model-name", settings.served_model_name or resolved.name,
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--max-num-seqs", str(settings.max_running),
+    ]  # fmt: skip
+    dtype = settings.dtype
+    if dtype == "auto":  # fp32 beats bf16 on CPUs without AMX/AVX-512
+        dtype = "float32" if on_cpu else "auto"
+    argv += ["--dtype", dtype]
+    if on_cpu:
+        argv.append("--enforce-eager")
+    if settings.max_model_len:
+        argv += ["--max-model-len", str(settings.max_model_len)]
+    argv += _preset_flags(resolved)
+    argv += _parallelism(settings, resolved, config)
+    if adapters or settings.enable_lora_runtime_loading:
+        argv.append("--enable-lora")
+    if adapters:
+        weighted = [a.name for a in adapters if a.strength != 1.0]
+        if weighted:
+            raise LaunchError(
+                f"adapters {', '.join(weighted)}: strength is not supported by the vLLM "
+                "runtime (use the transformers runtime or remove the strength)"
+            )
+        argv += ["--lora-modules", *(f"{a.name}={a.path}" for a in adapters)]
+    if not settings.disable_rate_limit:
+        argv += ["--middleware", MIDDLEWARE]
+    argv += list(extra or [])
+    if config is not None:
+        argv += vllm_args(config)
+    return argv
+
+
+def _preset_flags(resolved: ResolvedModel) -> list[str]:
+    """The preset's runtime defaults (chat template, parsers, formats) as vLLM flags."""
+    argv: list[str] = []
+    if resolved.chat_template:
+        argv += ["--chat-template", resolved.chat_template]
+    if resolved.preset is None:
+        return argv
+    defaults = resolved.preset.runtime_defaults
+    if defaults.tool_call_parser:
+        argv += ["--enable-auto-tool-choice", "--tool-call-parser", defaults.tool_call_parser]
+    for flag, value in (
+        ("--reasoning-parser", defaults.reasoning_parser),
+        ("--tokenizer-mode", defaults.tokenizer_mode),
+        ("--config-format", defaults.config_format),
+        ("--load-format", defaults.load_format),
+    ):
+        if value:
+            argv += [flag, value]
+    return argv
+
+
+def _parallelism(
+    settings: InferenceSettings, resolved: ResolvedModel, config: InferenceConfig | None
+) -> list[str]:
+    """Tensor/pipeline/data parallel sizes from the SDK estimator, for GPU presets."""
+    preset = resolved.preset
+    if settings.instance_type is None or preset is None or preset.is_cpu:
+        return []
+    from kaito_sdk.estimator import EstimateError, estimate_nodes
+
+    try:
+        estimate = estimate_nodes(
+            preset,
+            settings.instance_type,
+            max_model_len=config.max_model_len() if config else settings.max_model_len,
+        )
+    except EstimateError as exc:
+        raise LaunchError(str(exc)) from None
+    argv = ["--tensor-parallel-size", str(estimate.tensor_parallel_size)]
+    if estimate.pipeline_parallel_size > 1:
+        argv += ["--pipeline-parallel-size", str(estimate.pipeline_parallel_size)]
+        argv += ["--distributed-executor-backend", "ray"]
+    if estimate.data_parallel_size > 1:
+        argv += ["--data-parallel-size", str(estimate.data_parallel_size)]
+    return argv
+
+
+def vllm_environment(
+    settings: InferenceSettings, base: Mapping[str, str], *, on_cpu: bool
+) -> dict[str, str]:
+    """The environment vLLM runs with: the limiter's settings and CPU defaults."""
+    env = dict(base)
+    env["KAITO_INFERENCE_MAX_RUNNING"] = str(settings.max_running)
+    env["KAITO_INFERENCE_MAX_WAITING"] = str(settings.max_waiting)
+    env["KAITO_INFERENCE_LORA_ROOT"] = str(settings.lora_allowed_root())
+    if settings.enable_lora_runtime_loading:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    if on_cpu:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # small pods: use every core
+    return env
+
+
+def run_vllm(settings: InferenceSettings, extra: list[str]) -> int:
+    """Build the arguments and replace this process with vLLM's server."""
+    import torch
+
+    on_cpu = settings.device == "cpu" or (
+        settings.device == "auto" and not torch.cuda.is_available()
+    )
+    config = (
+        load_inference_config(settings.kaito_config_file) if settings.kaito_config_file else None
+    )
+    argv = build_vllm_argv(
+        settings,
+        resolved=resolve_model(settings.model),
+        adapters=discover_adapters(settings.adapters_dir),
+        config=config,
+        extra=extra,
+        on_cpu=on_cpu,
+    )
+    env = vllm_environment(settings, os.environ, on_cpu=on_cpu)
+    command = [sys.executable, "-m", VLLM_MODULE, *argv]
+    log.info("exec %s", " ".join(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)  # noqa: S606 (our own interpreter, fixed module)
+    return 0  # pragma: no cover (execve does not return)
