@@ -300,11 +300,38 @@ async def test_persist_and_load_contract(client: httpx.AsyncClient, tmp_path: Pa
     assert (await client.post("/load/other")).status_code == 404
 
 
-@pytest.mark.parametrize("path", ["/etc", "../outside", "copies/../../outside", "/tmp"])
-async def test_persist_path_must_stay_under_root(client: httpx.AsyncClient, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [
+        ("/etc", "persistence root"),
+        ("../outside", "persistence root"),
+        ("copies/../../outside", "persistence root"),
+        ("/tmp", "persistence root"),
+        ("a" * 300, "per component"),
+        ("a/" * 600, "at most 1024"),
+        ("bad\x01name", "control characters"),
+    ],
+)
+async def test_persist_path_must_stay_under_root(
+    client: httpx.AsyncClient, path: str, needle: str
+) -> None:
     await _index(client)
     response = await client.post("/persist/docs", params={"path": path})
     assert response.status_code == 400, response.text
-    assert "persistence root" in response.json()["detail"]
+    assert needle in response.json()["detail"]
     response = await client.post("/load/x", params={"path": path})
     assert response.status_code == 400
+
+
+async def test_unwritable_persistence_root_is_a_clear_error(
+    tmp_path: Path, embedder: HashingEmbedder
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    settings = make_settings(
+        tmp_path, persist_dir=str(tmp_path / "file"), snapshot_on_shutdown=False
+    )
+    async with running_app(create_app(settings, embedder=embedder)) as client:
+        await _index(client)
+        response = await client.post("/persist/docs")
+        assert response.status_code == 500
+        assert "could not write a snapshot" in response.json()["detail"]

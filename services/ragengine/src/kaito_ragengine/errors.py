@@ -12,6 +12,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RagError",
     "ServiceUnavailableError",
+    "StorageError",
     "UnprocessableError",
     "UpstreamError",
     "install_exception_handlers",
@@ -62,6 +63,12 @@ class ServiceUnavailableError(RagError):
     """The feature needs something that is not configured (503)."""
 
     status_code = 503
+
+
+class StorageError(RagError):
+    """The persistence volume could not be written or read (500, with the OS reason)."""
+
+    status_code = 500
 
 
 class UpstreamError(RagError):

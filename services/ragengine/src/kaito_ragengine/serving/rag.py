@@ -17,6 +17,7 @@ from kaito_ragengine.errors import (
     ConflictError,
     NotFoundError,
     PayloadTooLargeError,
+    StorageError,
     UnprocessableError,
 )
 from kaito_ragengine.metrics import Metrics
@@ -243,9 +244,9 @@ class RagService:
                 snapshot = IndexSnapshot.capture(index, self.embedder.model_id)
             try:
                 final = await asyncio.to_thread(self.snapshots.write, location, snapshot)
-            except OSError:
+            except OSError as exc:
                 self.metrics.snapshots.labels("persist", "error").inc()
-                raise
+                raise StorageError(f"could not write a snapshot under {location}: {exc}") from exc
         self.metrics.snapshots.labels("persist", "ok").inc()
         log.info("persisted index %s (%d documents) to %s", name, len(snapshot.documents), final)
         return final

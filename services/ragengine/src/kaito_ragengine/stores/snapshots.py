@@ -31,6 +31,7 @@ __all__ = ["SNAPSHOT_FORMAT", "IndexSnapshot", "SnapshotStore", "validate_index_
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
+_MAX_PATH, _MAX_PART = 1024, 255
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _VECTORS, _STATE, _MANIFEST, _SNAPSHOTS = (
     "vectors.faiss",
@@ -115,9 +116,16 @@ class SnapshotStore:
         root = self.root.resolve()
         if path is None:
             return root / name
-        if "\x00" in path:
-            raise InvalidRequestError("path must not contain NUL characters")
         candidate = Path(path)
+        if (
+            len(path) > _MAX_PATH
+            or any(len(part.encode()) > _MAX_PART for part in candidate.parts)
+            or any(ord(c) < 32 or ord(c) == 127 for c in path)
+        ):
+            raise InvalidRequestError(
+                f"path must be at most {_MAX_PATH} characters, {_MAX_PART} bytes per component, "
+                "without control characters"
+            )
         resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
         if resolved == root or not resolved.is_relative_to(root):
             raise InvalidRequestError(
