@@ -1,0 +1,1 @@
+"""Pure builders: typed SDK objects in, Kubernetes manifest dicts out."""

@@ -1,0 +1,115 @@
+"""Shared pieces of every child object: names, labels, owner references, placement.
+
+Builders are pure: typed SDK objects in, manifest dicts out; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kaito_sdk import labels
+from kaito_sdk.api import KubeObject, LabelSelector
+
+__all__ = [
+    "GPU_RESOURCE",
+    "GPU_TOLERATIONS",
+    "config_hash",
+    "node_affinity",
+    "object_meta",
+    "owner_reference",
+    "selector_labels",
+    "shm_volume",
+    "workspace_labels",
+]
+
+#: The extended resource NVIDIA's device plugin advertises.
+GPU_RESOURCE = "nvidia.com/gpu"
+#: Taints KAITO puts on GPU nodes (and the device plugin's): pods must tolerate them.
+GPU_TOLERATIONS: list[dict[str, str]] = [
+    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+]
+
+
+def owner_reference(owner: KubeObject) -> dict[str, Any]:
+    """A controller owner reference to ``owner`` (children are garbage-collected with it)."""
+    return {
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.metadata.name,
+        "uid": owner.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def workspace_labels(owner: KubeObject) -> dict[str, str]:
+    """Labels every child of a Workspace carries (``kaito.sh/workspace=<name>``)."""
+    return {labels.LABEL_WORKSPACE: str(owner.metadata.name)}
+
+
+def selector_labels(owner: KubeObject) -> dict[str, str]:
+    """The pod selector of a Workspace or RAGEngine's workload."""
+    key = labels.LABEL_RAGENGINE if owner.kind == "RAGEngine" else labels.LABEL_WORKSPACE
+    return {key: str(owner.metadata.name)}
+
+
+def object_meta(
+    owner: KubeObject,
+    name: str,
+    *,
+    extra_labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Metadata of a namespaced child of ``owner``: same namespace, labels, owner reference."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": owner.metadata.namespace,
+        "labels": {**selector_labels(owner), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(owner)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def node_affinity(selector: LabelSelector | None) -> dict[str, Any] | None:
+    """Required node affinity for a user's label selector (reserved KAITO keys dropped)."""
+    if selector is None:
+        return None
+    expressions: list[dict[str, Any]] = [
+        {"key": key, "operator": "In", "values": [value]}
+        for key, value in sorted((selector.match_labels or {}).items())
+        if not labels.is_reserved_label_key(key)
+    ]
+    for requirement in selector.match_expressions or []:
+        if labels.is_reserved_label_key(requirement.key):
+            continue
+        expression: dict[str, Any] = {"key": requirement.key, "operator": requirement.operator}
+        if requirement.values is not None:
+            expression["values"] = list(requirement.values)
+        expressions.append(expression)
+    if not expressions:
+        return None
+    terms = [{"matchExpressions": expressions}]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
+        }
+    }
+
+
+def shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``/dev/shm`` memory-backed volume and its mount (PyTorch/NCCL need a large shm)."""
+    return (
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 (a mount, not a temp file)
+    )
+
+
+def config_hash(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (rolls pods when it changes)."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,178 @@
+"""Golden YAML tests for the pure builders; every built-in object is schema-validated.
+
+Regenerate the files after an intended change with ``KAITO_UPDATE_GOLDEN=1 pytest ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kaito_operator.builders import nodes, ragengine, services, tuning
+from kaito_sdk.api import RAGEngine, Workspace
+from kaito_sdk.presets import resolve_preset
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+UID = "11111111-2222-3333-4444-555555555555"
+BUILT_IN = {"v1", "apps/v1", "batch/v1"}
+
+
+def workspace(**body: Any) -> Workspace:
+    meta = {"name": "ws1", "namespace": "team", "uid": UID, **body.pop("metadata", {})}
+    return Workspace.from_manifest({"metadata": meta, **body})
+
+
+def rag(**spec: Any) -> RAGEngine:
+    meta = {"name": "rag1", "namespace": "team", "uid": UID}
+    return RAGEngine.from_manifest({"metadata": meta, "spec": spec})
+
+
+SELECTOR = {"labelSelector": {"matchLabels": {"apps": "ws1", "kaito.sh/workspace": "x"}}}
+
+
+def tuning_cpu_urls() -> list[dict[str, Any]]:
+    ws = workspace(
+        resource=SELECTOR,
+        tuning={
+            "preset": {"name": "smollm2-135m-instruct"},
+            "method": "lora",
+            "input": {"urls": ["https://example.com/a.jsonl", "https://example.com/b.jsonl"]},
+            "output": {"image": "registry.example.com/a:1", "imagePushSecret": "push"},
+        },
+    )
+    plan = tuning.TuningPlan(
+        preset=resolve_preset("smollm2-135m-instruct"),
+        image="ghcr.io/kaito-py/kaito-tuning:0.1.0",
+        config_map="ws1-training-config",
+        output_dir="/mnt/results",
+        gpus=None,
+        revision="abc123",
+    )
+    return [tuning.tuning_config_map(ws, "training_config: {}\n"), tuning.tuning_job(ws, plan)]
+
+
+def tuning_gpu_image_to_volume() -> list[dict[str, Any]]:
+    ws = workspace(
+        resource={"instanceType": "Standard_NC24ads_A100_v4", **SELECTOR},
+        tuning={
+            "preset": {"name": "phi-3-mini-128k-instruct"},
+            "method": "qlora",
+            "config": "my-config",
+            "input": {"image": "registry.example.com/data:1", "imagePullSecrets": ["pull"]},
+            "output": {"volumeSource": {"persistentVolumeClaim": {"claimName": "results"}}},
+        },
+    )
+    plan = tuning.TuningPlan(
+        preset=resolve_preset("phi-3-mini-128k-instruct"),
+        image="ghcr.io/kaito-py/kaito-tuning:0.1.0",
+        config_map="my-config",
+        output_dir="/mnt/out",
+        gpus=1,
+        revision="def456",
+    )
+    return [tuning.tuning_job(ws, plan)]
+
+
+def ragengine_remote_with_pvc() -> list[dict[str, Any]]:
+    engine = rag(
+        compute={"instanceType": "Standard_NC24ads_A100_v4", **SELECTOR},
+        embedding={
+            "remote": {"url": "https://embed.example.com/v1/embeddings", "accessSecret": "e"}
+        },
+        inferenceService={
+            "url": "http://phi.team.svc/v1/chat/completions",
+            "contextWindowSize": 4096,
+        },
+        storage={"persistentVolume": {"persistentVolumeClaim": "rag-pvc", "mountPath": "/data"}},
+    )
+    image = "ghcr.io/kaito-py/kaito-ragengine:0.1.0"
+    return [services.service(engine), ragengine.ragengine_deployment(engine, image=image)]
+
+
+def ragengine_local_retrieve_only() -> list[dict[str, Any]]:
+    engine = rag(embedding={"local": {"modelID": "BAAI/bge-small-en-v1.5"}})
+    image = "ghcr.io/kaito-py/kaito-ragengine:0.1.0"
+    return [ragengine.ragengine_deployment(engine, image=image)]
+
+
+def workspace_services_multinode() -> list[dict[str, Any]]:
+    ws = workspace(resource=SELECTOR, inference={"preset": {"name": "qwen2.5-72b-instruct"}})
+    return [services.service(ws, leader_only=True), services.headless_service(ws, ray=True)]
+
+
+def node_provisioning() -> list[dict[str, Any]]:
+    ws = workspace(
+        resource={"instanceType": "Standard_NC24ads_A100_v4", **SELECTOR},
+        inference={"preset": {"name": "phi-4"}},
+    )
+    node_class = nodes.NodeClassRef("karpenter.azure.com", "AKSNodeClass", "default")
+    names = nodes.nodeclaim_names(ws, 2)
+    return [
+        nodes.nodepool(
+            ws, instance_type="Standard_NC24ads_A100_v4", nodes=2, node_class=node_class
+        ),
+        *(
+            nodes.nodeclaim(
+                ws,
+                name,
+                instance_type="Standard_NC24ads_A100_v4",
+                storage="108Gi",
+                node_class=node_class,
+            )
+            for name in names
+        ),
+    ]
+
+
+CASES: dict[str, Callable[[], list[dict[str, Any]]]] = {
+    "tuning-cpu-urls": tuning_cpu_urls,
+    "tuning-gpu-image-to-volume": tuning_gpu_image_to_volume,
+    "ragengine-remote-with-pvc": ragengine_remote_with_pvc,
+    "ragengine-local-retrieve-only": ragengine_local_retrieve_only,
+    "workspace-services-multinode": workspace_services_multinode,
+    "node-provisioning": node_provisioning,
+}
+
+
+def check_golden(name: str, objects: list[dict[str, Any]]) -> None:
+    path = GOLDEN / f"{name}.yaml"
+    text = yaml.safe_dump_all(objects, sort_keys=False)
+    if os.environ.get("KAITO_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"missing {path}; run with KAITO_UPDATE_GOLDEN=1"
+    assert list(yaml.safe_load_all(path.read_text())) == objects, (
+        f"{name} differs from {path.name}; if intended, rerun with KAITO_UPDATE_GOLDEN=1"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_builder_output_matches_golden_and_schema(
+    name: str, validate_k8s: Callable[[dict[str, Any]], None]
+) -> None:
+    objects = CASES[name]()
+    for obj in objects:
+        if obj["apiVersion"] in BUILT_IN:
+            validate_k8s(obj)
+    check_golden(name, objects)
+
+
+def test_reserved_selector_keys_never_reach_node_affinity() -> None:
+    [job] = tuning_gpu_image_to_volume()
+    terms = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "apps", "operator": "In", "values": ["ws1"]}]}]
+
+
+def test_ragengine_refuses_what_the_service_cannot_do() -> None:
+    engine = rag(
+        embedding={"local": {"modelID": "m"}},
+        storage={"vectorDB": {"engine": "qdrant", "url": "http://q"}},
+    )
+    with pytest.raises(ragengine.UnsupportedSpecError, match=r"spec\.storage\.vectorDB"):
+        ragengine.ragengine_deployment(engine, image="x")
