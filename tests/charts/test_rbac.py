@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from kaito_operator.rbac import rules_for
+from kaito_operator.settings import OperatorSettings
+
 RELEASE = "acme-kaito"
 NAMESPACE = "ml-platform"
 PROVISIONERS = ("karpenter", "gpu-provisioner", "byo")
@@ -84,3 +87,21 @@ def test_only_the_chosen_provisioner_api_is_granted(render: Any) -> None:
     assert not {g for g, _ in by_provisioner["byo"]} & {"karpenter.sh"}
     assert ("karpenter.sh", "nodeclaims") not in by_provisioner["karpenter"]
     assert ("karpenter.sh", "nodepools") not in by_provisioner["gpu-provisioner"]
+
+
+@pytest.mark.parametrize(("chart", "values"), CASES, ids=CASE_IDS)
+def test_rules_equal_what_the_operator_uses(
+    render: Any, chart: str, values: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = render(chart, values=values)
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {var["name"]: var["value"] for var in container["env"] if "value" in var}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = OperatorSettings()
+    [controller] = settings.controllers
+    expected = grants(rules_for(controller, settings.node_provisioner))
+    rendered = grants(cluster_role(objects)["rules"])
+    assert rendered - expected == set(), "granted but never used by the operator"
+    assert expected - rendered == set(), "used by the operator but not granted"
