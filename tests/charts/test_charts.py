@@ -27,7 +27,7 @@ CASES: list[tuple[str, dict[str, str]]] = [
     ("kaito-workspace", {"nodeProvisioner": "gpu-provisioner"}),
     ("kaito-workspace", {"nodeProvisioner": "byo"}),
     ("kaito-workspace", {"webhook.enabled": "false", "defaultConfigMaps.enabled": "false"}),
-    ("kaito-workspace", {"featureGates.vLLM": "false", "logging.level": "DEBUG"}),
+    ("kaito-workspace", {"serviceAccount.create": "false", "serviceAccount.name": "kaito-sa"}),
     ("kaito-ragengine", {}),
     ("kaito-ragengine", {"webhook.enabled": "false"}),
 ]
@@ -145,6 +145,7 @@ def test_pods_are_locked_down(render: Any, chart: str, values: dict[str, str]) -
         ("kaito-workspace", "images.pullPolicy", "Sometimes"),
         ("kaito-workspace", "webhook.port", "80"),
         ("kaito-workspace", "replicaCount", "2"),
+        ("kaito-workspace", "nodeProvisoner", "karpenter"),
         ("kaito-ragengine", "images.inference", "kaito-inference"),
         ("kaito-ragengine", "healthPort", "0"),
     ],

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from kaito_operator.handlers.admission import WEBHOOK_IDS
+
 RELEASE = "acme-kaito"
 NAMESPACE = "ml-platform"
 CHART_KINDS = {"kaito-workspace": "workspaces", "kaito-ragengine": "ragengines"}
@@ -78,8 +80,11 @@ def test_configuration_targets_the_service_and_the_kind(render: Any, chart: str)
     assert target["name"] == service["metadata"]["name"]
     assert target["namespace"] == NAMESPACE
     assert target["port"] == service["spec"]["ports"][0]["port"]
+    assert target["path"] == "/" + WEBHOOK_IDS[CHART_KINDS[chart]]
     [rule] = webhook["rules"]
     assert rule["apiGroups"] == ["kaito.sh"]
+    [crd] = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+    assert rule["apiVersions"] == [v["name"] for v in crd["spec"]["versions"] if v["served"]]
     assert rule["resources"] == [CHART_KINDS[chart]]
     assert set(rule["operations"]) == {"CREATE", "UPDATE"}
     assert webhook["failurePolicy"] == "Fail"
@@ -89,3 +94,8 @@ def test_configuration_targets_the_service_and_the_kind(render: Any, chart: str)
     pod = deployment["spec"]["template"]["spec"]
     [volume] = [v for v in pod["volumes"] if "secret" in v]
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    [container] = pod["containers"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    env = {var["name"]: var.get("value") for var in container["env"]}
+    assert mount["mountPath"] == env["KAITO_OPERATOR_WEBHOOK_CERT_DIR"]
+    assert mount["readOnly"] is True

@@ -59,15 +59,6 @@ app.kubernetes.io/part-of: kaito
 {{- printf "%s/%s:%s" $images.registry (index $images (index . 1)) $images.tag }}
 {{- end }}
 
-{{/* --feature-gates value: name=bool pairs sorted by name. */}}
-{{- define "kaito.featureGates" -}}
-{{- $pairs := list }}
-{{- range $name, $enabled := .Values.featureGates }}
-{{- $pairs = append $pairs (printf "%s=%t" $name $enabled) }}
-{{- end }}
-{{- join "," $pairs }}
-{{- end }}
-
 {{/*
 The webhook serving certificate as YAML (ca, cert, key; base64 PEM): reused from the
 existing Secret on upgrade, otherwise a new self-signed CA and a serving certificate for
