@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from kaito_sdk.inference_config import CONFIG_KEY, parse_inference_config, vllm_args
 from kaito_sdk.tuning_config import CONFIG_FILE_NAME, parse_training_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,12 +76,11 @@ def test_tuning_defaults_parse_with_the_sdk(render: Any, name: str, method: str)
     assert config.quantization.quantized is (method == "qlora")
 
 
-def test_inference_defaults_are_kaito_inference_config(render: Any) -> None:
+def test_inference_defaults_parse_with_the_sdk(render: Any) -> None:
     data = configmap(render("kaito-workspace"), "inference-params-template")["data"]
-    config = yaml.safe_load(data["inference_config.yaml"])
-    assert 0 <= config["kv_cache_cpu_memory_utilization"] <= 1
-    assert isinstance(config["vllm"], dict)
-    assert all(isinstance(key, str) and "_" not in key for key in config["vllm"])
+    config = parse_inference_config(data[CONFIG_KEY])
+    assert config.vllm
+    assert vllm_args(config)[0].startswith("--")
 
 
 def test_default_configmaps_can_be_turned_off(render: Any) -> None:
