@@ -44,6 +44,8 @@ class OperatorSettings(BaseSettings):
     """Serve the validating admission webhook."""
     webhook_port: int = Field(default=9443, ge=1, le=65535)
     """Port of the webhook HTTPS server."""
+    webhook_cert_dir: str = "/etc/kaito/webhook-cert"
+    """Directory of the serving certificate (``tls.crt``, ``tls.key``) the chart mounts."""
     webhook_service: str = "kaito-operator-webhook"
     """Service name in front of the webhook (used for the certificate and the config)."""
     webhook_configuration: str = "kaito-operator"

@@ -121,6 +121,11 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         return sorted(objs, key=lambda obj: str(obj["metadata"]["name"]))
 
     @property
+    def recorded_requests(self) -> list[rendering.Request]:
+        """Every request served so far (kmock records them), oldest first."""
+        return list(self._requests)
+
+    @property
     def revision(self) -> int:
         """The current resource version counter."""
         return self._state.revision

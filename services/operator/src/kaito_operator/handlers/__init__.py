@@ -1,0 +1,23 @@
+"""kopf handlers, registered into a registry per the configured controllers."""
+
+from __future__ import annotations
+
+import kopf
+
+from kaito_operator.handlers import admission, lifecycle, ragengine, workspace
+from kaito_operator.settings import OperatorSettings
+
+__all__ = ["build_registry"]
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """A registry holding the lifecycle handlers and the enabled controllers' handlers."""
+    registry = kopf.OperatorRegistry()
+    lifecycle.register(registry)
+    if "workspace" in settings.controllers:
+        workspace.register(registry, settings)
+    if "ragengine" in settings.controllers:
+        ragengine.register(registry)
+    if settings.webhook_enabled:
+        admission.register(registry, settings)
+    return registry

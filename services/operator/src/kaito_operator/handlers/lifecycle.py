@@ -1,0 +1,75 @@
+"""Operator lifecycle: login, startup (settings and clients into ``memo``), cleanup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kaito_operator.handlers.admission import webhook_server
+from kaito_operator.kube import ClusterConnection, KubeClient
+from kaito_operator.reconcilers.nodes import NodeProvisioner
+from kaito_operator.reconcilers.observe import StatusObserver
+from kaito_operator.reconcilers.ragengine import RAGEngineReconciler
+from kaito_operator.reconcilers.workspace import WorkspaceReconciler
+from kaito_operator.settings import OperatorSettings
+from kaito_sdk import labels
+
+__all__ = ["cleanup", "connection_info", "login", "register", "startup"]
+
+
+def connection_info(
+    settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
+) -> kopf.ConnectionInfo:
+    """Where the API server is: the configured URL, else in-cluster, else kubeconfig."""
+    if settings.api_server:
+        return kopf.ConnectionInfo(server=settings.api_server, insecure=True)
+    info = kopf.login_with_service_account(settings=kopf_settings) or kopf.login_with_kubeconfig(
+        settings=kopf_settings
+    )
+    if info is None:
+        raise kopf.PermanentError("no API server credentials: neither in-cluster nor a kubeconfig")
+    return info
+
+
+def login(*, memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """Authenticate kopf the same way the operator's own client does."""
+    return connection_info(memo.settings, settings)
+
+
+async def startup(*, memo: Any, settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
+    """Tune kopf and put the client and reconcilers into ``memo``."""
+    config: OperatorSettings = memo.settings
+    settings.posting.enabled = config.post_events
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kaito.sh")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kaito.sh", key="last-handled-configuration"
+    )
+    only_rag = config.controllers == {"ragengine"}
+    settings.persistence.finalizer = (
+        labels.FINALIZER_RAGENGINE if only_rag else labels.FINALIZER_WORKSPACE
+    )
+    settings.watching.server_timeout = 300
+    if config.webhook_enabled:
+        settings.admission.server = webhook_server(config)
+        settings.admission.managed = None  # the chart renders the webhook configuration
+    kube = KubeClient(ClusterConnection.from_kopf(connection_info(config, settings)))
+    memo.kube = kube
+    memo.workspaces = WorkspaceReconciler(kube, config)
+    memo.ragengines = RAGEngineReconciler(kube, config)
+    memo.observer = StatusObserver(kube, NodeProvisioner(kube, config))
+    logger.info("kaito-operator started: node provisioner %s", config.node_provisioner)
+
+
+async def cleanup(*, memo: Any, **_: Any) -> None:
+    """Close the API client."""
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        await kube.aclose()
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register the lifecycle handlers."""
+    kopf.on.login(registry=registry)(login)
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.cleanup(registry=registry)(cleanup)

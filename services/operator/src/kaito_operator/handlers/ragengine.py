@@ -1,0 +1,70 @@
+"""kopf handlers for RAGEngines: parse, reconcile, report status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pydantic
+
+from kaito_operator.errors import InvalidSpecError
+from kaito_sdk import labels
+from kaito_sdk.api import RAGEngine
+
+__all__ = ["ragengine_child_changed", "reconcile_ragengine", "register", "resync_ragengine"]
+
+RAGENGINES = ("kaito.sh", "v1beta1", "ragengines")
+_OWNED = {labels.LABEL_RAGENGINE: kopf.PRESENT}
+
+
+def parse_ragengine(body: kopf.Body) -> RAGEngine:
+    """The typed RAGEngine; a body that does not parse is a permanent error."""
+    try:
+        return RAGEngine.from_manifest(dict(body))
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise InvalidSpecError(field, error["msg"]) from None
+
+
+async def reconcile_ragengine(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Apply the RAG service's Deployment and Service, then recompute the status."""
+    try:
+        engine = parse_ragengine(body)
+    except InvalidSpecError as exc:
+        await memo.observer.report_invalid(body, exc)
+        raise
+    try:
+        await memo.ragengines.reconcile(engine)
+    except InvalidSpecError as exc:
+        await memo.observer.report_invalid(body, exc)
+        raise
+    finally:
+        await memo.observer.sync_ragengine(body.metadata.namespace, body.metadata.name)
+
+
+async def resync_ragengine(
+    *, body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """Recompute the status periodically."""
+    while not stopped:
+        await asyncio.sleep(memo.settings.resync_seconds)
+        await memo.observer.sync_ragengine(body.metadata.namespace, body.metadata.name)
+
+
+async def ragengine_child_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A Deployment or pod of a RAGEngine changed: recompute the owner's status."""
+    namespace = body.metadata.namespace
+    name = body.metadata.labels.get(labels.LABEL_RAGENGINE)
+    if namespace and name:
+        await memo.observer.sync_ragengine(namespace, name)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Register the RAGEngine controller's handlers."""
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*RAGENGINES, registry=registry)(reconcile_ragengine)
+    kopf.daemon(*RAGENGINES, registry=registry, cancellation_timeout=1.0)(resync_ragengine)
+    for resource in (("apps", "v1", "deployments"), ("", "v1", "pods")):
+        kopf.on.event(*resource, labels=_OWNED, registry=registry)(ragengine_child_changed)

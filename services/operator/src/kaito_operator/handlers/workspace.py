@@ -1,0 +1,110 @@
+"""kopf handlers for Workspaces: parse, reconcile, report status. Nothing else lives here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import pydantic
+
+from kaito_operator.errors import InvalidSpecError
+from kaito_operator.settings import OperatorSettings
+from kaito_sdk import labels
+from kaito_sdk.api import Workspace
+
+__all__ = [
+    "delete_workspace",
+    "nodeclaim_changed",
+    "reconcile_workspace",
+    "register",
+    "resync_workspace",
+    "workspace_child_changed",
+]
+
+WORKSPACES = ("kaito.sh", "v1beta1", "workspaces")
+_OWNED = {labels.LABEL_WORKSPACE: kopf.PRESENT}
+
+
+def parse_workspace(body: Mapping[str, Any]) -> Workspace:
+    """The typed Workspace; a body that does not parse is a permanent error."""
+    try:
+        return Workspace.from_manifest(dict(body))
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise InvalidSpecError(field, error["msg"]) from None
+
+
+async def reconcile_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Bring the Workspace's children to the desired state, then recompute its status."""
+    try:
+        ws = parse_workspace(body)
+    except InvalidSpecError as exc:
+        await memo.observer.report_invalid(body, exc)
+        raise
+    try:
+        await memo.workspaces.reconcile(ws)
+    except InvalidSpecError as exc:
+        await memo.observer.report_invalid(body, exc)
+        raise
+    finally:
+        await memo.observer.sync_workspace(body.metadata.namespace, body.metadata.name)
+
+
+async def delete_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Release the nodes provisioned for the Workspace (children go by garbage collection)."""
+    await memo.workspaces.cleanup(parse_workspace(body))
+
+
+async def resync_workspace(
+    *, body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+) -> None:
+    """Level-based resync: re-apply the desired children (catching ConfigMap edits that
+    roll the pods) and recompute the status, every ``resync_seconds``."""
+    namespace, name = body.metadata.namespace, body.metadata.name
+    while not stopped:
+        await asyncio.sleep(memo.settings.resync_seconds)
+        raw = await memo.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            await memo.workspaces.reconcile(parse_workspace(raw))
+        except (kopf.PermanentError, kopf.TemporaryError) as exc:
+            logger.info("resync of %s/%s postponed: %s", namespace, name, exc)
+        await memo.observer.sync_workspace(namespace, name)
+
+
+async def workspace_child_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A StatefulSet, Job or pod of a Workspace changed: recompute the owner's status."""
+    namespace = body.metadata.namespace
+    name = body.metadata.labels.get(labels.LABEL_WORKSPACE)
+    if namespace and name:
+        await memo.observer.sync_workspace(namespace, name)
+
+
+async def nodeclaim_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """A NodeClaim of a Workspace changed: recompute the owner's status."""
+    owner = body.metadata.labels
+    await memo.observer.sync_workspace(
+        owner[labels.LABEL_WORKSPACE_NAMESPACE], owner[labels.LABEL_WORKSPACE]
+    )
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Register the Workspace controller's handlers."""
+    for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        on(*WORKSPACES, registry=registry)(reconcile_workspace)
+    kopf.on.delete(*WORKSPACES, registry=registry)(delete_workspace)
+    kopf.daemon(*WORKSPACES, registry=registry, cancellation_timeout=1.0)(resync_workspace)
+    for resource in (("apps", "v1", "statefulsets"), ("batch", "v1", "jobs"), ("", "v1", "pods")):
+        kopf.on.event(*resource, labels=_OWNED, registry=registry)(workspace_child_changed)
+    if settings.node_provisioner == "gpu-provisioner":
+        claim_labels = {
+            labels.LABEL_WORKSPACE: kopf.PRESENT,
+            labels.LABEL_WORKSPACE_NAMESPACE: kopf.PRESENT,
+        }
+        kopf.on.event("karpenter.sh", "v1", "nodeclaims", labels=claim_labels, registry=registry)(
+            nodeclaim_changed
+        )

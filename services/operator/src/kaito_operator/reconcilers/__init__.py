@@ -1,0 +1,1 @@
+"""Reconcile logic: no kopf decorators, no HTTP (the kube client does that)."""

@@ -1,0 +1,184 @@
+"""Node provisioning for a Workspace: Karpenter NodePools, gpu-provisioner NodeClaims, or BYO.
+
+``provision`` creates what the mode needs, ``observe`` reports whether enough nodes are
+ready (and why not), ``release`` removes what was provisioned (called by the finalizer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaito_operator.builders import nodes as builders
+from kaito_operator.builders.common import GPU_RESOURCE
+from kaito_operator.kube import KubeClient
+from kaito_operator.settings import OperatorSettings
+from kaito_sdk import labels
+from kaito_sdk.api import ConditionReason, LabelSelector, Workspace
+from kaito_sdk.skus import Cloud, GpuSku
+
+__all__ = ["NodeProvisioner", "NodeState", "gpu_sku_from_labels", "selector_matches"]
+
+_GFD_PRODUCT = "nvidia.com/gpu.product"
+_GFD_COUNT = "nvidia.com/gpu.count"
+_GFD_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU
+
+
+@dataclass
+class NodeState:
+    """Whether a Workspace has the nodes it needs."""
+
+    ready: bool
+    reason: str
+    message: str
+    worker_nodes: list[str] = field(default_factory=list)
+    claim_condition: tuple[bool, str, str] | None = None
+    """(ok, reason, message) of ``NodeClaimReady``; only the gpu-provisioner path sets it."""
+
+
+def selector_matches(selector: LabelSelector, node_labels: Mapping[str, str]) -> bool:
+    """Whether a node's labels satisfy a Workspace's label selector."""
+    for key, value in (selector.match_labels or {}).items():
+        if node_labels.get(key) != value:
+            return False
+    for requirement in selector.match_expressions or []:
+        values = requirement.values or []
+        present = requirement.key in node_labels
+        match requirement.operator:
+            case "In":
+                ok = present and node_labels[requirement.key] in values
+            case "NotIn":
+                ok = not present or node_labels[requirement.key] not in values
+            case "Exists":
+                ok = present
+            case _:
+                ok = not present
+        if not ok:
+            return False
+    return True
+
+
+def _node_ready(node: Mapping[str, Any], *, gpu: bool) -> bool:
+    status = node.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    if conditions.get("Ready") != "True":
+        return False
+    if gpu:
+        allocatable = (status.get("allocatable") or {}).get(GPU_RESOURCE, "0")
+        return str(allocatable).isdigit() and int(allocatable) > 0
+    return True
+
+
+def gpu_sku_from_labels(node: Mapping[str, Any]) -> GpuSku | None:
+    """A SKU description from NVIDIA GPU feature discovery labels, or None without them."""
+    node_labels = node.get("metadata", {}).get("labels") or {}
+    try:
+        count = int(node_labels[_GFD_COUNT])
+        memory_gib = int(node_labels[_GFD_MEMORY]) // 1024
+        product = node_labels[_GFD_PRODUCT]
+    except (KeyError, ValueError):
+        return None
+    name = node_labels.get(builders.INSTANCE_TYPE_LABEL, product)
+    return GpuSku(name, Cloud.AZURE, product, count, memory_gib)
+
+
+class NodeProvisioner:
+    """Provision, observe and release the nodes of Workspaces, per the configured mode."""
+
+    def __init__(self, kube: KubeClient, settings: OperatorSettings) -> None:
+        self.kube = kube
+        self.mode = settings.node_provisioner
+        self.node_class = builders.NodeClassRef(
+            settings.karpenter_node_class_group,
+            settings.karpenter_node_class_kind,
+            settings.karpenter_node_class_name,
+        )
+
+    def _node_class(self, ws: Workspace) -> builders.NodeClassRef:
+        name = (ws.metadata.annotations or {}).get(labels.ANNOTATION_NODE_CLASS_NAME)
+        if not name:
+            return self.node_class
+        return builders.NodeClassRef(self.node_class.group, self.node_class.kind, name)
+
+    async def provision(self, ws: Workspace, *, nodes: int, storage: str) -> None:
+        """Create the NodePool or NodeClaims a GPU Workspace needs (no-op for BYO)."""
+        instance_type = ws.resource.instance_type
+        if self.mode == "byo" or not instance_type:
+            return
+        node_class = self._node_class(ws)
+        if self.mode == "karpenter":
+            pool = builders.nodepool(
+                ws, instance_type=instance_type, nodes=nodes, node_class=node_class
+            )
+            await self.kube.apply(pool)
+            return
+        family = (ws.metadata.annotations or {}).get(labels.ANNOTATION_NODE_IMAGE_FAMILY, "ubuntu")
+        for name in builders.nodeclaim_names(ws, nodes):
+            claim = builders.nodeclaim(
+                ws,
+                name,
+                instance_type=instance_type,
+                storage=storage,
+                node_class=node_class,
+                image_family=family,
+            )
+            await self.kube.apply(claim)
+
+    async def release(self, ws: Workspace) -> None:
+        """Delete the NodePool or NodeClaims provisioned for ``ws`` (nothing for BYO)."""
+        if self.mode == "byo":
+            return
+        kind = "NodePool" if self.mode == "karpenter" else "NodeClaim"
+        for obj in await self.kube.list("karpenter.sh/v1", kind, labels=builders.owner_labels(ws)):
+            await self.kube.delete("karpenter.sh/v1", kind, obj["metadata"]["name"])
+
+    async def matching_nodes(self, selector: LabelSelector) -> list[dict[str, Any]]:
+        """Nodes whose labels satisfy ``selector``."""
+        all_nodes = await self.kube.list("v1", "Node", labels=selector.match_labels or None)
+        return [
+            n for n in all_nodes if selector_matches(selector, n["metadata"].get("labels") or {})
+        ]
+
+    async def observe(self, ws: Workspace, *, target: int, gpu: bool) -> NodeState:
+        """Whether ``target`` suitable nodes are ready for ``ws`` (CPU workloads need none)."""
+        if not gpu:
+            return NodeState(True, ConditionReason.NODES_READY, "CPU workload: no GPU nodes needed")
+        claim_condition = None
+        if self.mode == "gpu-provisioner" and ws.resource.instance_type:
+            claim_condition = await self._observe_claims(ws, target)
+            if not claim_condition[0]:
+                return NodeState(False, claim_condition[1], claim_condition[2], [], claim_condition)
+        candidates = await self.matching_nodes(ws.resource.label_selector)
+        ready = sorted(n["metadata"]["name"] for n in candidates if _node_ready(n, gpu=True))
+        if len(ready) >= target:
+            message = f"{len(ready)}/{target} GPU nodes ready"
+            return NodeState(
+                True, ConditionReason.NODES_READY, message, ready[:target], claim_condition
+            )
+        message = f"{len(ready)}/{target} ready GPU nodes match the label selector" + (
+            " (bring your own nodes: label them to match)" if self.mode == "byo" else ""
+        )
+        return NodeState(False, ConditionReason.NODES_NOT_READY, message, ready, claim_condition)
+
+    async def _observe_claims(self, ws: Workspace, target: int) -> tuple[bool, str, str]:
+        claims = await self.kube.list(
+            "karpenter.sh/v1", "NodeClaim", labels=builders.owner_labels(ws)
+        )
+        ready = 0
+        for claim in sorted(claims, key=lambda c: str(c["metadata"]["name"])):
+            conditions = (claim.get("status") or {}).get("conditions") or []
+            by_type = {c.get("type"): c for c in conditions}
+            if (by_type.get("Ready") or {}).get("status") == "True":
+                ready += 1
+                continue
+            for cond in conditions:
+                if cond.get("status") == "False" and cond.get("reason") and cond.get("message"):
+                    message = (
+                        f"NodeClaim {claim['metadata']['name']}: {cond['type']} is False: "
+                        f"{cond['reason']}: {cond['message']}"
+                    )
+                    return False, ConditionReason.NODE_PROVISIONING_FAILED, message
+        if ready >= target:
+            return True, "NodeClaimsReady", f"{ready}/{target} NodeClaims ready"
+        return False, "NodeClaimsNotReady", f"{ready}/{target} NodeClaims ready"

@@ -1,0 +1,333 @@
+"""Status from what really runs: pods, StatefulSets, Jobs, Deployments, nodes, NodeClaims.
+
+``sync_workspace``/``sync_ragengine`` recompute the whole status and write it only when it
+changed; handlers call them after reconciling, on child events and on a timer.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from kaito_operator.errors import InvalidSpecError
+from kaito_operator.kube import KubeClient
+from kaito_operator.reconcilers import plan
+from kaito_operator.reconcilers.nodes import NodeProvisioner, NodeState
+from kaito_operator.status import condition, diagnose_pods, merge_conditions, pod_is_ready
+from kaito_sdk import labels
+from kaito_sdk.api import ConditionReason, RAGEngine, Workspace, WorkspaceState
+
+__all__ = ["StatusObserver"]
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rollout_done(workload: Mapping[str, Any] | None, replicas: int) -> bool:
+    if workload is None:
+        return False
+    status = workload.get("status") or {}
+    generation = workload["metadata"].get("generation", 1)
+    return bool(
+        status.get("observedGeneration", 0) >= generation
+        and status.get("updatedReplicas", 0) >= replicas
+        and status.get("readyReplicas", 0) >= replicas
+    )
+
+
+def _pod_nodes(pods: list[dict[str, Any]]) -> list[str]:
+    return sorted({p["spec"]["nodeName"] for p in pods if (p.get("spec") or {}).get("nodeName")})
+
+
+class StatusObserver:
+    """Computes and writes Workspace and RAGEngine status."""
+
+    def __init__(self, kube: KubeClient, nodes: NodeProvisioner) -> None:
+        self.kube = kube
+        self.nodes = nodes
+        self._invalid: dict[tuple[str, str, str], tuple[int | None, str]] = {}
+
+    async def report_invalid(self, body: Mapping[str, Any], error: InvalidSpecError) -> None:
+        """Record that this generation of an object cannot be reconciled, and say why."""
+        meta = body["metadata"]
+        key = (body["kind"], meta["namespace"], meta["name"])
+        self._invalid[key] = (meta.get("generation"), str(error))
+        await self.sync(body["kind"], meta["namespace"], meta["name"])
+
+    def _invalid_message(self, raw: Mapping[str, Any]) -> str | None:
+        meta = raw["metadata"]
+        known = self._invalid.get((raw["kind"], meta["namespace"], meta["name"]))
+        if known is None or known[0] != meta.get("generation"):
+            return None
+        return known[1]
+
+    async def sync(self, kind: str, namespace: str, name: str) -> None:
+        """Recompute the status of a Workspace or RAGEngine."""
+        if kind == "Workspace":
+            await self.sync_workspace(namespace, name)
+        else:
+            await self.sync_ragengine(namespace, name)
+
+    async def _write(self, obj: Mapping[str, Any], status: dict[str, Any]) -> None:
+        invalid = self._invalid_message(obj)
+        if invalid is not None:
+            summary = "WorkspaceSucceeded" if obj["kind"] == "Workspace" else "RAGEngineSucceeded"
+            generation = obj["metadata"].get("generation")
+            refusal = condition(
+                summary,
+                False,
+                ConditionReason.INVALID_SPEC,
+                invalid,
+                generation=generation,
+                now=_now(),
+            )
+            status["conditions"] = [c for c in status["conditions"] if c["type"] != summary] + [
+                refusal
+            ]
+            if obj["kind"] == "Workspace":
+                status["state"] = (
+                    WorkspaceState.FAILED.value
+                    if obj.get("tuning")
+                    else WorkspaceState.NOT_READY.value
+                )
+        old = obj.get("status") or {}
+        status["conditions"] = merge_conditions(old.get("conditions"), status.get("conditions", []))
+        merged = {**old, **status}
+        if merged != old:
+            meta = obj["metadata"]
+            await self.kube.patch_status(
+                obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), status
+            )
+
+    async def sync_workspace(self, namespace: str, name: str) -> None:
+        """Recompute and store the status of one Workspace."""
+        raw = await self.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return
+        ws = Workspace.from_manifest(raw)
+        pods = await self.kube.list("v1", "Pod", namespace, labels={labels.LABEL_WORKSPACE: name})
+        preset = plan.preset_of(ws)
+        gpu = plan.needs_gpu(ws, preset)
+        target = (ws.status.target_node_count if ws.status else None) or 1
+        nodes = await self.nodes.observe(ws, target=target, gpu=gpu)
+        generation = raw["metadata"].get("generation")
+        conditions = [
+            condition(
+                "ResourceReady",
+                nodes.ready,
+                nodes.reason,
+                nodes.message,
+                generation=generation,
+                now=_now(),
+            )
+        ]
+        if nodes.claim_condition is not None:
+            ok, reason, message = nodes.claim_condition
+            conditions.append(
+                condition("NodeClaimReady", ok, reason, message, generation=generation, now=_now())
+            )
+        if ws.tuning is not None:
+            job = await self.kube.get("batch/v1", "Job", name, namespace)
+            status = self._tuning_status(job, pods, nodes, generation)
+        else:
+            workload = await self.kube.get("apps/v1", "StatefulSet", name, namespace)
+            status = self._inference_status(workload, pods, nodes, generation)
+        status["conditions"] = conditions + status["conditions"]
+        if not gpu:
+            status["workerNodes"] = _pod_nodes(pods)
+        else:
+            status["workerNodes"] = nodes.worker_nodes
+        await self._write(raw, status)
+
+    def _inference_status(
+        self,
+        workload: Mapping[str, Any] | None,
+        pods: list[dict[str, Any]],
+        nodes: NodeState,
+        generation: int | None,
+    ) -> dict[str, Any]:
+        replicas = int((workload or {}).get("spec", {}).get("replicas", 1))
+        ready_pods = [p for p in pods if pod_is_ready(p)]
+        problem = diagnose_pods(pods)
+        reason: str
+        ready = (
+            nodes.ready
+            and problem is None
+            and len(ready_pods) >= replicas
+            and _rollout_done(workload, replicas)
+        )
+        if ready:
+            reason, message = (
+                ConditionReason.INFERENCE_READY,
+                f"{replicas}/{replicas} replicas ready",
+            )
+        elif problem is not None:
+            reason, message = problem.reason, problem.message
+        elif workload is None:
+            reason, message = (
+                ConditionReason.INFERENCE_NOT_READY,
+                "the StatefulSet does not exist yet",
+            )
+        else:
+            reason = ConditionReason.INFERENCE_NOT_READY
+            message = f"{len(ready_pods)}/{replicas} replicas ready"
+        failed = problem is not None or nodes.reason == ConditionReason.NODE_PROVISIONING_FAILED
+        state = (
+            WorkspaceState.READY
+            if ready
+            else WorkspaceState.NOT_READY
+            if failed
+            else WorkspaceState.PENDING
+        )
+        summary = "Succeeded" if ready else "Pending"
+        return {
+            "state": state.value,
+            "conditions": [
+                condition(
+                    "InferenceReady", ready, reason, message, generation=generation, now=_now()
+                ),
+                condition(
+                    "WorkspaceSucceeded", ready, summary, message, generation=generation, now=_now()
+                ),
+            ],
+        }
+
+    def _tuning_status(
+        self,
+        job: Mapping[str, Any] | None,
+        pods: list[dict[str, Any]],
+        nodes: NodeState,
+        generation: int | None,
+    ) -> dict[str, Any]:
+        job_status = (job or {}).get("status") or {}
+        failed_cond = next(
+            (
+                c
+                for c in job_status.get("conditions") or []
+                if c.get("type") == "Failed" and c.get("status") == "True"
+            ),
+            None,
+        )
+        started = bool(
+            job_status.get("startTime") or job_status.get("active") or job_status.get("succeeded")
+        )
+        succeeded = int(job_status.get("succeeded") or 0) > 0
+        problem = diagnose_pods(pods)
+        started_reason: str
+        reason: str
+        if job is None:
+            started_reason, started_message = "JobNotCreated", "the tuning Job does not exist yet"
+        elif started:
+            started_reason, started_message = ConditionReason.JOB_STARTED, "the tuning Job started"
+        else:
+            started_reason, started_message = (
+                "JobPending",
+                problem.message if problem else "waiting for the Job to start",
+            )
+        if succeeded:
+            state, reason, message = (
+                WorkspaceState.SUCCEEDED,
+                ConditionReason.JOB_SUCCEEDED,
+                "the tuning Job succeeded",
+            )
+        elif failed_cond is not None:
+            state, reason = WorkspaceState.FAILED, ConditionReason.JOB_FAILED
+            detail = f"{failed_cond.get('reason', '')} {failed_cond.get('message', '')}".strip()
+            message = f"the tuning Job failed: {detail}"
+        elif problem is not None:
+            state, reason, message = (
+                WorkspaceState.PENDING if not started else WorkspaceState.RUNNING,
+                problem.reason,
+                problem.message,
+            )
+        elif started:
+            state, reason, message = (
+                WorkspaceState.RUNNING,
+                ConditionReason.JOB_STARTED,
+                "the tuning Job is running",
+            )
+        else:
+            state, reason, message = (
+                WorkspaceState.PENDING,
+                ConditionReason.PENDING,
+                started_message,
+            )
+        return {
+            "state": state.value,
+            "conditions": [
+                condition(
+                    "JobStarted",
+                    started,
+                    started_reason,
+                    started_message,
+                    generation=generation,
+                    now=_now(),
+                ),
+                condition(
+                    "WorkspaceSucceeded",
+                    succeeded,
+                    reason,
+                    message,
+                    generation=generation,
+                    now=_now(),
+                ),
+            ],
+        }
+
+    async def sync_ragengine(self, namespace: str, name: str) -> None:
+        """Recompute and store the status of one RAGEngine."""
+        raw = await self.kube.get("kaito.sh/v1beta1", "RAGEngine", name, namespace)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return
+        engine = RAGEngine.from_manifest(raw)
+        generation = raw["metadata"].get("generation")
+        pods = await self.kube.list("v1", "Pod", namespace, labels={labels.LABEL_RAGENGINE: name})
+        deployment = await self.kube.get("apps/v1", "Deployment", name, namespace)
+        compute = engine.spec.compute
+        if compute is not None and compute.label_selector is not None:
+            matching = await self.nodes.matching_nodes(compute.label_selector)
+            nodes_ok = bool(matching)
+            node_message = f"{len(matching)} nodes match the compute label selector"
+        else:
+            nodes_ok, node_message = True, "no compute constraints: runs on any node"
+        problem = diagnose_pods(pods)
+        ready_pods = [p for p in pods if pod_is_ready(p)]
+        ready = problem is None and bool(ready_pods) and _rollout_done(deployment, 1)
+        reason: str
+        if ready:
+            reason, message = ConditionReason.SERVICE_READY, "the RAG service is ready"
+        elif problem is not None:
+            reason, message = problem.reason, problem.message
+        else:
+            reason, message = (
+                ConditionReason.SERVICE_NOT_READY,
+                f"{len(ready_pods)}/1 replicas ready",
+            )
+        node_reason = ConditionReason.NODES_READY if nodes_ok else ConditionReason.NODES_NOT_READY
+        status = {
+            "workerNodes": _pod_nodes(pods),
+            "conditions": [
+                condition(
+                    "ResourceReady",
+                    nodes_ok,
+                    node_reason,
+                    node_message,
+                    generation=generation,
+                    now=_now(),
+                ),
+                condition(
+                    "ServiceReady", ready, reason, message, generation=generation, now=_now()
+                ),
+                condition(
+                    "RAGEngineSucceeded",
+                    ready and nodes_ok,
+                    "Succeeded" if ready else "Pending",
+                    message,
+                    generation=generation,
+                    now=_now(),
+                ),
+            ],
+        }
+        await self._write(raw, status)

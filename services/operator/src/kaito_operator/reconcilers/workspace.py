@@ -1,0 +1,147 @@
+"""Workspace reconcile: read what the plan needs, provision nodes, apply the workload.
+
+Level-based and idempotent: every call server-side-applies the full desired state, so a
+restarted operator converges without duplicates. Status is computed separately
+(:mod:`kaito_operator.reconcilers.observe`) from what really runs.
+"""
+
+from __future__ import annotations
+
+from kaito_operator.builders import inference as inference_builders
+from kaito_operator.builders import services as service_builders
+from kaito_operator.builders import tuning as tuning_builders
+from kaito_operator.errors import InvalidSpecError, NotReadyError
+from kaito_operator.kube import KubeClient
+from kaito_operator.reconcilers import plan
+from kaito_operator.reconcilers.nodes import NodeProvisioner, gpu_sku_from_labels
+from kaito_operator.settings import OperatorSettings
+from kaito_sdk import labels
+from kaito_sdk.api import Workspace
+from kaito_sdk.images import image_for
+from kaito_sdk.inference_config import CONFIG_KEY
+from kaito_sdk.presets import Preset
+from kaito_sdk.skus import GpuSku, find_sku
+from kaito_sdk.tuning_config import CONFIG_FILE_NAME
+
+__all__ = ["WorkspaceReconciler"]
+
+
+class WorkspaceReconciler:
+    """Drives one Workspace to its desired children."""
+
+    def __init__(self, kube: KubeClient, settings: OperatorSettings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.nodes = NodeProvisioner(kube, settings)
+
+    def image(self, service: str) -> str:
+        """The image of one of the project's services, from the configured registry and tag."""
+        return image_for(
+            service, registry=self.settings.image_registry, tag=self.settings.image_tag
+        )
+
+    async def reconcile(self, ws: Workspace) -> None:
+        """Apply everything ``ws`` asks for."""
+        preset = plan.preset_of(ws)
+        gpu = plan.needs_gpu(ws, preset)
+        config_text = await self._inference_config(ws)
+        sku = await self._sku(ws) if gpu else None
+        target = await self._target_nodes(ws, preset, sku=sku, config_text=config_text)
+        if gpu:
+            storage = preset.disk_storage_requirement if preset is not None else "100Gi"
+            await self.nodes.provision(ws, nodes=target, storage=storage)
+        if ws.tuning is not None:
+            assert preset is not None
+            await self._apply_tuning(ws, preset, sku)
+            return
+        inference = plan.inference_plan(
+            ws,
+            preset,
+            image=self.image("inference"),
+            target=target,
+            sku=sku,
+            config_text=config_text,
+        )
+        multi_node = inference.nodes > 1
+        load_balancer = service_builders.wants_load_balancer(ws)
+        await self.kube.apply(service_builders.headless_service(ws, ray=multi_node))
+        await self.kube.apply(
+            service_builders.service(ws, leader_only=multi_node, load_balancer=load_balancer)
+        )
+        await self.kube.apply(inference_builders.inference_statefulset(ws, inference))
+
+    async def cleanup(self, ws: Workspace) -> None:
+        """Release what was provisioned outside the namespace (children go with the owner)."""
+        await self.nodes.release(ws)
+
+    async def _sku(self, ws: Workspace) -> GpuSku | None:
+        """The instance type's SKU, or one read from the GPU feature discovery labels."""
+        if ws.resource.instance_type:
+            return find_sku(ws.resource.instance_type)
+        for node in await self.nodes.matching_nodes(ws.resource.label_selector):
+            sku = gpu_sku_from_labels(node)
+            if sku is not None:
+                return sku
+        return None
+
+    async def _target_nodes(
+        self, ws: Workspace, preset: Preset | None, *, sku: GpuSku | None, config_text: str | None
+    ) -> int:
+        """The node count, decided once and kept in ``status.targetNodeCount``."""
+        current = ws.status.target_node_count if ws.status is not None else None
+        if current:
+            return current
+        count = plan.node_count(ws, preset, sku=sku, config_text=config_text)
+        await self.kube.patch_status(
+            ws.api_version,
+            ws.kind,
+            str(ws.metadata.name),
+            ws.metadata.namespace,
+            {"targetNodeCount": count},
+        )
+        return count
+
+    async def _read_config_map(self, namespace: str | None, name: str, key: str) -> str:
+        config_map = await self.kube.get("v1", "ConfigMap", name, namespace)
+        if config_map is None:
+            raise NotReadyError(f"ConfigMap {name!r} does not exist (yet)", delay=10)
+        text = (config_map.get("data") or {}).get(key)
+        if text is None:
+            raise InvalidSpecError("config", f"ConfigMap {name!r} has no key {key!r}")
+        return str(text)
+
+    async def _inference_config(self, ws: Workspace) -> str | None:
+        if ws.inference is None or not ws.inference.config:
+            return None
+        return await self._read_config_map(ws.metadata.namespace, ws.inference.config, CONFIG_KEY)
+
+    async def _apply_tuning(self, ws: Workspace, preset: Preset, sku: GpuSku | None) -> None:
+        tuning = ws.tuning
+        assert tuning is not None
+        if tuning.config:
+            config_name = tuning.config
+            text = await self._read_config_map(ws.metadata.namespace, config_name, CONFIG_FILE_NAME)
+        else:
+            template = f"{(tuning.method or '').lower()}-params-template"
+            release = self.settings.release_namespace
+            text = await self._read_config_map(release, template, CONFIG_FILE_NAME)
+            config_name = tuning_builders.tuning_config_name(ws)
+            await self.kube.apply(tuning_builders.tuning_config_map(ws, text))
+        job_plan = plan.tuning_plan(
+            ws,
+            preset,
+            image=self.image("tuning"),
+            config_map=config_name,
+            config_text=text,
+            sku=sku,
+        )
+        name, namespace = str(ws.metadata.name), ws.metadata.namespace
+        existing = await self.kube.get("batch/v1", "Job", name, namespace)
+        if existing is not None:
+            annotations = existing["metadata"].get("annotations") or {}
+            if annotations.get(labels.ANNOTATION_WORKSPACE_HASH) == job_plan.revision:
+                return
+            # A Job's pod template is immutable: replace the Job.
+            await self.kube.delete("batch/v1", "Job", name, namespace, propagation="Foreground")
+            raise NotReadyError("the tuning spec changed: replacing the Job", delay=1)
+        await self.kube.apply(tuning_builders.tuning_job(ws, job_plan))

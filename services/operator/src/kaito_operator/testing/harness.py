@@ -1,0 +1,136 @@
+"""Run the real operator (kopf in a thread) against the API emulator, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+import kmock
+import kopf
+
+from kaito_operator.handlers import build_registry
+from kaito_operator.settings import OperatorSettings
+from kaito_operator.testing.emulator import KubernetesEmulator
+
+__all__ = ["OperatorHarness", "RunningOperator"]
+
+
+class RunningOperator:
+    """One kopf operator running in its own thread and event loop."""
+
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self.stop_flag = threading.Event()
+        self.ready_flag = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="kaito-operator", daemon=True)
+
+    def _run(self) -> None:
+        registry = build_registry(self.settings)
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=registry,
+                    clusterwide=True,
+                    standalone=True,
+                    memo=kopf.Memo(settings=self.settings),
+                    stop_flag=self.stop_flag,
+                    ready_flag=self.ready_flag,
+                )
+            )
+        except BaseException as exc:  # reported to the test through .error
+            self.error = exc
+
+    async def start(self, within: float = 20.0) -> None:
+        """Start the thread and wait until kopf reports ready."""
+        self.thread.start()
+        deadline = time.monotonic() + within
+        while not self.ready_flag.is_set():
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the operator did not start: {self.error!r}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self, within: float = 20.0) -> None:
+        """Ask kopf to stop and wait for the thread to end."""
+        self.stop_flag.set()
+        deadline = time.monotonic() + within
+        while self.thread.is_alive():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the operator did not stop")
+            await asyncio.sleep(0.02)
+
+
+class OperatorHarness:
+    """The emulator (serving the SDK's CRDs and Karpenter's kinds) plus the operator."""
+
+    def __init__(self, crd_files: list[Path], **settings: Any) -> None:
+        self.crd_files = crd_files
+        self.settings_overrides = settings
+        self.emulator = KubernetesEmulator()
+        self.server = kmock.Server(self.emulator)
+        self.operator: RunningOperator | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.emulator.__aenter__()
+        await self.server.__aenter__()
+        for path in self.crd_files:
+            self.emulator.register_crd_file(path)
+        self.emulator.register_resource(
+            "karpenter.sh/v1", "nodepools", "NodePool", namespaced=False
+        )
+        self.emulator.register_resource(
+            "karpenter.sh/v1", "nodeclaims", "NodeClaim", namespaced=False
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.operator is not None:
+            await self.operator.stop()
+        await self.server.__aexit__(None, None, None)
+        await self.emulator.__aexit__(None, None, None)
+
+    @property
+    def url(self) -> str:
+        """The emulator's base URL."""
+        return str(self.server.url).rstrip("/")
+
+    def operator_settings(self) -> OperatorSettings:
+        """Settings pointing the operator at this emulator."""
+        values: dict[str, Any] = {
+            "api_server": self.url,
+            "post_events": False,
+            "resync_seconds": 0.5,
+            **self.settings_overrides,
+        }
+        return OperatorSettings(**values)
+
+    async def start_operator(self) -> RunningOperator:
+        """Start a (new) operator against the emulator."""
+        self.operator = RunningOperator(self.operator_settings())
+        await self.operator.start()
+        return self.operator
+
+    async def stop_operator(self) -> None:
+        """Stop the running operator."""
+        if self.operator is not None:
+            await self.operator.stop()
+            self.operator = None
+
+    async def wait_for(
+        self, predicate: Callable[[], Any], *, within: float = 15.0, message: str = "condition"
+    ) -> Any:
+        """Poll ``predicate`` until it returns something truthy; fail after ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if self.operator is not None and self.operator.error is not None:
+                raise RuntimeError(f"the operator crashed: {self.operator.error!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {message}")
+            await asyncio.sleep(0.05)

@@ -1,0 +1,221 @@
+"""Admission: the SDK's rules and the referenced ConfigMaps, through kopf's webhook server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kmock
+import kopf
+import pytest
+import pytest_asyncio
+
+from kaito_operator.admission import review
+from kaito_operator.handlers.admission import validate
+from kaito_operator.kube import ClusterConnection, KubeClient
+from kaito_operator.testing import KubernetesEmulator
+from kaito_operator.testing.harness import OperatorHarness
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture
+async def api() -> AsyncIterator[tuple[KubernetesEmulator, KubeClient]]:
+    async with KubernetesEmulator() as emu, kmock.Server(emu) as server:
+        client = KubeClient(ClusterConnection(server=str(server.url).rstrip("/")))
+        yield emu, client
+        await client.aclose()
+
+
+def workspace(**body: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": "ws", "namespace": "default"},
+        "resource": {"labelSelector": {"matchLabels": {"apps": "ws"}}},
+        **body,
+    }
+
+
+def config_map(name: str, key: str, text: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": {key: text},
+    }
+
+
+PRESET = {"preset": {"name": "smollm2-135m-instruct"}}
+
+
+async def test_valid_workspace_is_admitted(api: tuple[KubernetesEmulator, KubeClient]) -> None:
+    _, client = api
+    assert await review(client, workspace(inference=PRESET), None) == []
+
+
+async def test_sdk_rules_name_the_field(api: tuple[KubernetesEmulator, KubeClient]) -> None:
+    _, client = api
+    both = await review(
+        client,
+        workspace(inference=PRESET, tuning={"preset": PRESET["preset"], "method": "lora"}),
+        None,
+    )
+    assert any(problem.startswith("inference:") and "exactly one" in problem for problem in both)
+    unknown = await review(client, workspace(inference={**PRESET, "replicas": 2}), None)
+    assert unknown == ["inference.replicas: unknown field (not part of the KAITO API)"]
+
+
+async def test_immutable_fields_are_refused_on_update(
+    api: tuple[KubernetesEmulator, KubeClient],
+) -> None:
+    _, client = api
+    old = workspace(inference=PRESET)
+    new = workspace(inference=PRESET)
+    new["resource"] = {"labelSelector": {"matchLabels": {"apps": "other"}}}
+    problems = await review(client, new, old)
+    assert any("resource.labelSelector" in problem for problem in problems)
+
+
+async def test_inference_config_map_must_exist_and_parse(
+    api: tuple[KubernetesEmulator, KubeClient],
+) -> None:
+    emu, client = api
+    ws = workspace(inference={**PRESET, "config": "cfg"})
+    assert await review(client, ws, None) == [
+        "inference.config: ConfigMap 'cfg' does not exist in namespace 'default'"
+    ]
+    await emu.create_object(config_map("cfg", "wrong-key.yaml", "vllm: {}\n"))
+    assert await review(client, ws, None) == [
+        "inference.config: ConfigMap 'cfg' has no key 'inference_config.yaml'"
+    ]
+    await emu.patch_object(
+        "v1",
+        "configmaps",
+        "default",
+        "cfg",
+        {"data": {"inference_config.yaml": "vllm:\n  port: 1\n"}},
+    )
+    [problem] = await review(client, ws, None)
+    assert "port" in problem
+    assert "set by the operator" in problem
+    await emu.patch_object(
+        "v1",
+        "configmaps",
+        "default",
+        "cfg",
+        {"data": {"inference_config.yaml": "vllm:\n  max-model-len: 999999\n"}},
+    )
+    [problem] = await review(client, ws, None)
+    assert "exceeds the model's context" in problem
+    await emu.patch_object(
+        "v1",
+        "configmaps",
+        "default",
+        "cfg",
+        {"data": {"inference_config.yaml": "vllm:\n  max-model-len: 2048\n"}},
+    )
+    assert await review(client, ws, None) == []
+
+
+async def test_tuning_config_map_must_fit_the_method(
+    api: tuple[KubernetesEmulator, KubeClient],
+) -> None:
+    emu, client = api
+    tuning = {
+        "preset": PRESET["preset"],
+        "method": "qlora",
+        "config": "train",
+        "input": {"urls": ["https://example.com/d.jsonl"]},
+        "output": {"volumeSource": {"emptyDir": {}}},
+    }
+    text = "training_config:\n  QuantizationConfig:\n    load_in_4bit: false\n"
+    await emu.create_object(config_map("train", "training_config.yaml", text))
+    [problem] = await review(client, workspace(tuning=tuning), None)
+    assert problem.startswith("tuning.config (train/training_config.yaml):")
+    assert "load_in_4bit" in problem
+
+
+async def test_handler_refuses_with_422(api: tuple[KubernetesEmulator, KubeClient]) -> None:
+    _, client = api
+    memo = kopf.Memo(kube=client)
+    body = kopf.Body(workspace())
+    with pytest.raises(kopf.AdmissionError) as refused:
+        await validate(body=body, memo=memo, old=None)
+    assert refused.value.code == 422
+    assert "exactly one of inference and tuning" in str(refused.value)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def tls_dir(tmp_path: Path) -> Path:
+    """A self-signed serving certificate, as the chart's Secret would hold."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl binary to make a test certificate")
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+    )
+    return tmp_path
+
+
+async def test_webhook_server_answers_admission_reviews(tls_dir: Path, repo_root: Path) -> None:
+    port = free_port()
+    crds = [repo_root / "charts" / "kaito-workspace" / "crds" / "kaito.sh_workspaces.yaml"]
+    settings = {
+        "controllers": frozenset({"workspace"}),
+        "webhook_enabled": True,
+        "webhook_port": port,
+        "webhook_cert_dir": str(tls_dir),
+    }
+    async with OperatorHarness(crds, **settings) as cluster:
+        await cluster.start_operator()
+        request = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "0000-1111",
+                "kind": {"group": "kaito.sh", "version": "v1beta1", "kind": "Workspace"},
+                "resource": {"group": "kaito.sh", "version": "v1beta1", "resource": "workspaces"},
+                "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "object": workspace(inference={"preset": {"name": "no-such-model"}}),
+            },
+        }
+        async with httpx.AsyncClient(verify=False) as client:
+            url = f"https://127.0.0.1:{port}/validate-workspace"
+
+            async def server_up() -> bool:
+                try:
+                    await client.get(f"https://127.0.0.1:{port}/")
+                except httpx.TransportError:
+                    return False
+                return True
+
+            for _ in range(100):  # kopf reports ready before the webhook server listens
+                if await server_up():
+                    break
+                await asyncio.sleep(0.1)
+            refused = (await client.post(url, json=request)).json()["response"]
+            request["request"]["object"] = workspace(inference=PRESET)
+            admitted = (await client.post(url, json=request)).json()["response"]
+    assert refused["uid"] == "0000-1111"
+    assert refused["allowed"] is False
+    assert refused["status"]["code"] == 422
+    assert "no-such-model" in refused["status"]["message"]
+    assert admitted["allowed"] is True
