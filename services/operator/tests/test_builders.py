@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from kaito_operator.builders import nodes, ragengine, services, tuning
+from kaito_operator.builders import inference, nodes, ragengine, services, tuning
+from kaito_operator.reconcilers import plan
 from kaito_sdk.api import RAGEngine, Workspace
 from kaito_sdk.presets import resolve_preset
+from kaito_sdk.skus import find_sku
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 UID = "11111111-2222-3333-4444-555555555555"
@@ -129,7 +131,71 @@ def node_provisioning() -> list[dict[str, Any]]:
     ]
 
 
+INFERENCE_IMAGE = "ghcr.io/kaito-py/kaito-inference:0.1.0"
+
+
+def statefulset(ws: Workspace, config_text: str | None = None) -> dict[str, Any]:
+    preset = plan.preset_of(ws)
+    sku = find_sku(ws.resource.instance_type) if ws.resource.instance_type else None
+    target = plan.node_count(ws, preset, sku=sku, config_text=config_text)
+    inference_plan = plan.inference_plan(
+        ws, preset, image=INFERENCE_IMAGE, target=target, sku=sku, config_text=config_text
+    )
+    return inference.inference_statefulset(ws, inference_plan)
+
+
+def inference_cpu_transformers() -> list[dict[str, Any]]:
+    ws = workspace(
+        metadata={"annotations": {"kaito.sh/runtime": "transformers"}},
+        resource=SELECTOR,
+        inference={"preset": {"name": "smollm2-135m-instruct"}},
+    )
+    return [statefulset(ws)]
+
+
+def inference_gpu_vllm_config_adapters_token() -> list[dict[str, Any]]:
+    ws = workspace(
+        metadata={"annotations": {"kaito.sh/performance-mode": "throughput"}},
+        resource={"instanceType": "Standard_NC24ads_A100_v4", **SELECTOR},
+        inference={
+            "preset": {
+                "name": "llama-3.1-8b-instruct",
+                "presetOptions": {"modelAccessSecret": "hf-token"},
+            },
+            "config": "params",
+            "adapters": [
+                {"source": {"name": "a1", "image": "registry.example.com/a1:1"}},
+                {"source": {"name": "a2", "volumeSource": {"configMap": {"name": "a2"}}}},
+            ],
+        },
+    )
+    return [statefulset(ws, "vllm:\n  max-model-len: 8192\n")]
+
+
+def inference_multinode_vllm() -> list[dict[str, Any]]:
+    ws = workspace(
+        resource={"instanceType": "Standard_NC24ads_A100_v4", **SELECTOR},
+        inference={"preset": {"name": "qwen2.5-72b-instruct"}},
+    )
+    return [statefulset(ws)]
+
+
+def inference_template() -> list[dict[str, Any]]:
+    template = {
+        "spec": {"containers": [{"name": "llm", "image": "example.com/llm:1"}]},
+    }
+    ws = workspace(
+        resource={"instanceType": "Standard_NC24ads_A100_v4", **SELECTOR},
+        inference={"template": template},
+    )
+    return [statefulset(ws)]
+
+
 CASES: dict[str, Callable[[], list[dict[str, Any]]]] = {
+    "inference-cpu-transformers": inference_cpu_transformers,
+    "inference-gpu-vllm-config-adapters-token": inference_gpu_vllm_config_adapters_token,
+    "inference-multinode-vllm": inference_multinode_vllm,
+    "inference-template": inference_template,
     "tuning-cpu-urls": tuning_cpu_urls,
     "tuning-gpu-image-to-volume": tuning_gpu_image_to_volume,
     "ragengine-remote-with-pvc": ragengine_remote_with_pvc,
