@@ -125,14 +125,17 @@ class ChartOperator:
 
 
 @pytest_asyncio.fixture
-async def running(render: Any, tmp_path: Path) -> AsyncIterator[ChartOperator]:
-    objects = render("kaito-workspace")
+async def running(
+    render: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[ChartOperator]:
+    chart: str = getattr(request, "param", "kaito-workspace")
+    objects = render(chart)
     secret = one(objects, "Secret")
     cert_dir = tmp_path / "webhook-cert"
     cert_dir.mkdir()
     for key, value in secret["data"].items():
         (cert_dir / key).write_bytes(base64.b64decode(value))
-    crds = [ROOT / "charts" / "kaito-workspace" / "crds" / "kaito.sh_workspaces.yaml"]
+    crds = sorted((ROOT / "charts" / chart / "crds").glob("*.yaml"))
     async with OperatorHarness(crds) as cluster:
         await cluster.emulator.create_object(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
@@ -149,6 +152,34 @@ async def running(render: Any, tmp_path: Path) -> AsyncIterator[ChartOperator]:
             print(log.read_text(errors="replace")[-4000:])
 
 
+BOTH_CHARTS = pytest.mark.parametrize(
+    "running", ["kaito-workspace", "kaito-ragengine"], indirect=True
+)
+#: Per chart: an object its webhook must refuse, and a word the refusal must contain.
+REFUSED = {
+    "kaito-workspace": (
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "Workspace",
+            "metadata": {"name": "bad", "namespace": "default"},
+            "resource": {"labelSelector": {"matchLabels": {"apps": "bad"}}},
+            "inference": {"preset": {"name": "no-such-model"}},
+        },
+        "no-such-model",
+    ),
+    "kaito-ragengine": (
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "RAGEngine",
+            "metadata": {"name": "bad", "namespace": "default"},
+            "spec": {"compute": {"labelSelector": {"matchLabels": {"apps": "bad"}}}},
+        },
+        "embedding",
+    ),
+}
+
+
+@BOTH_CHARTS
 async def test_liveness_probe_answers(running: ChartOperator) -> None:
     probe = running.container["livenessProbe"]["httpGet"]
     url = f"http://127.0.0.1:{running.health_port}{probe['path']}"
@@ -189,6 +220,7 @@ async def post_review(
     return response
 
 
+@BOTH_CHARTS
 async def test_webhook_is_reachable_with_the_rendered_configuration(
     running: ChartOperator,
 ) -> None:
@@ -196,23 +228,23 @@ async def test_webhook_is_reachable_with_the_rendered_configuration(
     target = webhook["clientConfig"]["service"]
     hostname = f"{target['name']}.{target['namespace']}.svc"
     ca_pem = base64.b64decode(webhook["clientConfig"]["caBundle"])
-    workspace = {
-        "apiVersion": "kaito.sh/v1beta1",
-        "kind": "Workspace",
-        "metadata": {"name": "bad", "namespace": "default"},
-        "resource": {"labelSelector": {"matchLabels": {"apps": "bad"}}},
-        "inference": {"preset": {"name": "no-such-model"}},
-    }
+    [rule] = webhook["rules"]
+    chart = one(running.objects, "Deployment")["metadata"]["labels"]["app.kubernetes.io/name"]
+    obj, reason = REFUSED[chart]
     review = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
             "uid": "chart-1",
-            "kind": {"group": "kaito.sh", "version": "v1beta1", "kind": "Workspace"},
-            "resource": {"group": "kaito.sh", "version": "v1beta1", "resource": "workspaces"},
+            "kind": {"group": "kaito.sh", "version": "v1beta1", "kind": obj["kind"]},
+            "resource": {
+                "group": "kaito.sh",
+                "version": rule["apiVersions"][0],
+                "resource": rule["resources"][0],
+            },
             "operation": "CREATE",
             "userInfo": {"username": "alice"},
-            "object": workspace,
+            "object": obj,
         },
     }
 
@@ -227,7 +259,7 @@ async def test_webhook_is_reachable_with_the_rendered_configuration(
     response = await wait_until(answered, "the webhook server")
     assert response["uid"] == "chart-1"
     assert response["allowed"] is False
-    assert "no-such-model" in response["status"]["message"]
+    assert reason in response["status"]["message"]
 
 
 async def test_tuning_gets_the_chart_default_config(running: ChartOperator) -> None:
