@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
+from kaito_sdk.cli_up import up_command
 from kaito_sdk.estimator import EstimateError, estimate_nodes
 from kaito_sdk.presets import Preset, UnknownPresetError, list_presets
 from kaito_sdk.skus import list_skus
@@ -298,6 +299,7 @@ def build_app(*, plugins: bool = True) -> typer.Typer:
     app.command("skus")(_skus_command)
     app.command("estimate")(_estimate_command)
     app.command("validate")(_validate_command)
+    app.command("up")(up_command)
     if plugins:
         load_plugins(app)
     return app

@@ -1,0 +1,233 @@
+"""``kaito up``: run a Workspace's workload on this machine as local processes.
+
+An inference Workspace becomes a ``kaito-inference serve`` process on a local port; a
+tuning Workspace becomes ``kaito-tuning fetch`` (for URL inputs) followed by
+``kaito-tuning run`` writing the adapter to a local directory. The command lines come
+from the same launch contracts the operator uses (:mod:`kaito_sdk.contracts`), with the
+pod's mount paths replaced by local directories. The SDK imports no service: it starts
+their console scripts, which must be installed (``pip install kaito-inference`` /
+``kaito-tuning``).
+
+Only what can run on a CPU-only machine is accepted: CPU presets (the embedded default),
+or any preset with ``--model-dir`` pointing at a local model directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kaito_sdk.api import Workspace
+from kaito_sdk.contracts.inference import InferenceLaunch
+from kaito_sdk.contracts.tuning import fetch_argv, run_argv
+from kaito_sdk.labels import ANNOTATION_RUNTIME
+from kaito_sdk.presets import Preset, resolve_preset
+from kaito_sdk.presets.catalog import data_dir
+
+__all__ = [
+    "LocalOptions",
+    "LocalPlan",
+    "LocalRunError",
+    "default_workdir",
+    "plan_local_run",
+    "run_plan",
+]
+
+
+class LocalRunError(ValueError):
+    """The Workspace cannot run locally; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Local replacements for what the cluster would provide."""
+
+    workdir: Path
+    """Where fetched data, adapter links and (by default) tuning output go."""
+    port: int = 5000
+    """Local port of the inference server."""
+    host: str = "127.0.0.1"
+    """Interface the inference server binds."""
+    model_dir: Path | None = None
+    """A local model directory to use instead of the preset's weights."""
+    adapters_dir: Path | None = None
+    """A directory of adapter subdirectories (replaces ``inference.adapters``)."""
+    config: Path | None = None
+    """A local ``inference_config.yaml`` / ``training_config.yaml`` (replaces the ConfigMap)."""
+    input_dir: Path | None = None
+    """Tuning data directory (replaces ``tuning.input``)."""
+    output_dir: Path | None = None
+    """Where the tuning job writes the adapter (replaces ``tuning.output``)."""
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """The processes ``kaito up`` starts, in order; the last one is the workload."""
+
+    kind: str
+    """``inference`` or ``tuning``."""
+    steps: list[list[str]] = field(default_factory=list)
+    """Argv of each process; all but the last must exit 0 before the next starts."""
+    adapter_links: dict[str, Path] = field(default_factory=dict)
+    """Adapter name -> local directory, linked under the adapters dir before starting."""
+    adapters_dir: Path | None = None
+    """The adapters directory the server reads (links are created in it)."""
+    output_dir: Path | None = None
+    """Tuning only: where the adapter will be."""
+    url: str | None = None
+    """Inference only: the OpenAI base URL once the server is up."""
+
+
+def _host_path(volume: dict[str, object] | None, field_path: str) -> Path:
+    host = volume.get("hostPath") if volume else None
+    if not isinstance(host, dict) or not isinstance(host.get("path"), str):
+        raise LocalRunError(
+            f"{field_path}: only hostPath volumes can be used locally; "
+            "pass a local directory with the matching option instead"
+        )
+    return Path(str(host["path"]))
+
+
+def _model_for(preset: Preset, options: LocalOptions, field_path: str) -> str:
+    if options.model_dir is not None:
+        if not options.model_dir.is_dir():
+            raise LocalRunError(f"--model-dir: {options.model_dir} is not a directory")
+        return str(options.model_dir)
+    if not preset.is_cpu:
+        raise LocalRunError(
+            f"{field_path}: preset {preset.name!r} needs a GPU; kaito up runs CPU presets "
+            "(such as smollm2-135m-instruct) or a local model directory given with --model-dir"
+        )
+    return preset.name
+
+
+def _plan_inference(workspace: Workspace, options: LocalOptions) -> LocalPlan:
+    inference = workspace.inference
+    assert inference is not None
+    if inference.template is not None or inference.preset is None:
+        raise LocalRunError(
+            "inference.template: a custom pod template runs only on a cluster; "
+            "kaito up needs inference.preset"
+        )
+    preset = resolve_preset(inference.preset.name)
+    annotations = workspace.metadata.annotations or {}
+    runtime = annotations.get(ANNOTATION_RUNTIME, "transformers")
+    if runtime not in ("transformers", "vllm"):
+        raise LocalRunError(f"metadata.annotations[{ANNOTATION_RUNTIME}]: unknown runtime")
+    links: dict[str, Path] = {}
+    adapters_dir = options.adapters_dir
+    if adapters_dir is None and inference.adapters:
+        adapters_dir = options.workdir / "adapters"
+        for index, adapter in enumerate(inference.adapters):
+            source = adapter.source
+            path = f"inference.adapters[{index}].source"
+            if source is None or source.name is None:
+                raise LocalRunError(f"{path}.name: required")
+            if source.volume_source is None:
+                raise LocalRunError(
+                    f"{path}.image: image adapters are pulled on a cluster; pull it with "
+                    "kaito_sdk.oci.pull_adapter or pass --adapters-dir"
+                )
+            links[source.name] = _host_path(source.volume_source, f"{path}.volumeSource")
+    launch = InferenceLaunch(
+        runtime=runtime,
+        model=_model_for(preset, options, "inference.preset.name"),
+        served_model_name=preset.name,
+        port=options.port,
+        adapters_dir=str(adapters_dir or options.workdir / "adapters"),
+        kaito_config_file=None if options.config is None else str(options.config),
+    )
+    argv = [*launch.to_argv(), "--host", options.host]
+    return LocalPlan(
+        kind="inference",
+        steps=[argv],
+        adapter_links=links,
+        adapters_dir=Path(launch.adapters_dir),
+        url=f"http://{options.host}:{options.port}/v1",
+    )
+
+
+def _plan_tuning(workspace: Workspace, options: LocalOptions) -> LocalPlan:
+    tuning = workspace.tuning
+    assert tuning is not None
+    if tuning.preset is None:
+        raise LocalRunError("tuning.preset: required")
+    method = (tuning.method or "lora").lower()
+    if method not in ("lora", "qlora"):
+        raise LocalRunError("tuning.method: must be lora or qlora")
+    preset = resolve_preset(tuning.preset.name)
+    model = _model_for(preset, options, "tuning.preset.name")
+    steps: list[list[str]] = []
+    input_dir = options.input_dir
+    source = tuning.input
+    if input_dir is None:
+        if source is not None and source.urls:
+            input_dir = options.workdir / "data"
+            steps.append(fetch_argv(source.urls, dest=str(input_dir)))
+        elif source is not None and source.volume_source is not None:
+            input_dir = _host_path(source.volume_source, "tuning.input.volumeSource")
+        else:
+            raise LocalRunError(
+                "tuning.input.image: dataset images are pulled on a cluster; pass --input DIR"
+            )
+    output_dir = options.output_dir or options.workdir / "results"
+    config = options.config or data_dir() / "tuning" / f"{method}-params.yaml"
+    preset_or_model = {"model_dir": model} if options.model_dir else {"preset": preset.name}
+    steps.append(
+        run_argv(
+            method=method,  # type: ignore[arg-type]  # checked above
+            config_path=str(config),
+            input_dir=str(input_dir),
+            output_dir=str(output_dir),
+            **preset_or_model,
+        )
+    )
+    return LocalPlan(kind="tuning", steps=steps, output_dir=output_dir)
+
+
+def plan_local_run(workspace: Workspace, options: LocalOptions) -> LocalPlan:
+    """The processes that run ``workspace`` locally (pure: starts and writes nothing)."""
+    if workspace.inference is not None:
+        return _plan_inference(workspace, options)
+    if workspace.tuning is not None:
+        return _plan_tuning(workspace, options)
+    raise LocalRunError("workspace: exactly one of inference or tuning is required")
+
+
+def _link_adapters(plan: LocalPlan) -> None:
+    if plan.adapters_dir is None:
+        return
+    plan.adapters_dir.mkdir(parents=True, exist_ok=True)  # the server scans it, even empty
+    for name, target in plan.adapter_links.items():
+        if not target.is_dir():
+            raise LocalRunError(f"adapter {name!r}: {target} is not a directory")
+        link = plan.adapters_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target.resolve(), target_is_directory=True)
+
+
+def run_plan(plan: LocalPlan) -> int:
+    """Run every step in the foreground; return the workload's exit code."""
+    for argv in plan.steps:
+        if shutil.which(argv[0]) is None:
+            package = argv[0]
+            raise LocalRunError(f"{argv[0]} is not installed: pip install {package}")
+    _link_adapters(plan)
+    *preparation, workload = plan.steps
+    for argv in preparation:
+        code = subprocess.call(argv)  # noqa: S603 - argv built from the launch contracts
+        if code != 0:
+            return code
+    try:
+        return subprocess.call(workload)  # noqa: S603
+    except KeyboardInterrupt:
+        return 130
+
+
+def default_workdir(name: str) -> Path:
+    """The default local working directory of ``kaito up`` for the Workspace ``name``."""
+    return Path(tempfile.gettempdir()) / f"kaito-up-{name}"
