@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kaito_operator.settings import OperatorSettings
+from kaito_sdk.images import IMAGE_REGISTRY, IMAGE_TAG, image_for
 
 RELEASE = "acme-kaito"
 NAMESPACE = "ml-platform"
@@ -117,3 +118,33 @@ def test_workspace_chart_passes_the_node_provisioner(
     container = operator_container(objects)
     settings = settings_from(operator_env(container), monkeypatch)
     assert settings.node_provisioner == provisioner
+
+
+@pytest.mark.parametrize(
+    ("chart", "workloads"),
+    [("kaito-workspace", ("inference", "tuning")), ("kaito-ragengine", ("ragengine",))],
+)
+@pytest.mark.parametrize(
+    "images",
+    [{}, {"images.registry": "registry.example.com/mirror", "images.tag": "0.1.0-rc1"}],
+    ids=["default", "mirror"],
+)
+def test_workload_images_follow_the_chart_images(
+    render: Any,
+    chart: str,
+    workloads: tuple[str, ...],
+    images: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator builds workload images from the chart's registry and tag."""
+    objects = render(chart, values=images)
+    container = operator_container(objects)
+    settings = settings_from(operator_env(container), monkeypatch)
+    registry = images.get("images.registry", IMAGE_REGISTRY)
+    tag = images.get("images.tag", IMAGE_TAG)
+    assert container["image"] == image_for("operator", registry=registry, tag=tag)
+    for service in workloads:
+        expected = image_for(service, registry=registry, tag=tag)
+        assert image_for(service, registry=settings.image_registry, tag=settings.image_tag) == (
+            expected
+        )
