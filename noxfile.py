@@ -103,8 +103,9 @@ def charts(session: nox.Session) -> None:
     """
     packages = ["-e", "sdk[test]"]
     if (ROOT / "services" / "operator" / "pyproject.toml").exists():
-        # [test] brings kmock: one test runs the chart's operator against the emulator.
-        packages += ["-e", "services/operator[test]"]
+        # kmock: one test runs the chart's operator against the API emulator. Not the
+        # operator's [test] extra, which pulls the RAG engine (and torch) in.
+        packages += ["-e", "services/operator", "kmock", "pytest-asyncio"]
     session.install(*packages, "pytest", "PyYAML", "-c", str(MAIN_CONSTRAINTS))
     session.run("python", "tools/fetch_helm.py")
     session.run("python", "tools/gen_chart_configmaps.py", "check")

@@ -36,7 +36,11 @@ import pytest_asyncio
 
 from kaito_operator.testing.harness import OperatorHarness
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [
+    pytest.mark.asyncio,
+    # kmock 0.8 loads its resource table with a deprecated importlib.resources call.
+    pytest.mark.filterwarnings("ignore:read_binary is deprecated:DeprecationWarning"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "ml-platform"
