@@ -10,8 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from kaito_sdk.inference_config import parse_inference_config
-from kaito_sdk.presets import resolve_preset
 
 from kaito_inference.engines.base import AdapterInfo
 from kaito_inference.modelsource import ResolvedModel
@@ -19,6 +17,8 @@ from kaito_inference.settings import InferenceSettings
 from kaito_inference.testing import make_lora_adapter
 from kaito_inference.vllm_launcher import LaunchError, build_vllm_argv, vllm_environment
 from kaito_inference.vllm_middleware import QueueLimiter
+from kaito_sdk.inference_config import parse_inference_config
+from kaito_sdk.presets import resolve_preset
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -49,9 +49,7 @@ def test_cpu_defaults_and_user_config_last() -> None:
 
 def test_adapters_become_lora_modules(tmp_path: Path) -> None:
     adapters = [AdapterInfo("a", tmp_path / "a"), AdapterInfo("b", tmp_path / "b")]
-    argv = build_vllm_argv(
-        InferenceSettings(), resolved=ResolvedModel("m", "m"), adapters=adapters
-    )
+    argv = build_vllm_argv(InferenceSettings(), resolved=ResolvedModel("m", "m"), adapters=adapters)
     assert "--enable-lora" in argv
     start = argv.index("--lora-modules") + 1
     assert argv[start : start + 2] == [f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"]
