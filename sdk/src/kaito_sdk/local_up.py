@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,14 +211,20 @@ def _link_adapters(plan: LocalPlan) -> None:
         link.symlink_to(target.resolve(), target_is_directory=True)
 
 
+def _executable(script: str) -> str:
+    """The console script installed beside this Python (its venv), else on PATH."""
+    beside = Path(sys.executable).with_name(script)
+    found = str(beside) if beside.is_file() else shutil.which(script)
+    if found is None:
+        raise LocalRunError(f"{script} is not installed: pip install {script}")
+    return found
+
+
 def run_plan(plan: LocalPlan) -> int:
     """Run every step in the foreground; return the workload's exit code."""
-    for argv in plan.steps:
-        if shutil.which(argv[0]) is None:
-            package = argv[0]
-            raise LocalRunError(f"{argv[0]} is not installed: pip install {package}")
+    steps = [[_executable(argv[0]), *argv[1:]] for argv in plan.steps]
     _link_adapters(plan)
-    *preparation, workload = plan.steps
+    *preparation, workload = steps
     for argv in preparation:
         code = subprocess.call(argv)  # noqa: S603 - argv built from the launch contracts
         if code != 0:
