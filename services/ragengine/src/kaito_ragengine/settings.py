@@ -46,5 +46,9 @@ class Settings(RagEngineConfig, BaseSettings):
     """Timeout of one LLM request."""
     chat_min_similarity: float = Field(default=0.0, ge=-1.0, le=1.0)
     """Chunks below this cosine similarity never enter the chat context."""
+    embedding_threads: int = Field(default=0, ge=0, le=256)
+    """torch threads for document batches (0: torch's default); queries always use 1."""
+    faiss_threads: int = Field(default=1, ge=1, le=256)
+    """OpenMP threads for FAISS searches (1 is fastest for single queries)."""
     log_level: str = "info"
     """Log level of the service and uvicorn."""

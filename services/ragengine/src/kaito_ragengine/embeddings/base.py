@@ -50,4 +50,8 @@ def build_embedder(settings: Settings) -> Embedder:
         )
     from kaito_ragengine.embeddings.local import LocalEmbedder  # noqa: PLC0415
 
-    return LocalEmbedder(settings.embedding_model_id, batch_size=settings.embedding_batch_size)
+    return LocalEmbedder(
+        settings.embedding_model_id,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+    )

@@ -32,6 +32,7 @@ from kaito_ragengine.settings import Settings
 from kaito_ragengine.stores.chunking import Chunker
 from kaito_ragengine.stores.index import DocumentRecord, RagIndex, content_hash
 from kaito_ragengine.stores.snapshots import IndexSnapshot, SnapshotStore, validate_index_name
+from kaito_ragengine.stores.vectors import set_faiss_threads
 
 __all__ = ["RagService"]
 
@@ -65,6 +66,7 @@ class RagService:
         self._chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
         self._queries = QueryBatcher(embedder, max_batch=settings.embedding_batch_size)
         self._persist_locks: dict[str, asyncio.Lock] = {}
+        set_faiss_threads(settings.faiss_threads)
 
     def get(self, name: str) -> RagIndex:
         """The index called ``name`` (404 if there is none)."""

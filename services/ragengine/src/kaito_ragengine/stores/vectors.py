@@ -19,7 +19,16 @@ from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryResult
 from llama_index.vector_stores.faiss import FaissMapVectorStore
 
-__all__ = ["FaissVectors"]
+__all__ = ["FaissVectors", "set_faiss_threads"]
+
+
+def set_faiss_threads(threads: int) -> None:
+    """Set FAISS's OpenMP threads (process-wide; torch has its own runtime).
+
+    One query against a flat index is a single memory-bound scan: on a busy 2-core
+    machine OpenMP's spinning workers made it take about 20 ms instead of 0.3 ms.
+    """
+    faiss.omp_set_num_threads(threads)
 
 
 class FaissVectors(FaissMapVectorStore):
