@@ -311,3 +311,16 @@ def test_full_queue_answers_429_and_runtime_lora_is_off_by_default(tiny_model_di
         assert limited.value.code == "rate_limit_exceeded"
         metrics = httpx.get(f"{url}/metrics").text
         assert "kaito_inference_requests_rejected_total 1.0" in metrics
+
+
+def test_load_failure_is_reported_by_health(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")  # a model dir with nothing loadable in it
+    app = create_app(InferenceSettings(model=str(tmp_path), adapters_dir=Path("/nonexistent")))
+    with serve_app(app) as url:
+        deadline = time.monotonic() + 60
+        while app.state.engine.load_error is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        health = httpx.get(f"{url}/health")
+        assert health.status_code == 503
+        assert health.json()["error"]["code"] == "model_load_failed"

@@ -49,8 +49,12 @@ class OpenAIServing:
         self.metrics = metrics
 
     def require_ready(self) -> None:
-        """503 while the model is loading."""
+        """503 while the model is loading (or after it failed to load)."""
         if not self.engine.ready:
+            failure = getattr(self.engine, "load_error", None)
+            if failure is not None:
+                message = f"the model failed to load: {failure}"
+                raise OpenAIError(503, message, code="model_load_failed")
             raise OpenAIError(503, "the model is still loading", code="model_not_ready")
 
     def adapter_for(self, model: str) -> str | None:
