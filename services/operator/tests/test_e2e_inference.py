@@ -297,7 +297,9 @@ async def test_karpenter_nodepool_per_workspace_removed_on_delete(
         lambda: emu.read_object(*STS, "default", "big"), message="StatefulSet"
     )
     [pool] = emu.list_objects("karpenter.sh/v1", "nodepools")
-    target = status_of(cluster, "big")["targetNodeCount"]
+    target = await cluster.wait_for(
+        lambda: status_of(cluster, "big").get("targetNodeCount"), message="targetNodeCount"
+    )
     assert target > 1  # 135 GiB of weights on 80 GiB GPUs
     assert pool["spec"]["replicas"] == target
     assert pool["spec"]["template"]["metadata"]["labels"]["apps"] == "big"

@@ -44,13 +44,15 @@ async def reconcile_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise
+    target = None
     try:
-        await memo.workspaces.reconcile(ws)
+        target = await memo.workspaces.reconcile(ws)
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise
     finally:
-        await memo.observer.sync_workspace(body.metadata.namespace, body.metadata.name)
+        namespace, name = body.metadata.namespace, body.metadata.name
+        await memo.observer.sync_workspace(namespace, name, target=target)
 
 
 async def delete_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -69,11 +71,12 @@ async def resync_workspace(
         raw = await memo.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return
+        target = None
         try:
-            await memo.workspaces.reconcile(parse_workspace(raw))
+            target = await memo.workspaces.reconcile(parse_workspace(raw))
         except (kopf.PermanentError, kopf.TemporaryError) as exc:
             logger.info("resync of %s/%s postponed: %s", namespace, name, exc)
-        await memo.observer.sync_workspace(namespace, name)
+        await memo.observer.sync_workspace(namespace, name, target=target)
 
 
 async def workspace_child_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:

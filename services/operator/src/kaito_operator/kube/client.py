@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from kaito_operator.kube.resources import ResourceType, resource_for, url_for
 
@@ -82,7 +82,7 @@ class ClusterConnection:
         )
 
     def ssl_context(self) -> ssl.SSLContext | bool:
-        """The TLS settings for httpx."""
+        """The TLS settings for the HTTP client (False: no verification)."""
         if self.insecure:
             return False
         context = ssl.create_default_context()
@@ -116,36 +116,47 @@ class KubeClient:
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
         self.field_manager = field_manager
-        self._http = httpx.AsyncClient(
-            base_url=connection.server,
-            headers=headers,
-            verify=connection.ssl_context(),
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=50),
-        )
+        self._base = connection.server.rstrip("/")
+        self._headers = headers
+        self._ssl = connection.ssl_context()
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily, inside the event loop that uses it.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=50),
+            )
+        return self._session
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def _request(
         self, method: str, url: str, *, missing_ok: bool = False, **kwargs: Any
     ) -> dict[str, Any] | None:
-        response = await self._http.request(method, url, **kwargs)
-        if response.status_code == 404 and missing_ok:
-            return None
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except json.JSONDecodeError:
-                body = {}
-            raise KubeApiError(
-                response.status_code,
-                str(body.get("reason", response.reason_phrase)),
-                str(body.get("message", response.text[:500])),
-            )
-        result: dict[str, Any] = response.json()
-        return result
+        async with self._client().request(method, self._base + url, **kwargs) as response:
+            text = await response.text()
+            if response.status == 404 and missing_ok:
+                return None
+            if response.status >= 400:
+                try:
+                    body = json.loads(text)
+                except json.JSONDecodeError:
+                    body = {}
+                raise KubeApiError(
+                    response.status,
+                    str(body.get("reason", response.reason)),
+                    str(body.get("message", text[:500])),
+                )
+            result: dict[str, Any] = json.loads(text)
+            return result
 
     async def apply(
         self, obj: Mapping[str, Any], *, subresource: str | None = None
@@ -160,7 +171,7 @@ class KubeClient:
             params={"fieldManager": self.field_manager, "force": "true"},
             # JSON is YAML: the apply body needs no YAML encoder (and no anchors).
             headers={"Content-Type": "application/apply-patch+yaml"},
-            content=json.dumps(obj).encode(),
+            data=json.dumps(obj).encode(),
         )
         assert result is not None
         return result
@@ -216,5 +227,5 @@ class KubeClient:
             url,
             missing_ok=True,
             headers={"Content-Type": "application/merge-patch+json"},
-            content=json.dumps({"status": status}).encode(),
+            data=json.dumps({"status": status}).encode(),
         )

@@ -101,8 +101,9 @@ class StatusObserver:
                 obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), status
             )
 
-    async def sync_workspace(self, namespace: str, name: str) -> None:
-        """Recompute and store the status of one Workspace."""
+    async def sync_workspace(self, namespace: str, name: str, *, target: int | None = None) -> None:
+        """Recompute and store the status of one Workspace (``target``: a node count just
+        decided by the reconciler, stored once)."""
         raw = await self.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return
@@ -110,8 +111,9 @@ class StatusObserver:
         pods = await self.kube.list("v1", "Pod", namespace, labels={labels.LABEL_WORKSPACE: name})
         preset = plan.preset_of(ws)
         gpu = plan.needs_gpu(ws, preset)
-        target = (ws.status.target_node_count if ws.status else None) or 1
-        nodes = await self.nodes.observe(ws, target=target, gpu=gpu)
+        stored = ws.status.target_node_count if ws.status else None
+        decided = stored or target
+        nodes = await self.nodes.observe(ws, target=decided or 1, gpu=gpu)
         generation = raw["metadata"].get("generation")
         conditions = [
             condition(
@@ -135,6 +137,8 @@ class StatusObserver:
             workload = await self.kube.get("apps/v1", "StatefulSet", name, namespace)
             status = self._inference_status(workload, pods, nodes, generation)
         status["conditions"] = conditions + status["conditions"]
+        if not stored and target is not None:
+            status["targetNodeCount"] = target
         if not gpu:
             status["workerNodes"] = _pod_nodes(pods)
         else:

@@ -40,8 +40,8 @@ class WorkspaceReconciler:
             service, registry=self.settings.image_registry, tag=self.settings.image_tag
         )
 
-    async def reconcile(self, ws: Workspace) -> None:
-        """Apply everything ``ws`` asks for."""
+    async def reconcile(self, ws: Workspace) -> int:
+        """Apply everything ``ws`` asks for; return the target node count (for the status)."""
         preset = plan.preset_of(ws)
         gpu = plan.needs_gpu(ws, preset)
         config_text = await self._inference_config(ws)
@@ -53,7 +53,7 @@ class WorkspaceReconciler:
         if ws.tuning is not None:
             assert preset is not None
             await self._apply_tuning(ws, preset, sku)
-            return
+            return target
         inference = plan.inference_plan(
             ws,
             preset,
@@ -69,6 +69,7 @@ class WorkspaceReconciler:
             service_builders.service(ws, leader_only=multi_node, load_balancer=load_balancer)
         )
         await self.kube.apply(inference_builders.inference_statefulset(ws, inference))
+        return target
 
     async def cleanup(self, ws: Workspace) -> None:
         """Release what was provisioned outside the namespace (children go with the owner)."""
@@ -87,19 +88,11 @@ class WorkspaceReconciler:
     async def _target_nodes(
         self, ws: Workspace, preset: Preset | None, *, sku: GpuSku | None, config_text: str | None
     ) -> int:
-        """The node count, decided once and kept in ``status.targetNodeCount``."""
+        """The node count: decided once, then kept in ``status.targetNodeCount``."""
         current = ws.status.target_node_count if ws.status is not None else None
         if current:
             return current
-        count = plan.node_count(ws, preset, sku=sku, config_text=config_text)
-        await self.kube.patch_status(
-            ws.api_version,
-            ws.kind,
-            str(ws.metadata.name),
-            ws.metadata.namespace,
-            {"targetNodeCount": count},
-        )
-        return count
+        return plan.node_count(ws, preset, sku=sku, config_text=config_text)
 
     async def _read_config_map(self, namespace: str | None, name: str, key: str) -> str:
         config_map = await self.kube.get("v1", "ConfigMap", name, namespace)

@@ -43,6 +43,14 @@ _PATCH_KINDS = {
 }
 
 
+def _apply_body(raw: bytes) -> Any:
+    """An apply-patch body: YAML, which clients usually send as JSON (parsed much faster)."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+
+
 def resource_key(api_version: str, plural: str) -> kmock.resource:
     """kmock's resource reference for an ``apiVersion`` and a ``plural``."""
     group, _, version = api_version.rpartition("/")
@@ -54,12 +62,27 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
     """kmock's Kubernetes emulator with the API server semantics the operator relies on."""
 
     _state: ObjectStore = attrs.field(init=False)
+    _direct: dict[str, Any] = attrs.field(factory=dict, init=False)
+    _own_payloads: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.resources.load_bundled()
         self._state = ObjectStore(self.resources)
-        self.fallback[enums.method.PUT] << self._serve_replace
+        # Direct dispatch: kmock matches a request against its reactions by scanning every
+        # request served so far, which is quadratic; while a test has added no reactions of
+        # its own, object requests go straight to these (same) fallbacks.
+        for action, serve in (
+            (enums.action.LIST, self._serve_list),
+            (enums.action.WATCH, self._serve_watch),
+            (enums.action.FETCH, self._serve_fetch),
+            (enums.action.CREATE, self._serve_create),
+            (enums.action.UPDATE, self._serve_update),
+            (enums.action.DELETE, self._serve_delete),
+        ):
+            self._direct[action.value] = self.fallback[action] << serve
+        self._direct["PUT"] = self.fallback[enums.method.PUT] << self._serve_replace
+        self._own_payloads = len(self._payloads)
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
         self._state.objects[("", "namespaces", None, "default")] = self._state.stamp_new(namespace)
 
@@ -111,6 +134,11 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         group = api_version.rpartition("/")[0]
         obj = self._state.objects.get((group, plural, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
+
+    def exists(self, api_version: str, plural: str, namespace: str | None, name: str) -> bool:
+        """Whether the object is stored (no copy: cheap enough to poll)."""
+        group = api_version.rpartition("/")[0]
+        return (group, plural, namespace, name) in self._state.objects
 
     def list_objects(
         self, api_version: str, plural: str, namespace: str | None = None, *, labels: str = ""
@@ -223,6 +251,16 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         # Skip kmock's own state keeping: every state change happens in the fallbacks below,
         # so a test reaction that intercepts a request also prevents its effect.
+        if len(self._payloads) == self._own_payloads and request.resource is not None:
+            key = (
+                "PUT"
+                if request.method == enums.method.PUT
+                else getattr(request.action, "value", "")
+            )
+            reaction = self._direct.get(key) if request.resource.plural else None
+            if reaction is not None:
+                response: aiohttp.web.StreamResponse = await reaction(request)
+                return response
         return await kmock.RawHandler._handle(self, request)
 
     # ----------------------------------------------------------------- fallbacks
@@ -311,7 +349,7 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         kind = _PATCH_KINDS.get(content_type)
         if kind is None:
             raise api_error(415, "UnsupportedMediaType", f"unsupported patch {content_type!r}")
-        body: Any = yaml.safe_load(request.body) if kind == "apply" else request.data
+        body: Any = _apply_body(request.body) if kind == "apply" else request.data
         manager = request.params.get("fieldManager", "")
         if kind == "apply" and not manager:
             raise api_error(400, "BadRequest", "fieldManager is required for apply patch")

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import copy
 import datetime
+import random
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -54,6 +55,7 @@ class ObjectStore:
         self.objects: dict[ObjectKey, dict[str, Any]] = {}
         self.applied: dict[tuple[ObjectKey, str, str], dict[str, Any]] = {}
         self.revision = 0
+        self._random = random.Random()  # noqa: S311 (uids need uniqueness, not secrecy)
         self.lock = asyncio.Lock()
         self.buses: dict[tuple[str, str], aiobus.Bus[Any]] = collections.defaultdict(aiobus.Bus)
         self.logs: dict[tuple[str, str], collections.deque[tuple[int, dict[str, Any]]]] = (
@@ -115,7 +117,7 @@ class ObjectStore:
         self.revision += 1
         meta = obj.setdefault("metadata", {})
         meta.update(
-            uid=str(uuid.uuid4()),
+            uid=str(uuid.UUID(int=self._random.getrandbits(128), version=4)),
             resourceVersion=str(self.revision),
             generation=1,
             creationTimestamp=_now(),
