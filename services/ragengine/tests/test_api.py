@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,17 @@ async def test_limits(tmp_path: Path, embedder: HashingEmbedder) -> None:
     async with running_app(create_app(settings, embedder=embedder)) as client:
         big = {"index_name": "a", "documents": [{"text": "x" * 5000}]}
         response = await client.post("/index", json=big)
+        assert response.status_code == 413
+        assert "max_request_bytes" in response.text
+        raw = json.dumps(big).encode()
+
+        async def chunked() -> AsyncIterator[bytes]:  # no content-length header
+            for i in range(0, len(raw), 1000):
+                yield raw[i : i + 1000]
+
+        response = await client.post(
+            "/index", content=chunked(), headers={"content-type": "application/json"}
+        )
         assert response.status_code == 413
         assert "max_request_bytes" in response.text
         many = {"index_name": "a", "documents": [{"text": f"doc {i}"} for i in range(4)]}

@@ -80,29 +80,43 @@ class RequestMetricsMiddleware:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _too_large(send_with_status, self.max_body_bytes)
+        elif declared is None and scope.get("method") in {"POST", "PUT", "PATCH"}:
+            replay = await self._buffer(receive)
+            if replay is None:
+                await _too_large(send_with_status, self.max_body_bytes)
+            else:
+                await self.app(scope, replay, send_with_status)
         else:
-            await self.app(scope, self._limited(receive), send_with_status)
+            await self.app(scope, receive, send_with_status)
         route = scope.get("route")
         template = getattr(route, "path", "unmatched")
         method = scope.get("method", "")
         self.metrics.requests.labels(method, template, str(status["code"])).inc()
         self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
 
-    def _limited(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+    async def _buffer(self, receive: Receive) -> Receive | None:
+        """Read a body of unknown length (chunked); None if it is over the limit."""
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    from kaito_ragengine.errors import PayloadTooLargeError  # noqa: PLC0415
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        replayed = False
 
-                    raise PayloadTooLargeError(f"request body is over {self.max_body_bytes} bytes")
-            return message
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-        return limited_receive
+        return replay
 
 
 async def _too_large(send: Send, limit: int) -> None:
