@@ -64,6 +64,9 @@ async def startup(*, memo: Any, settings: kopf.OperatorSettings, logger: Any, **
 
 async def cleanup(*, memo: Any, **_: Any) -> None:
     """Close the API client."""
+    observer = getattr(memo, "observer", None)
+    if observer is not None:
+        await observer.close()
     kube = getattr(memo, "kube", None)
     if kube is not None:
         await kube.aclose()

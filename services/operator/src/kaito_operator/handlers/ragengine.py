@@ -58,7 +58,7 @@ async def ragengine_child_changed(*, body: kopf.Body, memo: Any, **_: Any) -> No
     namespace = body.metadata.namespace
     name = body.metadata.labels.get(labels.LABEL_RAGENGINE)
     if namespace and name:
-        await memo.observer.sync_ragengine(namespace, name)
+        memo.observer.schedule("RAGEngine", namespace, name)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

@@ -84,14 +84,14 @@ async def workspace_child_changed(*, body: kopf.Body, memo: Any, **_: Any) -> No
     namespace = body.metadata.namespace
     name = body.metadata.labels.get(labels.LABEL_WORKSPACE)
     if namespace and name:
-        await memo.observer.sync_workspace(namespace, name)
+        memo.observer.schedule("Workspace", namespace, name)
 
 
 async def nodeclaim_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
     """A NodeClaim of a Workspace changed: recompute the owner's status."""
     owner = body.metadata.labels
-    await memo.observer.sync_workspace(
-        owner[labels.LABEL_WORKSPACE_NAMESPACE], owner[labels.LABEL_WORKSPACE]
+    memo.observer.schedule(
+        "Workspace", owner[labels.LABEL_WORKSPACE_NAMESPACE], owner[labels.LABEL_WORKSPACE]
     )
 
 

@@ -6,7 +6,9 @@ changed; handlers call them after reconciling, on child events and on a timer.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +21,10 @@ from kaito_sdk import labels
 from kaito_sdk.api import ConditionReason, RAGEngine, Workspace, WorkspaceState
 
 __all__ = ["StatusObserver"]
+
+log = logging.getLogger(__name__)
+#: Child events within this window share one status recompute.
+_COALESCE_S = 0.2
 
 
 def _now() -> str:
@@ -48,6 +54,29 @@ class StatusObserver:
         self.kube = kube
         self.nodes = nodes
         self._invalid: dict[tuple[str, str, str], tuple[int | None, str]] = {}
+        self._pending: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+
+    def schedule(self, kind: str, namespace: str, name: str) -> None:
+        """Recompute a status soon; bursts of child events coalesce into one recompute."""
+        key = (kind, namespace, name)
+        if key in self._pending:
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(_COALESCE_S)
+            del self._pending[key]  # events from now on schedule the next recompute
+            try:
+                await self.sync(kind, namespace, name)
+            except Exception:  # a failed recompute is retried by the next event or resync
+                log.exception("status of %s %s/%s not recomputed", kind, namespace, name)
+
+        self._pending[key] = asyncio.get_running_loop().create_task(later())
+
+    async def close(self) -> None:
+        """Cancel scheduled recomputes."""
+        for task in list(self._pending.values()):
+            task.cancel()
+        self._pending.clear()
 
     async def report_invalid(self, body: Mapping[str, Any], error: InvalidSpecError) -> None:
         """Record that this generation of an object cannot be reconciled, and say why."""
