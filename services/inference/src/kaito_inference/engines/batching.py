@@ -12,7 +12,6 @@ the request that asked for them; text, stop strings and the OpenAI shape live el
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import inspect
 import logging
@@ -24,53 +23,12 @@ from typing import Any
 import torch
 
 from kaito_inference.engines.base import QueueFullError
+from kaito_inference.engines.sequences import Sequence, TokenEvent
 
-__all__ = ["BatchStats", "ContinuousBatcher", "QueueFullError", "SamplingParams", "Sequence"]
+__all__ = ["BatchStats", "ContinuousBatcher"]
 
 log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How one sequence picks its tokens. ``temperature == 0`` means greedy."""
-
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """One generated token (or the end) for one sequence."""
-
-    token_id: int | None
-    finish_reason: str | None = None  # "stop" (end-of-sequence), "length", or "error"
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One request inside the batcher. ``events`` receives :class:`TokenEvent` items."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    adapter: str | None
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[TokenEvent] = field(default_factory=asyncio.Queue)
-    generated: int = 0
-    length: int = 0  # real tokens in this sequence's KV cache
-    last_token: int = 0
-    cancelled: bool = False
-    finished: bool = False
-    generator: torch.Generator | None = None
-
-    def cancel(self) -> None:
-        """Ask the batcher to drop this sequence at its next step (client went away, stop hit)."""
-        self.cancelled = True
-
-    def _emit(self, event: TokenEvent) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
 @dataclass
@@ -270,7 +228,7 @@ class ContinuousBatcher:
             if token in self.eos_token_ids:
                 self._finish(seq, "stop")
                 continue
-            seq._emit(TokenEvent(token))
+            seq.emit(TokenEvent(token))
             if seq.generated >= seq.params.max_tokens:
                 self._finish(seq, "length")
 
@@ -291,7 +249,7 @@ class ContinuousBatcher:
     def _finish(self, seq: Sequence, reason: str | None) -> None:
         if not seq.finished:
             seq.finished = True
-            seq._emit(TokenEvent(None, reason or "cancelled"))
+            seq.emit(TokenEvent(None, reason or "cancelled"))
 
     def _drop_done(self) -> None:
         for seq in self._running:

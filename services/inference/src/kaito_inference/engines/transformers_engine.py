@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaito_inference.engines.adapters import (
     AdapterError,
@@ -19,11 +19,14 @@ from kaito_inference.engines.adapters import (
     discover_adapters,
 )
 from kaito_inference.engines.base import AdapterInfo, GenerationParams, TextDelta
-from kaito_inference.engines.batching import ContinuousBatcher, SamplingParams, Sequence
+from kaito_inference.engines.sequences import SamplingParams, Sequence
 from kaito_inference.engines.text import IncrementalText
 from kaito_inference.metrics import InferenceMetrics
 from kaito_inference.modelsource import ResolvedModel, resolve_model
 from kaito_inference.settings import InferenceSettings
+
+if TYPE_CHECKING:
+    from kaito_inference.engines.batching import ContinuousBatcher
 
 __all__ = ["TransformersEngine"]
 
@@ -105,6 +108,8 @@ class TransformersEngine:
     def _load_model(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from kaito_inference.engines.batching import ContinuousBatcher
 
         started = time.monotonic()
         resolved = self._resolve(self.settings.model)
