@@ -48,6 +48,8 @@ class Settings(RagEngineConfig, BaseSettings):
     """Chunks below this cosine similarity never enter the chat context."""
     embedding_threads: int = Field(default=0, ge=0, le=256)
     """torch threads for document batches (0: torch's default); queries always use 1."""
+    embedding_device: str = "auto"
+    """Local embeddings: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     faiss_threads: int = Field(default=1, ge=1, le=256)
     """OpenMP threads for FAISS searches (1 is fastest for single queries)."""
     log_level: str = "info"

@@ -54,4 +54,5 @@ def build_embedder(settings: Settings) -> Embedder:
         settings.embedding_model_id,
         batch_size=settings.embedding_batch_size,
         threads=settings.embedding_threads,
+        device=settings.embedding_device,
     )

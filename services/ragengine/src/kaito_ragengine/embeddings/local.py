@@ -41,7 +41,7 @@ class LocalEmbedder:
     SMALL_BATCH = 16
 
     def __init__(
-        self, model_id: str, *, batch_size: int = 64, threads: int = 0, device: str = "cpu"
+        self, model_id: str, *, batch_size: int = 64, threads: int = 0, device: str = "auto"
     ) -> None:
         self.model_id = model_id
         self._batch_size = batch_size
@@ -60,7 +60,7 @@ class LocalEmbedder:
 
             started = time.perf_counter()
             self._model = SentenceTransformer(
-                resolve_model_path(self.model_id), device=self._device
+                resolve_model_path(self.model_id), device=self._resolve_device(torch)
             )
             log.info(
                 "loaded embedding model %s in %.1fs", self.model_id, time.perf_counter() - started
@@ -76,6 +76,11 @@ class LocalEmbedder:
             show_progress_bar=False,
         )
         return normalize(vectors)
+
+    def _resolve_device(self, torch: Any) -> str:
+        if self._device != "auto":
+            return self._device
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """One normalised row per text."""
