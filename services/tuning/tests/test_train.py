@@ -18,7 +18,7 @@ from kaito_sdk.contracts.tuning import COMPLETION_MARKER
 from kaito_sdk.tuning_config import parse_training_config
 from kaito_tuning.__main__ import main
 from kaito_tuning.metrics import TrainingMetrics
-from kaito_tuning.trainer import TrainJob, TuningError, run_training
+from kaito_tuning.trainer import TrainJob, TuningError, last_complete_checkpoint, run_training
 
 from .conftest import CHAT_ROWS, free_port
 
@@ -181,7 +181,7 @@ def test_killed_job_resumes_from_its_last_checkpoint(
     out = tmp_path / "out"
     config = tmp_path / "training_config.yaml"
     config.write_text(
-        _config(40, training='\n    save_strategy: "steps"\n    save_steps: 4').replace(
+        _config(24, training='\n    save_strategy: "steps"\n    save_steps: 4').replace(
             '    save_strategy: "no"\n', ""
         )
     )
@@ -209,7 +209,47 @@ def test_killed_job_resumes_from_its_last_checkpoint(
     assert second.returncode == 0, second.stderr
     assert f"training: resuming from {out}/checkpoint-" in second.stderr
     assert "(resuming at step " in second.stderr
-    assert "step 40/40 loss" in second.stderr
-    assert "step 1/40 loss" not in second.stderr
+    assert "step 24/24 loss" in second.stderr
+    assert "step 1/24 loss" not in second.stderr
     assert (out / COMPLETION_MARKER).is_file()
     assert not list(out.glob("checkpoint-*"))
+
+
+def test_packing_trains_more_tokens_per_step(tiny_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _write_layout(data, "text")
+    plain = run_training(_job(tiny_model, data, tmp_path / "plain", _config(2)))
+    packed_config = _config(2, training="\n    packing: true\n    max_length: 128")
+    packed = run_training(_job(tiny_model, data, tmp_path / "packed", packed_config))
+    assert packed.steps == 2
+    assert (tmp_path / "packed" / "adapter_model.safetensors").is_file()
+    assert packed.history[0]["tokens"] > plain.history[0]["tokens"]
+
+
+def test_cli_reports_bad_data_with_file_row_and_column(
+    tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    bad = data / "rows.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "typo"}\n')
+    config = tmp_path / "training_config.yaml"
+    config.write_text(_config())
+    argv = ["run", "--model", str(tiny_model), "--config", str(config), "--input", str(data)]
+    assert main([*argv, "--output", str(tmp_path / "out"), "--metrics-port", "0"]) == 1
+    assert f"{bad}, row 2, column 'text': missing (columns present: txt)" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_partial_checkpoints_are_skipped_and_removed(tmp_path: Path) -> None:
+    for step, state in [(2, "{}"), (4, '{"global_step": 4}'), (6, None), (8, '{"glob')]:
+        checkpoint = tmp_path / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        (checkpoint / "adapter_model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (checkpoint / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-latest").mkdir()
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    remaining = sorted(p.name for p in tmp_path.iterdir())
+    assert remaining == ["checkpoint-2", "checkpoint-4", "checkpoint-latest"]
+    assert last_complete_checkpoint(tmp_path / "nothing") is None

@@ -74,7 +74,9 @@ class ProgressCallback(TrainerCallback):
         average = done / max(now - self._start_time, 1e-9)
         eta = (state.max_steps - step) / average if average > 0 else 0.0
         entry = {
+            "time": now,
             "step": float(step),
+            "tokens": tokens,
             "loss": float(logs["loss"]),
             "steps_per_second": steps_per_s,
             "tokens_per_second": tokens_per_s,
