@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from kaito_tuning.__main__ import main
 from kaito_tuning.fetch import FetchError, fetch_all, fetch_url, redact
 from kaito_tuning.settings import TuningSettings
+
+from .conftest import LoopbackServer
 
 JSONL = b'{"text": "hello"}\n{"text": "world"}\n'
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -214,3 +219,44 @@ def test_cli_fetch(
     monkeypatch.setenv("KAITO_TUNING_FETCH_ALLOW_LOOPBACK", "true")
     assert main(["fetch", "--url", http_server.url("/train.jsonl"), "--dest", str(dest)]) == 0
     assert (dest / "train.jsonl").read_bytes() == JSONL
+
+
+def test_https_is_pinned_with_the_original_server_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """TLS to the checked address still verifies the certificate for the URL's host name."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=data.test", "-addext", "subjectAltName=DNS:data.test",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = LoopbackServer()
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    server.server.socket = server_context.wrap_socket(server.server.socket, server_side=True)
+    route = server.add("/train.jsonl", (200, JSON_TYPE, JSONL))
+    server.thread.start()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        if host == "data.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    trust = ssl.create_default_context(cafile=str(cert))
+    real_client = httpx.Client
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(
+        "kaito_tuning.fetch.httpx.Client",
+        lambda **kwargs: real_client(**{**kwargs, "verify": trust}),
+    )
+    try:
+        url = f"https://data.test:{server.port}/train.jsonl"
+        path = fetch_url(url, tmp_path / "data", settings=_settings())
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+    assert path.read_bytes() == JSONL
+    assert route.hosts == [f"data.test:{server.port}"]
