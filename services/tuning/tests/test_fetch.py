@@ -260,3 +260,22 @@ def test_https_is_pinned_with_the_original_server_name(
         server.server.server_close()
     assert path.read_bytes() == JSONL
     assert route.hosts == [f"data.test:{server.port}"]
+
+
+@pytest.mark.parametrize(
+    ("url", "rule"),
+    [
+        ("http://metadata.google.internal/computeMetadata/v1/", "metadata"),
+        ("http://localhost:8080/a.csv", "localhost"),
+        ("http://10.0.0.1/a.csv", "address"),
+    ],
+)
+def test_unsafe_hosts_are_refused_before_any_dns_query(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, rule: str
+) -> None:
+    def no_dns(*args: Any, **kwargs: Any) -> list[Any]:
+        raise AssertionError("resolved an unsafe host")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(FetchError, match=rf"is not allowed \({rule}\)"):
+        fetch_url(url, tmp_path, settings=TuningSettings())

@@ -94,26 +94,26 @@ def _pin(url: str, *, allow_loopback: bool) -> _Target:
         raise FetchError(f"{redact(url)}: only http and https URLs with a host are fetched")
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise _RetryableError(f"{redact(url)}: cannot resolve {host}: {exc}") from None
-    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
-    if not (allow_loopback and all(address.is_loopback for address in addresses)):
+        if not allow_loopback:
+            check_public_url(url)  # host names and literals, before any DNS query
         try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise _RetryableError(f"{redact(url)}: cannot resolve {host}: {exc}") from None
+        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        if not (allow_loopback and all(address.is_loopback for address in addresses)):
             check_public_url(url)
             for address in addresses:
                 literal = f"[{address}]" if address.version == 6 else str(address)
                 check_public_url(f"{parts.scheme}://{literal}/")
-        except UnsafeURLError as exc:
-            raise FetchError(
-                f"{redact(url)} is not allowed ({exc.rule}): {exc.detail}"
-                + (
-                    f" (resolved {host} to {', '.join(map(str, addresses))})"
-                    if exc.url != url
-                    else ""
-                )
-            ) from None
+    except UnsafeURLError as exc:
+        resolved = f" (resolved {host} to {', '.join(map(str, addresses))})"
+        raise FetchError(
+            f"{redact(url)} is not allowed ({exc.rule}): {exc.detail}"
+            + (resolved if exc.url != url else "")
+        ) from None
     address = addresses[0]
     literal = f"[{address}]" if address.version == 6 else str(address)
     userinfo = parts.netloc.rpartition("@")[0]
