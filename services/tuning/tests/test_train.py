@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from kaito_sdk.contracts.tuning import COMPLETION_MARKER
 from kaito_sdk.tuning_config import parse_training_config
@@ -253,3 +254,24 @@ def test_partial_checkpoints_are_skipped_and_removed(tmp_path: Path) -> None:
     remaining = sorted(p.name for p in tmp_path.iterdir())
     assert remaining == ["checkpoint-2", "checkpoint-4", "checkpoint-latest"]
     assert last_complete_checkpoint(tmp_path / "nothing") is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs a CUDA GPU (bitsandbytes)")
+def test_qlora_on_gpu(tiny_model: Path, chat_data: Path, tmp_path: Path) -> None:
+    """GPU counterpart of ``test_qlora_without_cuda_stops_at_once``: 4-bit base + LoRA."""
+    text = (
+        (TEMPLATES / "qlora-params.yaml")
+        .read_text()
+        .replace(
+            "per_device_train_batch_size: 1", "per_device_train_batch_size: 2\n    max_steps: 2"
+        )
+    )
+    config = parse_training_config(text, method="qlora")
+    job = TrainJob(
+        config=config, method="qlora", model=str(tiny_model), input_dir=chat_data,
+        output_dir=tmp_path / "out",
+    )  # fmt: skip
+    result = run_training(job)
+    assert result.steps == 2
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()

@@ -65,6 +65,7 @@ def _model_for_preset(name: str) -> str:
     if not preset.tunable:
         raise ValueError(f"preset {preset.name!r} does not support tuning")
     if preset.name == EMBEDDED_MODEL_NAME:
+        logger.info("model: preset %s is the embedded model (converted on first use)", name)
         return str(embedded_model_dir(progress=False))
     return preset.hf_id
 
