@@ -279,3 +279,15 @@ def test_unsafe_hosts_are_refused_before_any_dns_query(
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     with pytest.raises(FetchError, match=rf"is not allowed \({rule}\)"):
         fetch_url(url, tmp_path, settings=TuningSettings())
+
+
+def test_truncated_body_is_retried_and_never_kept(http_server: Any, tmp_path: Path) -> None:
+    route = http_server.add(
+        "/cut.jsonl",
+        (200, {**JSON_TYPE, "Content-Length": "1000"}, JSONL),
+        (200, JSON_TYPE, JSONL),
+    )
+    path = fetch_url(http_server.url("/cut.jsonl"), tmp_path, settings=_settings())
+    assert route.hits == 2
+    assert path.read_bytes() == JSONL
+    assert [p.name for p in tmp_path.iterdir()] == ["cut.jsonl"]
