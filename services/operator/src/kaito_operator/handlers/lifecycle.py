@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -15,7 +16,18 @@ from kaito_operator.reconcilers.workspace import WorkspaceReconciler
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk import labels
 
-__all__ = ["cleanup", "connection_info", "login", "register", "startup"]
+#: The projected service-account token (rotated by the kubelet).
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
+
+__all__ = [
+    "SERVICE_ACCOUNT_TOKEN",
+    "cleanup",
+    "client_connection",
+    "connection_info",
+    "login",
+    "register",
+    "startup",
+]
 
 
 def connection_info(
@@ -30,6 +42,17 @@ def connection_info(
     if info is None:
         raise kopf.PermanentError("no API server credentials: neither in-cluster nor a kubeconfig")
     return info
+
+
+def client_connection(
+    settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
+) -> ClusterConnection:
+    """The operator's own client connection (in-cluster: with the rotating token file)."""
+    in_cluster = settings.api_server is None and Path(SERVICE_ACCOUNT_TOKEN).exists()
+    token_path = SERVICE_ACCOUNT_TOKEN if in_cluster else None
+    return ClusterConnection.from_kopf(
+        connection_info(settings, kopf_settings), token_path=token_path
+    )
 
 
 def login(*, memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
@@ -54,7 +77,7 @@ async def startup(*, memo: Any, settings: kopf.OperatorSettings, logger: Any, **
     if config.webhook_enabled:
         settings.admission.server = webhook_server(config)
         settings.admission.managed = None  # the chart renders the webhook configuration
-    kube = KubeClient(ClusterConnection.from_kopf(connection_info(config, settings)))
+    kube = KubeClient(client_connection(config, settings))
     memo.kube = kube
     memo.workspaces = WorkspaceReconciler(kube, config)
     memo.ragengines = RAGEngineReconciler(kube, config)

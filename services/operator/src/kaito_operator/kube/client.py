@@ -14,6 +14,7 @@ import ssl
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -47,9 +48,11 @@ class ClusterConnection:
     certificate_path: str | None = None
     private_key_path: str | None = None
     insecure: bool = False
+    token_path: str | None = None
+    """A token file re-read when it changes (projected service-account tokens rotate)."""
 
     @classmethod
-    def from_kopf(cls, info: Any) -> ClusterConnection:
+    def from_kopf(cls, info: Any, *, token_path: str | None = None) -> ClusterConnection:
         """Build from a ``kopf.ConnectionInfo`` (certificate data is written to temp files)."""
 
         def to_file(data: str | bytes | None, suffix: str) -> str | None:
@@ -79,6 +82,7 @@ class ClusterConnection:
                 else to_file(info.private_key_data, ".key")
             ),
             insecure=bool(info.insecure),
+            token_path=token_path,
         )
 
     def ssl_context(self) -> ssl.SSLContext | bool:
@@ -96,6 +100,22 @@ class ClusterConnection:
         if self.certificate_path and self.private_key_path:
             context.load_cert_chain(self.certificate_path, self.private_key_path)
         return context
+
+
+class _RotatingToken:
+    """A bearer token read from a file, re-read whenever the file changes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._mtime = -1.0
+        self._token = ""
+
+    def value(self) -> str:
+        mtime = self.path.stat().st_mtime
+        if mtime != self._mtime:
+            self._token = self.path.read_text(encoding="utf-8").strip()
+            self._mtime = mtime
+        return self._token
 
 
 def _kind_of(obj: Mapping[str, Any]) -> ResourceType:
@@ -116,6 +136,7 @@ class KubeClient:
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
         self.field_manager = field_manager
+        self._token = _RotatingToken(connection.token_path) if connection.token_path else None
         self._base = connection.server.rstrip("/")
         self._headers = headers
         self._ssl = connection.ssl_context()
@@ -141,6 +162,10 @@ class KubeClient:
     async def _request(
         self, method: str, url: str, *, missing_ok: bool = False, **kwargs: Any
     ) -> dict[str, Any] | None:
+        if self._token is not None:
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers["Authorization"] = f"Bearer {self._token.value()}"
+            kwargs["headers"] = headers
         async with self._client().request(method, self._base + url, **kwargs) as response:
             text = await response.text()
             if response.status == 404 and missing_ok:
