@@ -280,6 +280,16 @@ async def test_byo_gpu_nodes_gate_resource_ready(
         has_condition(cluster, "phi", "ResourceReady", "True"), message="node ready"
     )
     assert status_of(cluster, "phi")["workerNodes"] == ["gpu-1"]
+    # GPU feature discovery reports a different GPU on another matching node: not uniform.
+    gfd = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.count": "1"}
+    labels = {"metadata": {"labels": {**gfd, "nvidia.com/gpu.memory": "81920"}}}
+    await emu.patch_object("v1", "nodes", None, "gpu-1", labels)
+    small = {"apps": "phi", **gfd, "nvidia.com/gpu.memory": "40960"}
+    await kubelet.add_node(emu, "gpu-2", small, gpus=1)
+    cond = await cluster.wait_for(
+        has_condition(cluster, "phi", "ResourceReady", "False"), message="non-uniform"
+    )
+    assert "different GPUs" in cond["message"]
 
 
 @pytest.mark.parametrize(

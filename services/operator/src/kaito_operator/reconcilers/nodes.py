@@ -150,7 +150,23 @@ class NodeProvisioner:
             if not claim_condition[0]:
                 return NodeState(False, claim_condition[1], claim_condition[2], [], claim_condition)
         candidates = await self.matching_nodes(ws.resource.label_selector)
-        ready = sorted(n["metadata"]["name"] for n in candidates if _node_ready(n, gpu=True))
+        ready_nodes = [n for n in candidates if _node_ready(n, gpu=True)]
+        ready = sorted(n["metadata"]["name"] for n in ready_nodes)
+        gpus = {
+            (sku.gpu_model, sku.gpu_count, sku.gpu_memory_gib)
+            for sku in map(gpu_sku_from_labels, ready_nodes)
+            if sku is not None
+        }
+        if len(gpus) > 1:
+            kinds = ", ".join(
+                f"{count}x {model} ({memory} GiB)" for model, count, memory in sorted(gpus)
+            )
+            message = (
+                f"the matching nodes have different GPUs ({kinds}); a workload needs uniform nodes"
+            )
+            return NodeState(
+                False, ConditionReason.NODES_NOT_READY, message, ready, claim_condition
+            )
         if len(ready) >= target:
             message = f"{len(ready)}/{target} GPU nodes ready"
             return NodeState(
