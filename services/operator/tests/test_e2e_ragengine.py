@@ -98,6 +98,25 @@ async def test_ragengine_deployment_env_status_and_cleanup(
     )
     assert rag["status"]["workerNodes"] == ["node-0"]
 
+    # A spec change re-renders the environment and rolls the pod (revision annotation).
+    revision = deployment["spec"]["template"]["metadata"]["annotations"][
+        "ragengine.kaito.io/revision"
+    ]
+    patch = {"spec": {"inferenceService": {"contextWindowSize": 8192}}}
+    await emu.patch_object(*RAG, "default", "rag", patch)
+
+    def rolled() -> Any:
+        current = emu.read_object("apps/v1", "deployments", "default", "rag") or deployment
+        template = current["spec"]["template"]
+        return (
+            template
+            if template["metadata"]["annotations"]["ragengine.kaito.io/revision"] != revision
+            else None
+        )
+
+    template = await cluster.wait_for(rolled, message="rollout")
+    env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+    assert env[rag_contract.env_name("llm_context_window")]["value"] == "8192"
     await emu.delete_object(*RAG, "default", "rag")
     await cluster.wait_for(lambda: emu.read_object(*RAG, "default", "rag") is None, message="gone")
     assert emu.read_object("apps/v1", "deployments", "default", "rag") is None
