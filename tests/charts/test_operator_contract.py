@@ -148,3 +148,20 @@ def test_workload_images_follow_the_chart_images(
         assert image_for(service, registry=settings.image_registry, tag=settings.image_tag) == (
             expected
         )
+
+
+@pytest.mark.parametrize("provisioner", ["karpenter", "gpu-provisioner"])
+def test_node_class_reaches_the_operator(
+    render: Any, provisioner: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {
+        "nodeProvisioner": provisioner,
+        "nodeClass.group": "karpenter.k8s.aws",
+        "nodeClass.kind": "EC2NodeClass",
+        "nodeClass.name": "gpu",
+    }
+    container = operator_container(render("kaito-workspace", values=values))
+    settings = settings_from(operator_env(container), monkeypatch)
+    assert settings.karpenter_node_class_group == "karpenter.k8s.aws"
+    assert settings.karpenter_node_class_kind == "EC2NodeClass"
+    assert settings.karpenter_node_class_name == "gpu"
