@@ -9,6 +9,7 @@ import pytest
 
 from kaito_sdk.localmodels import build_tiny_model, embedded_model_dir
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see the engine
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -90,7 +90,9 @@ def serve_transformers(settings: InferenceSettings) -> int:
     import uvicorn
 
     from kaito_inference.app import create_app
+    from kaito_inference.engines.transformers_engine import prefer_passive_openmp
 
+    prefer_passive_openmp()
     settings = apply_kaito_config(settings)
     log.info("starting the transformers runtime on %s:%d", settings.host, settings.port)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

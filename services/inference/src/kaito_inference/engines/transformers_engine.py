@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -32,6 +33,16 @@ __all__ = ["TransformersEngine"]
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN = 4096
+
+
+def prefer_passive_openmp() -> None:
+    """Let idle OpenMP threads sleep instead of spin (unless the operator chose otherwise).
+
+    Measured here on 2 shared cores: with spinning threads a batch-16 decode step took
+    4.4 s while other processes ran, 0.26 s with ``OMP_WAIT_POLICY=PASSIVE``. Only takes
+    effect before torch is first imported.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 class TransformersEngine:
@@ -106,6 +117,7 @@ class TransformersEngine:
             log.exception("loading the model failed")
 
     def _load_model(self) -> None:
+        prefer_passive_openmp()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
