@@ -131,7 +131,7 @@ def test_rag_chat_answers_from_the_index(rag_url: str, model: str) -> None:
         extra_body={"index_name": "facts"},
     )
     answer = reply.choices[0].message.content or ""
-    assert answer.strip()
+    assert "quillton" in answer.lower(), answer  # greedy SmolLM2 read the retrieved context
     sources = (reply.model_extra or {})["source_nodes"]
     assert sources
     assert sources[0]["text"] == FACTS[0]
@@ -139,7 +139,7 @@ def test_rag_chat_answers_from_the_index(rag_url: str, model: str) -> None:
     assert reply.usage is not None
     assert reply.usage.completion_tokens > 0
     # the retrieved context was part of the prompt the LLM counted
-    assert reply.usage.prompt_tokens > 40
+    assert reply.usage.prompt_tokens > 90
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
@@ -161,13 +161,12 @@ def test_rag_chat_streams_with_sources(rag_url: str, model: str) -> None:
 
 def test_plain_chat_passes_through(rag_url: str) -> None:
     # no model: the RAG engine asks the inference server's /v1/models for its default
-    response = httpx.post(
-        f"{rag_url}/v1/chat/completions",
-        json={"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8},
-        timeout=300,
-    )
+    body = {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 24, "temperature": 0}
+    response = httpx.post(f"{rag_url}/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 200, response.text
     reply = response.json()
-    assert reply["choices"][0]["message"]["content"].strip()
+    answer = reply["choices"][0]["message"]["content"]
+    assert answer.strip()
+    assert "quillton" not in answer.lower()  # without the index the model cannot know
     assert "source_nodes" not in reply
-    assert 0 < reply["usage"]["prompt_tokens"] < 40
+    assert 0 < reply["usage"]["prompt_tokens"] < 60  # 40 here; 133 with the context
