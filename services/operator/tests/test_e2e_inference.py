@@ -432,3 +432,15 @@ async def test_restarted_operator_converges_without_duplicates(
     assert len(emu.list_objects("v1", "services", "default")) == 2
     assert len(emu.list_objects(*STS, "default")) == 1
     assert rbac_violations(cluster, "workspace") == []
+
+
+async def test_unknown_preset_is_reported_in_status(cluster: OperatorHarness) -> None:
+    emu = cluster.emulator
+    await emu.create_object(workspace("typo", {"preset": {"name": "phi-4-mini-instruc"}}))
+    cond = await cluster.wait_for(
+        has_condition(cluster, "typo", "WorkspaceSucceeded", "False", "InvalidSpec"),
+        message="InvalidSpec",
+    )
+    assert cond["message"].startswith("preset.name: unknown preset 'phi-4-mini-instruc'")
+    assert status_of(cluster, "typo")["state"] == "NotReady"
+    assert emu.read_object(*STS, "default", "typo") is None

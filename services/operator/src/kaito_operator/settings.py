@@ -55,5 +55,7 @@ class OperatorSettings(BaseSettings):
     unset means in-cluster service account, then kubeconfig."""
     post_events: bool = True
     """Post Kubernetes Events about handler progress."""
+    metrics_port: int | None = Field(default=8081, ge=1, le=65535)
+    """Port of the Prometheus ``/metrics`` endpoint (unset: no endpoint)."""
     health_port: int = Field(default=8080, ge=1, le=65535)
     """Port of the liveness endpoint (``/healthz``)."""

@@ -9,6 +9,7 @@ import kopf
 
 from kaito_operator.handlers.admission import webhook_server
 from kaito_operator.kube import ClusterConnection, KubeClient
+from kaito_operator.metrics import OperatorMetrics, serve_metrics
 from kaito_operator.reconcilers.nodes import NodeProvisioner
 from kaito_operator.reconcilers.observe import StatusObserver
 from kaito_operator.reconcilers.ragengine import RAGEngineReconciler
@@ -78,15 +79,22 @@ async def startup(*, memo: Any, settings: kopf.OperatorSettings, logger: Any, **
         settings.admission.server = webhook_server(config)
         settings.admission.managed = None  # the chart renders the webhook configuration
     kube = KubeClient(client_connection(config, settings))
+    memo.metrics = OperatorMetrics()
+    memo.metrics_server = None
+    if config.metrics_port is not None:
+        memo.metrics_server = await serve_metrics(memo.metrics, config.metrics_port)
     memo.kube = kube
     memo.workspaces = WorkspaceReconciler(kube, config)
     memo.ragengines = RAGEngineReconciler(kube, config)
-    memo.observer = StatusObserver(kube, NodeProvisioner(kube, config))
+    memo.observer = StatusObserver(kube, NodeProvisioner(kube, config), memo.metrics)
     logger.info("kaito-operator started: node provisioner %s", config.node_provisioner)
 
 
 async def cleanup(*, memo: Any, **_: Any) -> None:
     """Close the API client."""
+    server = getattr(memo, "metrics_server", None)
+    if server is not None:
+        await server.cleanup()
     observer = getattr(memo, "observer", None)
     if observer is not None:
         await observer.close()

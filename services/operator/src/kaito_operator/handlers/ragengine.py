@@ -36,7 +36,8 @@ async def reconcile_ragengine(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         await memo.observer.report_invalid(body, exc)
         raise
     try:
-        await memo.ragengines.reconcile(engine)
+        with memo.metrics.reconcile("RAGEngine"):
+            await memo.ragengines.reconcile(engine)
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise

@@ -46,7 +46,8 @@ async def reconcile_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         raise
     target = None
     try:
-        target = await memo.workspaces.reconcile(ws)
+        with memo.metrics.reconcile("Workspace"):
+            target = await memo.workspaces.reconcile(ws)
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise

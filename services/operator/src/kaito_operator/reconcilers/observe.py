@@ -14,6 +14,7 @@ from typing import Any
 
 from kaito_operator.errors import InvalidSpecError
 from kaito_operator.kube import KubeClient
+from kaito_operator.metrics import OperatorMetrics
 from kaito_operator.reconcilers import plan
 from kaito_operator.reconcilers.nodes import NodeProvisioner, NodeState
 from kaito_operator.status import condition, diagnose_pods, merge_conditions, pod_is_ready
@@ -50,9 +51,10 @@ def _pod_nodes(pods: list[dict[str, Any]]) -> list[str]:
 class StatusObserver:
     """Computes and writes Workspace and RAGEngine status."""
 
-    def __init__(self, kube: KubeClient, nodes: NodeProvisioner) -> None:
+    def __init__(self, kube: KubeClient, nodes: NodeProvisioner, metrics: OperatorMetrics) -> None:
         self.kube = kube
         self.nodes = nodes
+        self.metrics = metrics
         self._invalid: dict[tuple[str, str, str], tuple[int | None, str]] = {}
         self._pending: dict[tuple[str, str, str], asyncio.Task[None]] = {}
 
@@ -121,11 +123,16 @@ class StatusObserver:
                     if obj.get("tuning")
                     else WorkspaceState.NOT_READY.value
                 )
+        meta = obj["metadata"]
+        state = status.get("state")
+        if state is None:  # RAGEngine: ready or not
+            by_type = {c["type"]: c["status"] for c in status["conditions"]}
+            state = "Ready" if by_type.get("RAGEngineSucceeded") == "True" else "NotReady"
+        self.metrics.set_state(obj["kind"], meta["namespace"], meta["name"], state)
         old = obj.get("status") or {}
         status["conditions"] = merge_conditions(old.get("conditions"), status.get("conditions", []))
         merged = {**old, **status}
         if merged != old:
-            meta = obj["metadata"]
             await self.kube.patch_status(
                 obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), status
             )
@@ -135,10 +142,14 @@ class StatusObserver:
         decided by the reconciler, stored once)."""
         raw = await self.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
+            self.metrics.set_state("Workspace", namespace, name, None)
             return
         ws = Workspace.from_manifest(raw)
         pods = await self.kube.list("v1", "Pod", namespace, labels={labels.LABEL_WORKSPACE: name})
-        preset = plan.preset_of(ws)
+        try:
+            preset = plan.preset_of(ws)
+        except InvalidSpecError:
+            preset = None  # the reconciler reported why (``report_invalid``)
         gpu = plan.needs_gpu(ws, preset)
         stored = ws.status.target_node_count if ws.status else None
         decided = stored or target
@@ -313,6 +324,7 @@ class StatusObserver:
         """Recompute and store the status of one RAGEngine."""
         raw = await self.kube.get("kaito.sh/v1beta1", "RAGEngine", name, namespace)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
+            self.metrics.set_state("RAGEngine", namespace, name, None)
             return
         engine = RAGEngine.from_manifest(raw)
         generation = raw["metadata"].get("generation")

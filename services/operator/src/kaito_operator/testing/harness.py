@@ -104,6 +104,7 @@ class OperatorHarness:
             "api_server": self.url,
             "post_events": False,
             "resync_seconds": 0.5,
+            "metrics_port": None,
             **self.settings_overrides,
         }
         return OperatorSettings(**values)
