@@ -33,7 +33,7 @@ from kaito_sdk.contracts.ragengine import RagEngineConfig, env_vars
 
 ROOT = Path(__file__).resolve().parent.parent
 INDEX_NAME = "kaito-docs"
-DEFAULT_QUESTION = "What does the RAG engine use for vector search, and which endpoint queries it?"
+DEFAULT_QUESTION = "Which library does the RAG engine use to store and search vectors?"
 console = Console()
 
 
@@ -126,8 +126,8 @@ def ask(rag_url: str, question: str, model: str) -> None:
         )
     answer = completion.choices[0].message.content or ""
     console.print(Panel(answer.strip(), title="answer"))
-    sources = Table("score", "source", "text", title="sources")
-    for node in (completion.model_extra or {}).get("source_nodes", []):
+    sources = Table("score", "source", "text", title="top sources")
+    for node in (completion.model_extra or {}).get("source_nodes", [])[:5]:
         text = " ".join(str(node.get("text", "")).split())[:90]
         source = str((node.get("metadata") or {}).get("source", "?"))
         sources.add_row(f"{float(node.get('score') or 0):.3f}", source, text)
@@ -156,7 +156,9 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     rag_config = RagEngineConfig(
         llm_inference_url=f"{inference_url}/v1/chat/completions",
-        llm_context_window=8192,
+        # SmolLM2-135M answers best from a short context: a small window keeps the
+        # retrieved context to the few most relevant sections.
+        llm_context_window=2048,
         persist_dir=str(workdir / "snapshots"),
         allow_private_urls=True,
         port=rag_port,
