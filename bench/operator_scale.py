@@ -86,6 +86,7 @@ async def start_operator(url: str, health_port: int) -> subprocess.Popen[bytes]:
         "KAITO_OPERATOR_CONTROLLERS": '["workspace"]',
         "KAITO_OPERATOR_POST_EVENTS": "false",
         "KAITO_OPERATOR_HEALTH_PORT": str(health_port),
+        "KAITO_OPERATOR_METRICS_PORT": str(free_port()),
     }
     process = subprocess.Popen(  # noqa: ASYNC220 (started once, then polled)
         [sys.executable, "-m", "kaito_operator"],
