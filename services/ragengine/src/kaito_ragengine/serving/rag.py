@@ -242,8 +242,10 @@ class RagService:
         index = self.get(name)
         location = self.snapshots.location(name, path)
         async with self._persist_locks.setdefault(str(location), asyncio.Lock()):
-            async with index.lock.read():
-                snapshot = IndexSnapshot.capture(index, self.embedder.model_id)
+            async with index.lock.read():  # writers wait; the copy runs off the event loop
+                snapshot = await asyncio.to_thread(
+                    IndexSnapshot.capture, index, self.embedder.model_id
+                )
             try:
                 final = await asyncio.to_thread(self.snapshots.write, location, snapshot)
             except OSError as exc:

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,14 @@ class IndexSnapshot:
     def capture(cls, index: RagIndex, embedding_model_id: str) -> IndexSnapshot:
         """Copy everything needed to rebuild ``index``."""
         documents = [
-            {**asdict(doc), "chunks": [index.nodes[n].text for n in doc.node_ids]}
+            {
+                "doc_id": doc.doc_id,
+                "text": doc.text,
+                "metadata": dict(doc.metadata),
+                "hash_value": doc.hash_value,
+                "node_ids": list(doc.node_ids),
+                "chunks": [index.nodes[n].text for n in doc.node_ids],
+            }
             for doc in index.documents.values()
         ]
         return cls(
