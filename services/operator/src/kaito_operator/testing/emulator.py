@@ -15,7 +15,6 @@ emulated behaviour runs.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -29,6 +28,7 @@ import yaml
 from kmock._internal import enums, parsing, rendering
 
 from kaito_operator.testing import semantics
+from kaito_operator.testing.semantics import clone
 from kaito_operator.testing.store import ObjectStore, api_error
 
 __all__ = ["KubernetesEmulator", "resource_key"]
@@ -106,7 +106,7 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
                 )
             )
         key = ("apiextensions.k8s.io", "customresourcedefinitions", None, crd["metadata"]["name"])
-        self._state.objects[key] = self._state.stamp_new(copy.deepcopy(dict(crd)))
+        self._state.objects[key] = self._state.stamp_new(clone(dict(crd)))
 
     def register_crd_file(self, path: str | Path) -> None:
         """Register every CRD in a (multi-document) YAML file."""
@@ -133,7 +133,7 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         """The stored object (a copy), or None."""
         group = api_version.rpartition("/")[0]
         obj = self._state.objects.get((group, plural, namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def exists(self, api_version: str, plural: str, namespace: str | None, name: str) -> bool:
         """Whether the object is stored (no copy: cheap enough to poll)."""
@@ -333,7 +333,7 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         obj = self._state.objects.get(self._state.key(ref, request.namespace, str(request.name)))
         if obj is None:
             raise kmock.KubernetesObjectNotFoundError()
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     async def _serve_create(self, request: rendering.Request) -> rendering.Payload:
         ref = self._check_resource(request)

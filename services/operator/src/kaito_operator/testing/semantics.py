@@ -7,17 +7,20 @@ the rules for what a write may change. No I/O: the emulator in
 
 from __future__ import annotations
 
-import copy
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = [
     "FieldRequirement",
     "LabelRequirement",
     "SelectorError",
     "apply_merge",
+    "clone",
     "field_paths",
     "matches_fields",
     "matches_labels",
@@ -33,6 +36,13 @@ NON_SPEC_KEYS = frozenset({"apiVersion", "kind", "metadata", "status"})
 _SET_RE = re.compile(r"^\s*(!?)([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 _EQ_RE = re.compile(r"^\s*([\w./-]+)\s*(==|!=|=)\s*([\w./-]*)\s*$")
 _EXISTS_RE = re.compile(r"^\s*(!?)([\w./-]+)\s*$")
+
+
+def clone(value: _T) -> _T:
+    """A deep copy of a JSON-like value (a JSON round trip: several times faster than
+    ``copy.deepcopy`` on API objects, which are JSON by definition)."""
+    copied: _T = json.loads(json.dumps(value))
+    return copied
 
 
 class SelectorError(ValueError):
@@ -145,7 +155,7 @@ def matches_fields(obj: Mapping[str, Any], requirements: list[FieldRequirement])
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: dicts merge, ``None`` deletes, everything else replaces."""
     if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:
@@ -172,7 +182,7 @@ def _deep_merge(target: dict[str, Any], config: Mapping[str, Any]) -> None:
         if isinstance(value, Mapping) and isinstance(target.get(key), dict):
             _deep_merge(target[key], value)
         else:
-            target[key] = copy.deepcopy(value)
+            target[key] = clone(value)
 
 
 def _remove_path(target: dict[str, Any], path: tuple[str, ...]) -> None:
@@ -200,7 +210,7 @@ def apply_merge(
     Fields set by other writers are kept. Ownership conflicts are not modelled: every
     apply behaves as ``force=true``.
     """
-    result = copy.deepcopy(dict(current))
+    result = clone(dict(current))
     if previous is not None:
         for path in field_paths(previous) - field_paths(applied):
             _remove_path(result, path)

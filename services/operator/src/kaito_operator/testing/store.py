@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import copy
 import datetime
 import random
 import uuid
@@ -21,8 +20,9 @@ import kmock
 from kmock._internal import aiobus
 
 from kaito_operator.testing import semantics
+from kaito_operator.testing.semantics import clone
 
-__all__ = ["ObjectKey", "ObjectStore", "api_error"]
+__all__ = ["ObjectIndex", "ObjectKey", "ObjectStore", "api_error"]
 
 #: (group, plural, namespace or None, name): versions share one storage.
 ObjectKey = tuple[str, str, str | None, str]
@@ -47,12 +47,29 @@ def api_error(status: int, reason: str, message: str) -> kmock.KubernetesError:
     return kmock.KubernetesError(status=status, reason=reason, message=message, details={})
 
 
+class ObjectIndex(dict[ObjectKey, dict[str, Any]]):
+    """The stored objects, also indexed by (group, plural) so a list reads only its kind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_kind: dict[tuple[str, str], dict[ObjectKey, dict[str, Any]]] = {}
+
+    def __setitem__(self, key: ObjectKey, value: dict[str, Any]) -> None:
+        super().__setitem__(key, value)
+        self.by_kind.setdefault((key[0], key[1]), {})[key] = value
+
+    def pop(self, key: ObjectKey) -> dict[str, Any]:  # type: ignore[override]
+        """Remove and return an object."""
+        self.by_kind[(key[0], key[1])].pop(key, None)
+        return super().pop(key)
+
+
 class ObjectStore:
     """Stored objects, the resource version counter and the watch event log."""
 
     def __init__(self, resources: kmock.ResourcesArray) -> None:
         self.resources = resources
-        self.objects: dict[ObjectKey, dict[str, Any]] = {}
+        self.objects = ObjectIndex()
         self.applied: dict[tuple[ObjectKey, str, str], dict[str, Any]] = {}
         self.revision = 0
         self._random = random.Random()  # noqa: S311 (uids need uniqueness, not secrecy)
@@ -80,9 +97,10 @@ class ObjectStore:
     ) -> list[dict[str, Any]]:
         """Copies of the stored objects of ``ref`` matching namespace and selectors."""
         return [
-            copy.deepcopy(obj)
-            for (group, plural, ns, _), obj in self.objects.items()
-            if group == ref.group and plural == ref.plural
+            clone(obj)
+            for (_, _, ns, _), obj in self.objects.by_kind.get(
+                (str(ref.group), str(ref.plural)), {}
+            ).items()
             if namespace is None or ns == namespace
             if semantics.matches_labels(obj, labels) and semantics.matches_fields(obj, fields)
         ]
@@ -111,7 +129,7 @@ class ObjectStore:
                 "message": f"too old resource version: {since}",
             }
             return [{"type": "ERROR", "object": gone}]
-        return [copy.deepcopy(event) for rv, event in log if rv > revision]
+        return [clone(event) for rv, event in log if rv > revision]
 
     def stamp_new(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.revision += 1
@@ -126,7 +144,7 @@ class ObjectStore:
         return obj
 
     async def _emit(self, ref: kmock.resource, kind: str, obj: Mapping[str, Any]) -> None:
-        event = {"type": kind, "object": copy.deepcopy(obj)}
+        event = {"type": kind, "object": clone(obj)}
         group_plural = (str(ref.group), str(ref.plural))
         self.logs[group_plural].append((self.revision, event))
         await self.buses[group_plural].put(event)
@@ -134,7 +152,7 @@ class ObjectStore:
     async def create(
         self, ref: kmock.resource, namespace: str | None, body: dict[str, Any]
     ) -> dict[str, Any]:
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
@@ -161,12 +179,12 @@ class ObjectStore:
             obj.pop("status", None)
         self.objects[key] = self.stamp_new(obj)
         await self._emit(ref, "ADDED", obj)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def applied_part(self, body: Mapping[str, Any], subresource: str | None) -> dict[str, Any]:
         if subresource == "status":
-            return {"status": copy.deepcopy(body.get("status", {}))}
-        return {k: copy.deepcopy(v) for k, v in body.items() if k != "status"}
+            return {"status": clone(body.get("status", {}))}
+        return {k: clone(v) for k, v in body.items() if k != "status"}
 
     async def patch(
         self,
@@ -202,7 +220,7 @@ class ObjectStore:
         new = self._isolate(ref, old, new, subresource)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
-            return copy.deepcopy(old)
+            return clone(old)
         self.revision += 1
         new["metadata"]["resourceVersion"] = str(self.revision)
         if semantics.spec_changed(old, new):
@@ -211,21 +229,21 @@ class ObjectStore:
         await self._emit(ref, "MODIFIED", new)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             await self._remove(ref, key)
-        return copy.deepcopy(new)
+        return clone(new)
 
     def _isolate(
         self, ref: kmock.resource, old: dict[str, Any], new: dict[str, Any], subresource: str | None
     ) -> dict[str, Any]:
         """Keep a status write to status, and a main write off status and system metadata."""
         if subresource == "status":
-            isolated = {**copy.deepcopy(old), "status": new.get("status")}
+            isolated = {**clone(old), "status": new.get("status")}
             if isolated["status"] is None:
                 del isolated["status"]
             return isolated
         if self._has_status(ref):
             new.pop("status", None)
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
         meta = new.setdefault("metadata", {})
         for field in _SYSTEM_FIELDS:
             if field in old["metadata"]:
@@ -257,7 +275,7 @@ class ObjectStore:
         if kind == "merge":
             return dict(semantics.merge_patch(old, body))
         if kind == "replace":
-            return copy.deepcopy(body)
+            return clone(body)
         manager = params.get("fieldManager", "")
         if not manager:
             raise api_error(400, "BadRequest", "fieldManager is required for apply patch")
@@ -283,9 +301,9 @@ class ObjectStore:
                 obj["metadata"]["deletionGracePeriodSeconds"] = 0
                 obj["metadata"]["resourceVersion"] = str(self.revision)
                 await self._emit(ref, "MODIFIED", obj)
-            return copy.deepcopy(obj)
+            return clone(obj)
         await self._remove(ref, key)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def _orphan(self, uid: str) -> None:
         for obj in self.objects.values():
