@@ -42,7 +42,7 @@ async def reconcile_ragengine(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         await memo.observer.report_invalid(body, exc)
         raise
     finally:
-        await memo.observer.sync_ragengine(body.metadata.namespace, body.metadata.name)
+        memo.observer.schedule("RAGEngine", body.metadata.namespace, body.metadata.name)
 
 
 async def resync_ragengine(

@@ -52,8 +52,10 @@ async def reconcile_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         await memo.observer.report_invalid(body, exc)
         raise
     finally:
-        namespace, name = body.metadata.namespace, body.metadata.name
-        await memo.observer.sync_workspace(namespace, name, target=target)
+        # Coalesces with the recomputes the new children's events ask for.
+        memo.observer.schedule(
+            "Workspace", body.metadata.namespace, body.metadata.name, target=target
+        )
 
 
 async def delete_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:

@@ -57,18 +57,23 @@ class StatusObserver:
         self.metrics = metrics
         self._invalid: dict[tuple[str, str, str], tuple[int | None, str]] = {}
         self._pending: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._targets: dict[tuple[str, str, str], int] = {}
 
-    def schedule(self, kind: str, namespace: str, name: str) -> None:
-        """Recompute a status soon; bursts of child events coalesce into one recompute."""
+    def schedule(self, kind: str, namespace: str, name: str, *, target: int | None = None) -> None:
+        """Recompute a status soon; a reconcile and the child events it causes coalesce
+        into one recompute (``target``: a node count just decided, to be stored)."""
         key = (kind, namespace, name)
+        if target is not None:
+            self._targets[key] = target
         if key in self._pending:
             return
 
         async def later() -> None:
             await asyncio.sleep(_COALESCE_S)
             del self._pending[key]  # events from now on schedule the next recompute
+            decided = self._targets.pop(key, None)
             try:
-                await self.sync(kind, namespace, name)
+                await self.sync(kind, namespace, name, target=decided)
             except Exception:  # a failed recompute is retried by the next event or resync
                 log.exception("status of %s %s/%s not recomputed", kind, namespace, name)
 
@@ -94,10 +99,12 @@ class StatusObserver:
             return None
         return known[1]
 
-    async def sync(self, kind: str, namespace: str, name: str) -> None:
+    async def sync(
+        self, kind: str, namespace: str, name: str, *, target: int | None = None
+    ) -> None:
         """Recompute the status of a Workspace or RAGEngine."""
         if kind == "Workspace":
-            await self.sync_workspace(namespace, name)
+            await self.sync_workspace(namespace, name, target=target)
         else:
             await self.sync_ragengine(namespace, name)
 
