@@ -441,6 +441,7 @@ async def test_unknown_preset_is_reported_in_status(cluster: OperatorHarness) ->
         has_condition(cluster, "typo", "WorkspaceSucceeded", "False", "InvalidSpec"),
         message="InvalidSpec",
     )
-    assert cond["message"].startswith("preset.name: unknown preset 'phi-4-mini-instruc'")
+    assert cond["message"].startswith("inference.preset.name: unknown preset 'phi-4-mini-instruc'")
+    assert "did you mean phi-4-mini-instruct" in cond["message"]
     assert status_of(cluster, "typo")["state"] == "NotReady"
     assert emu.read_object(*STS, "default", "typo") is None

@@ -143,7 +143,9 @@ async def test_ragengine_with_an_unsupported_field_says_which(cluster: OperatorH
 async def test_every_request_is_allowed_by_the_ragengine_rbac(
     cluster: OperatorHarness, rbac_violations: Callable[..., list[str]]
 ) -> None:
-    await cluster.emulator.create_object(ragengine("r", embedding={"local": {}}))
+    await cluster.emulator.create_object(
+        ragengine("r", embedding={"local": {"modelID": "sentence-transformers/all-MiniLM-L6-v2"}})
+    )
     await cluster.wait_for(
         lambda: cluster.emulator.read_object("apps/v1", "deployments", "default", "r"),
         message="Deployment",

@@ -18,7 +18,9 @@ from kaito_sdk.api import RAGEngine
 from kaito_sdk.contracts.ragengine import ENV_PREFIX
 
 SPECS: dict[str, dict[str, Any]] = {
-    "local-retrieve-only": {"embedding": {"local": {}}},
+    "local-retrieve-only": {
+        "embedding": {"local": {"modelID": "sentence-transformers/all-MiniLM-L6-v2"}}
+    },
     "local-model-with-llm": {
         "embedding": {"local": {"modelID": "BAAI/bge-small-en-v1.5"}},
         "inferenceService": {

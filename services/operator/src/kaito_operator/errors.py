@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import kopf
 
-__all__ = ["InvalidSpecError", "NotReadyError"]
+__all__ = ["InvalidSpecError", "NotReadyError", "refuse_invalid"]
 
 
 class InvalidSpecError(kopf.PermanentError):
@@ -21,3 +24,11 @@ class NotReadyError(kopf.TemporaryError):
 
     def __init__(self, message: str, *, delay: float = 5.0) -> None:
         super().__init__(message, delay=delay)
+
+
+def refuse_invalid(errors: Sequence[Any]) -> None:
+    """Raise :class:`InvalidSpecError` with every SDK ``FieldError`` (none: return)."""
+    if errors:
+        first = errors[0]
+        message = "; ".join(str(error) for error in errors)
+        raise InvalidSpecError(first.path, message.removeprefix(f"{first.path}: "))

@@ -68,6 +68,7 @@ def adapters(
         if source is None or not source.name:
             continue
         path = f"{contract.ADAPTERS_MOUNT}/{source.name}"
+        quoted = shlex.quote(path)
         if source.volume_source is not None:
             volumes.append({"name": f"adapter-{source.name}", **source.volume_source})
             mounts.append({"name": f"adapter-{source.name}", "mountPath": path, "readOnly": True})
@@ -76,7 +77,7 @@ def adapters(
                 {
                     "name": f"adapter-{source.name}",
                     "image": source.image,
-                    "command": ["sh", "-c", f"mkdir -p {path} && cp -r /data/. {path}/"],
+                    "command": ["sh", "-c", f"mkdir -p {quoted} && cp -r /data/. {quoted}/"],
                     "volumeMounts": [{"name": "adapters", "mountPath": contract.ADAPTERS_MOUNT}],
                 }
             )

@@ -6,11 +6,12 @@ import pydantic
 
 from kaito_operator.builders import ragengine as builders
 from kaito_operator.builders import services as service_builders
-from kaito_operator.errors import InvalidSpecError
+from kaito_operator.errors import InvalidSpecError, refuse_invalid
 from kaito_operator.kube import KubeClient
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk.api import RAGEngine
 from kaito_sdk.images import image_for
+from kaito_sdk.validation import validate
 
 __all__ = ["RAGEngineReconciler"]
 
@@ -23,7 +24,8 @@ class RAGEngineReconciler:
         self.settings = settings
 
     async def reconcile(self, engine: RAGEngine) -> None:
-        """Apply the Service and Deployment ``engine`` asks for."""
+        """Apply the Service and Deployment ``engine`` asks for (if it passes the SDK's rules)."""
+        refuse_invalid(validate(engine))
         image = image_for(
             "ragengine", registry=self.settings.image_registry, tag=self.settings.image_tag
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from kaito_operator.builders import inference as inference_builders
 from kaito_operator.builders import services as service_builders
 from kaito_operator.builders import tuning as tuning_builders
-from kaito_operator.errors import InvalidSpecError, NotReadyError
+from kaito_operator.errors import InvalidSpecError, NotReadyError, refuse_invalid
 from kaito_operator.kube import KubeClient
 from kaito_operator.reconcilers import plan
 from kaito_operator.reconcilers.nodes import NodeProvisioner, gpu_sku_from_labels
@@ -22,6 +22,7 @@ from kaito_sdk.inference_config import CONFIG_KEY
 from kaito_sdk.presets import Preset
 from kaito_sdk.skus import GpuSku, find_sku
 from kaito_sdk.tuning_config import CONFIG_FILE_NAME
+from kaito_sdk.validation import validate
 
 __all__ = ["WorkspaceReconciler"]
 
@@ -41,7 +42,12 @@ class WorkspaceReconciler:
         )
 
     async def reconcile(self, ws: Workspace) -> int:
-        """Apply everything ``ws`` asks for; return the target node count (for the status)."""
+        """Apply everything ``ws`` asks for; return the target node count (for the status).
+
+        The SDK's admission rules are checked here too: the webhook may be disabled, and
+        names end up in paths and commands.
+        """
+        refuse_invalid(validate(ws))
         preset = plan.preset_of(ws)
         gpu = plan.needs_gpu(ws, preset)
         config_text = await self._inference_config(ws)
