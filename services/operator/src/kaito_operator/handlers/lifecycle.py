@@ -74,7 +74,6 @@ async def startup(*, memo: Any, settings: kopf.OperatorSettings, logger: Any, **
         labels.FINALIZER_RAGENGINE if only_rag else labels.FINALIZER_WORKSPACE
     )
     settings.watching.server_timeout = 300
-    settings.batching.batch_window = 0.02  # per-object event batching; kopf's 0.1 s adds latency
     if config.webhook_enabled:
         settings.admission.server = webhook_server(config)
         settings.admission.managed = None  # the chart renders the webhook configuration

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import warnings
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        self.resources.load_bundled()
+        with warnings.catch_warnings():  # kmock 0.8 uses a deprecated importlib.resources call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.resources.load_bundled()
         self._state = ObjectStore(self.resources)
         # Direct dispatch: kmock matches a request against its reactions by scanning every
         # request served so far, which is quadratic; while a test has added no reactions of
