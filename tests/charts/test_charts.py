@@ -159,3 +159,16 @@ def test_schema_rejects_bad_values(helm: Path, chart: str, key: str, value: str)
     )
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("chart", ["kaito-workspace", "kaito-ragengine"])
+def test_clusters_older_than_1_28_are_refused(helm: Path, render: Any, chart: str) -> None:
+    assert render(chart, extra=["--kube-version", "1.28.0"])
+    result = subprocess.run(
+        [str(helm), "template", "x", str(CHARTS / chart), "--kube-version", "1.27.9"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr
