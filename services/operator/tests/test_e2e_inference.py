@@ -230,9 +230,12 @@ async def test_config_and_adapter_changes_roll_the_pods(
 async def test_missing_config_map_is_reported_then_picked_up(cluster: OperatorHarness) -> None:
     emu = cluster.emulator
     await emu.create_object(workspace("late", {**CPU, "config": "later"}, annotations=TRANSFORMERS))
-    await cluster.wait_for(
-        has_condition(cluster, "late", "InferenceReady", "False"), message="status"
-    )
+
+    def waiting_for_config() -> Any:
+        cond = condition(cluster, "late", "InferenceReady")
+        return cond if "ConfigMap 'later' does not exist" in cond.get("message", "") else None
+
+    await cluster.wait_for(waiting_for_config, message="the status names the missing ConfigMap")
     assert emu.read_object(*STS, "default", "late") is None
     config = {
         "apiVersion": "v1",

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 import pydantic
 
-from kaito_operator.errors import InvalidSpecError
+from kaito_operator.errors import InvalidSpecError, NotReadyError
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk import labels
 from kaito_sdk.api import Workspace
@@ -45,17 +45,20 @@ async def reconcile_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         await memo.observer.report_invalid(body, exc)
         raise
     target = None
+    namespace, name = body.metadata.namespace, body.metadata.name
     try:
         with memo.metrics.reconcile("Workspace"):
             target = await memo.workspaces.reconcile(ws)
+        memo.observer.report_waiting("Workspace", namespace, name, None)
+    except NotReadyError as exc:
+        memo.observer.report_waiting("Workspace", namespace, name, str(exc))
+        raise
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise
     finally:
         # Coalesces with the recomputes the new children's events ask for.
-        memo.observer.schedule(
-            "Workspace", body.metadata.namespace, body.metadata.name, target=target
-        )
+        memo.observer.schedule("Workspace", namespace, name, target=target)
 
 
 async def delete_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:

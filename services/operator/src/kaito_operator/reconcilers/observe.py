@@ -56,6 +56,7 @@ class StatusObserver:
         self.nodes = nodes
         self.metrics = metrics
         self._invalid: dict[tuple[str, str, str], tuple[int | None, str]] = {}
+        self._waiting: dict[tuple[str, str, str], str] = {}
         self._pending: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._targets: dict[tuple[str, str, str], int] = {}
 
@@ -84,6 +85,15 @@ class StatusObserver:
         for task in list(self._pending.values()):
             task.cancel()
         self._pending.clear()
+
+    def report_waiting(self, kind: str, namespace: str, name: str, reason: str | None) -> None:
+        """Record what the last reconcile waits for (None: nothing); shown while the
+        workload does not exist yet."""
+        key = (kind, namespace, name)
+        if reason is None:
+            self._waiting.pop(key, None)
+        else:
+            self._waiting[key] = reason
 
     async def report_invalid(self, body: Mapping[str, Any], error: InvalidSpecError) -> None:
         """Record that this generation of an object cannot be reconciled, and say why."""
@@ -162,6 +172,7 @@ class StatusObserver:
         decided = stored or target
         nodes = await self.nodes.observe(ws, target=decided or 1, gpu=gpu)
         generation = raw["metadata"].get("generation")
+        waiting = self._waiting.get(("Workspace", namespace, name))
         conditions = [
             condition(
                 "ResourceReady",
@@ -179,10 +190,10 @@ class StatusObserver:
             )
         if ws.tuning is not None:
             job = await self.kube.get("batch/v1", "Job", name, namespace)
-            status = self._tuning_status(job, pods, nodes, generation)
+            status = self._tuning_status(job, pods, nodes, generation, waiting)
         else:
             workload = await self.kube.get("apps/v1", "StatefulSet", name, namespace)
-            status = self._inference_status(workload, pods, nodes, generation)
+            status = self._inference_status(workload, pods, nodes, generation, waiting)
         status["conditions"] = conditions + status["conditions"]
         if not stored and target is not None:
             status["targetNodeCount"] = target
@@ -198,6 +209,7 @@ class StatusObserver:
         pods: list[dict[str, Any]],
         nodes: NodeState,
         generation: int | None,
+        waiting: str | None,
     ) -> dict[str, Any]:
         replicas = int((workload or {}).get("spec", {}).get("replicas", 1))
         ready_pods = [p for p in pods if pod_is_ready(p)]
@@ -219,7 +231,7 @@ class StatusObserver:
         elif workload is None:
             reason, message = (
                 ConditionReason.INFERENCE_NOT_READY,
-                "the StatefulSet does not exist yet",
+                f"waiting: {waiting}" if waiting else "the StatefulSet does not exist yet",
             )
         else:
             reason = ConditionReason.INFERENCE_NOT_READY
@@ -251,6 +263,7 @@ class StatusObserver:
         pods: list[dict[str, Any]],
         nodes: NodeState,
         generation: int | None,
+        waiting: str | None,
     ) -> dict[str, Any]:
         job_status = (job or {}).get("status") or {}
         failed_cond = next(
@@ -269,7 +282,10 @@ class StatusObserver:
         started_reason: str
         reason: str
         if job is None:
-            started_reason, started_message = "JobNotCreated", "the tuning Job does not exist yet"
+            started_reason = "JobNotCreated"
+            started_message = (
+                f"waiting: {waiting}" if waiting else "the tuning Job does not exist yet"
+            )
         elif started:
             started_reason, started_message = ConditionReason.JOB_STARTED, "the tuning Job started"
         else:
