@@ -6,17 +6,21 @@ Nothing here does I/O; the reconcilers read pods, nodes and Jobs and pass them i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_sdk.api import ConditionReason
+from kaito_sdk.api import ConditionReason, WorkspaceState
 
 __all__ = [
+    "NodeState",
     "PodProblem",
     "condition",
     "diagnose_pods",
+    "inference_status",
     "merge_conditions",
     "pod_is_ready",
+    "rollout_done",
+    "tuning_status",
 ]
 
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -139,3 +143,168 @@ def diagnose_pods(pods: Iterable[Mapping[str, Any]]) -> PodProblem | None:
         if problem is not None:
             return problem
     return None
+
+
+@dataclass
+class NodeState:
+    """Whether a Workspace has the nodes it needs."""
+
+    ready: bool
+    reason: str
+    message: str
+    worker_nodes: list[str] = field(default_factory=list)
+    claim_condition: tuple[bool, str, str] | None = None
+    """(ok, reason, message) of ``NodeClaimReady``; only the gpu-provisioner path sets it."""
+
+
+def rollout_done(workload: Mapping[str, Any] | None, replicas: int) -> bool:
+    """The controller saw the current generation and ``replicas`` are updated and ready."""
+    if workload is None:
+        return False
+    status = workload.get("status") or {}
+    generation = workload["metadata"].get("generation", 1)
+    return bool(
+        status.get("observedGeneration", 0) >= generation
+        and status.get("updatedReplicas", 0) >= replicas
+        and status.get("readyReplicas", 0) >= replicas
+    )
+
+
+def inference_status(
+    workload: Mapping[str, Any] | None,
+    pods: list[dict[str, Any]],
+    nodes: NodeState,
+    generation: int | None,
+    waiting: str | None,
+    *,
+    now: str,
+) -> dict[str, Any]:
+    replicas = int((workload or {}).get("spec", {}).get("replicas", 1))
+    ready_pods = [p for p in pods if pod_is_ready(p)]
+    problem = diagnose_pods(pods)
+    reason: str
+    ready = (
+        nodes.ready
+        and problem is None
+        and len(ready_pods) >= replicas
+        and rollout_done(workload, replicas)
+    )
+    if ready:
+        reason, message = (
+            ConditionReason.INFERENCE_READY,
+            f"{replicas}/{replicas} replicas ready",
+        )
+    elif problem is not None:
+        reason, message = problem.reason, problem.message
+    elif workload is None:
+        reason, message = (
+            ConditionReason.INFERENCE_NOT_READY,
+            f"waiting: {waiting}" if waiting else "the StatefulSet does not exist yet",
+        )
+    else:
+        reason = ConditionReason.INFERENCE_NOT_READY
+        message = f"{len(ready_pods)}/{replicas} replicas ready"
+    failed = problem is not None or nodes.reason == ConditionReason.NODE_PROVISIONING_FAILED
+    state = (
+        WorkspaceState.READY
+        if ready
+        else WorkspaceState.NOT_READY
+        if failed
+        else WorkspaceState.PENDING
+    )
+    summary = "Succeeded" if ready else "Pending"
+    return {
+        "state": state.value,
+        "conditions": [
+            condition("InferenceReady", ready, reason, message, generation=generation, now=now),
+            condition(
+                "WorkspaceSucceeded", ready, summary, message, generation=generation, now=now
+            ),
+        ],
+    }
+
+
+def tuning_status(
+    job: Mapping[str, Any] | None,
+    pods: list[dict[str, Any]],
+    nodes: NodeState,
+    generation: int | None,
+    waiting: str | None,
+    *,
+    now: str,
+) -> dict[str, Any]:
+    job_status = (job or {}).get("status") or {}
+    failed_cond = next(
+        (
+            c
+            for c in job_status.get("conditions") or []
+            if c.get("type") == "Failed" and c.get("status") == "True"
+        ),
+        None,
+    )
+    started = bool(
+        job_status.get("startTime") or job_status.get("active") or job_status.get("succeeded")
+    )
+    succeeded = int(job_status.get("succeeded") or 0) > 0
+    problem = diagnose_pods(pods)
+    started_reason: str
+    reason: str
+    if job is None:
+        started_reason = "JobNotCreated"
+        started_message = f"waiting: {waiting}" if waiting else "the tuning Job does not exist yet"
+    elif started:
+        started_reason, started_message = ConditionReason.JOB_STARTED, "the tuning Job started"
+    else:
+        started_reason, started_message = (
+            "JobPending",
+            problem.message if problem else "waiting for the Job to start",
+        )
+    if succeeded:
+        state, reason, message = (
+            WorkspaceState.SUCCEEDED,
+            ConditionReason.JOB_SUCCEEDED,
+            "the tuning Job succeeded",
+        )
+    elif failed_cond is not None:
+        state, reason = WorkspaceState.FAILED, ConditionReason.JOB_FAILED
+        detail = f"{failed_cond.get('reason', '')} {failed_cond.get('message', '')}".strip()
+        message = f"the tuning Job failed: {detail}"
+    elif problem is not None:
+        state, reason, message = (
+            WorkspaceState.PENDING if not started else WorkspaceState.RUNNING,
+            problem.reason,
+            problem.message,
+        )
+    elif started:
+        state, reason, message = (
+            WorkspaceState.RUNNING,
+            ConditionReason.JOB_STARTED,
+            "the tuning Job is running",
+        )
+    else:
+        state, reason, message = (
+            WorkspaceState.PENDING,
+            ConditionReason.PENDING,
+            started_message,
+        )
+    return {
+        "state": state.value,
+        "conditions": [
+            condition(
+                "JobStarted",
+                started,
+                started_reason,
+                started_message,
+                generation=generation,
+                now=now,
+            ),
+            condition(
+                "WorkspaceSucceeded",
+                succeeded,
+                reason,
+                message,
+                generation=generation,
+                now=now,
+            ),
+        ],
+    }

@@ -7,13 +7,13 @@ ready (and why not), ``release`` removes what was provisioned (called by the fin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from kaito_operator.builders import nodes as builders
 from kaito_operator.builders.common import GPU_RESOURCE
 from kaito_operator.kube import KubeClient
 from kaito_operator.settings import OperatorSettings
+from kaito_operator.status import NodeState
 from kaito_sdk import labels
 from kaito_sdk.api import ConditionReason, LabelSelector, Workspace
 from kaito_sdk.skus import Cloud, GpuSku
@@ -23,18 +23,6 @@ __all__ = ["NodeProvisioner", "NodeState", "gpu_sku_from_labels", "selector_matc
 _GFD_PRODUCT = "nvidia.com/gpu.product"
 _GFD_COUNT = "nvidia.com/gpu.count"
 _GFD_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU
-
-
-@dataclass
-class NodeState:
-    """Whether a Workspace has the nodes it needs."""
-
-    ready: bool
-    reason: str
-    message: str
-    worker_nodes: list[str] = field(default_factory=list)
-    claim_condition: tuple[bool, str, str] | None = None
-    """(ok, reason, message) of ``NodeClaimReady``; only the gpu-provisioner path sets it."""
 
 
 def selector_matches(selector: LabelSelector, node_labels: Mapping[str, str]) -> bool:

@@ -16,8 +16,16 @@ from kaito_operator.errors import InvalidSpecError
 from kaito_operator.kube import KubeClient
 from kaito_operator.metrics import OperatorMetrics
 from kaito_operator.reconcilers import plan
-from kaito_operator.reconcilers.nodes import NodeProvisioner, NodeState
-from kaito_operator.status import condition, diagnose_pods, merge_conditions, pod_is_ready
+from kaito_operator.reconcilers.nodes import NodeProvisioner
+from kaito_operator.status import (
+    condition,
+    diagnose_pods,
+    inference_status,
+    merge_conditions,
+    pod_is_ready,
+    rollout_done,
+    tuning_status,
+)
 from kaito_sdk import labels
 from kaito_sdk.api import ConditionReason, RAGEngine, Workspace, WorkspaceState
 
@@ -30,18 +38,6 @@ _COALESCE_S = 0.2
 
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _rollout_done(workload: Mapping[str, Any] | None, replicas: int) -> bool:
-    if workload is None:
-        return False
-    status = workload.get("status") or {}
-    generation = workload["metadata"].get("generation", 1)
-    return bool(
-        status.get("observedGeneration", 0) >= generation
-        and status.get("updatedReplicas", 0) >= replicas
-        and status.get("readyReplicas", 0) >= replicas
-    )
 
 
 def _pod_nodes(pods: list[dict[str, Any]]) -> list[str]:
@@ -190,10 +186,10 @@ class StatusObserver:
             )
         if ws.tuning is not None:
             job = await self.kube.get("batch/v1", "Job", name, namespace)
-            status = self._tuning_status(job, pods, nodes, generation, waiting)
+            status = tuning_status(job, pods, nodes, generation, waiting, now=_now())
         else:
             workload = await self.kube.get("apps/v1", "StatefulSet", name, namespace)
-            status = self._inference_status(workload, pods, nodes, generation, waiting)
+            status = inference_status(workload, pods, nodes, generation, waiting, now=_now())
         status["conditions"] = conditions + status["conditions"]
         if not stored and target is not None:
             status["targetNodeCount"] = target
@@ -202,146 +198,6 @@ class StatusObserver:
         else:
             status["workerNodes"] = nodes.worker_nodes
         await self._write(raw, status)
-
-    def _inference_status(
-        self,
-        workload: Mapping[str, Any] | None,
-        pods: list[dict[str, Any]],
-        nodes: NodeState,
-        generation: int | None,
-        waiting: str | None,
-    ) -> dict[str, Any]:
-        replicas = int((workload or {}).get("spec", {}).get("replicas", 1))
-        ready_pods = [p for p in pods if pod_is_ready(p)]
-        problem = diagnose_pods(pods)
-        reason: str
-        ready = (
-            nodes.ready
-            and problem is None
-            and len(ready_pods) >= replicas
-            and _rollout_done(workload, replicas)
-        )
-        if ready:
-            reason, message = (
-                ConditionReason.INFERENCE_READY,
-                f"{replicas}/{replicas} replicas ready",
-            )
-        elif problem is not None:
-            reason, message = problem.reason, problem.message
-        elif workload is None:
-            reason, message = (
-                ConditionReason.INFERENCE_NOT_READY,
-                f"waiting: {waiting}" if waiting else "the StatefulSet does not exist yet",
-            )
-        else:
-            reason = ConditionReason.INFERENCE_NOT_READY
-            message = f"{len(ready_pods)}/{replicas} replicas ready"
-        failed = problem is not None or nodes.reason == ConditionReason.NODE_PROVISIONING_FAILED
-        state = (
-            WorkspaceState.READY
-            if ready
-            else WorkspaceState.NOT_READY
-            if failed
-            else WorkspaceState.PENDING
-        )
-        summary = "Succeeded" if ready else "Pending"
-        return {
-            "state": state.value,
-            "conditions": [
-                condition(
-                    "InferenceReady", ready, reason, message, generation=generation, now=_now()
-                ),
-                condition(
-                    "WorkspaceSucceeded", ready, summary, message, generation=generation, now=_now()
-                ),
-            ],
-        }
-
-    def _tuning_status(
-        self,
-        job: Mapping[str, Any] | None,
-        pods: list[dict[str, Any]],
-        nodes: NodeState,
-        generation: int | None,
-        waiting: str | None,
-    ) -> dict[str, Any]:
-        job_status = (job or {}).get("status") or {}
-        failed_cond = next(
-            (
-                c
-                for c in job_status.get("conditions") or []
-                if c.get("type") == "Failed" and c.get("status") == "True"
-            ),
-            None,
-        )
-        started = bool(
-            job_status.get("startTime") or job_status.get("active") or job_status.get("succeeded")
-        )
-        succeeded = int(job_status.get("succeeded") or 0) > 0
-        problem = diagnose_pods(pods)
-        started_reason: str
-        reason: str
-        if job is None:
-            started_reason = "JobNotCreated"
-            started_message = (
-                f"waiting: {waiting}" if waiting else "the tuning Job does not exist yet"
-            )
-        elif started:
-            started_reason, started_message = ConditionReason.JOB_STARTED, "the tuning Job started"
-        else:
-            started_reason, started_message = (
-                "JobPending",
-                problem.message if problem else "waiting for the Job to start",
-            )
-        if succeeded:
-            state, reason, message = (
-                WorkspaceState.SUCCEEDED,
-                ConditionReason.JOB_SUCCEEDED,
-                "the tuning Job succeeded",
-            )
-        elif failed_cond is not None:
-            state, reason = WorkspaceState.FAILED, ConditionReason.JOB_FAILED
-            detail = f"{failed_cond.get('reason', '')} {failed_cond.get('message', '')}".strip()
-            message = f"the tuning Job failed: {detail}"
-        elif problem is not None:
-            state, reason, message = (
-                WorkspaceState.PENDING if not started else WorkspaceState.RUNNING,
-                problem.reason,
-                problem.message,
-            )
-        elif started:
-            state, reason, message = (
-                WorkspaceState.RUNNING,
-                ConditionReason.JOB_STARTED,
-                "the tuning Job is running",
-            )
-        else:
-            state, reason, message = (
-                WorkspaceState.PENDING,
-                ConditionReason.PENDING,
-                started_message,
-            )
-        return {
-            "state": state.value,
-            "conditions": [
-                condition(
-                    "JobStarted",
-                    started,
-                    started_reason,
-                    started_message,
-                    generation=generation,
-                    now=_now(),
-                ),
-                condition(
-                    "WorkspaceSucceeded",
-                    succeeded,
-                    reason,
-                    message,
-                    generation=generation,
-                    now=_now(),
-                ),
-            ],
-        }
 
     async def sync_ragengine(self, namespace: str, name: str) -> None:
         """Recompute and store the status of one RAGEngine."""
@@ -362,7 +218,7 @@ class StatusObserver:
             nodes_ok, node_message = True, "no compute constraints: runs on any node"
         problem = diagnose_pods(pods)
         ready_pods = [p for p in pods if pod_is_ready(p)]
-        ready = problem is None and bool(ready_pods) and _rollout_done(deployment, 1)
+        ready = problem is None and bool(ready_pods) and rollout_done(deployment, 1)
         reason: str
         if ready:
             reason, message = ConditionReason.SERVICE_READY, "the RAG service is ready"
