@@ -19,7 +19,13 @@ ROOT = Path(__file__).parent
 PYTHON = "3.11"
 MAIN_CONSTRAINTS = ROOT / "constraints" / "main.txt"
 # Every installable package of the monorepo, SDK first; sessions skip absent ones.
-PACKAGES = ["sdk", "services/operator", "services/inference", "services/tuning", "services/ragengine"]
+PACKAGES = [
+    "sdk",
+    "services/operator",
+    "services/inference",
+    "services/tuning",
+    "services/ragengine",
+]
 # The CPU torch wheel lies on disk; naming the exact version keeps pip off CUDA builds.
 TORCH = "torch==2.13.0"
 
@@ -82,16 +88,20 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def crds(session: nox.Session) -> None:
-    """Regenerate the CRD YAML under charts/ from the SDK models."""
+    """Regenerate the CRD YAML under charts/ and docs/crd-reference.md from the SDK models."""
     session.install("-e", "sdk", "-c", str(MAIN_CONSTRAINTS))
-    session.run("python", "-m", "kaito_sdk.crd", "write", str(ROOT / "charts"))
+    session.run(
+        "python", "-m", "kaito_sdk.crd", "write", "charts", "--docs", "docs/crd-reference.md"
+    )
 
 
 @nox.session(python=PYTHON)
 def crds_check(session: nox.Session) -> None:
-    """Fail when the CRD YAML under charts/ differs from what the SDK models generate."""
+    """Fail when the CRD YAML or the CRD reference differ from what the SDK models generate."""
     session.install("-e", "sdk[test]", "-c", str(MAIN_CONSTRAINTS))
-    session.run("python", "-m", "kaito_sdk.crd", "check", str(ROOT / "charts"))
+    session.run(
+        "python", "-m", "kaito_sdk.crd", "check", "charts", "--docs", "docs/crd-reference.md"
+    )
 
 
 @nox.session(python=PYTHON)
