@@ -86,8 +86,11 @@ def documentation() -> list[dict[str, object]]:
     documents: list[dict[str, object]] = []
     for path in files:
         section: list[str] = []
+        in_code = False
         for line in [*path.read_text().splitlines(), "# end"]:
-            if line.startswith("#") and section:
+            if line.startswith("```"):
+                in_code = not in_code
+            if line.startswith("#") and not in_code and section:
                 text = "\n".join(section).strip()
                 if len(text) > 80:
                     documents.append(
