@@ -158,7 +158,7 @@ class ContinuousBatcher:
         return out.logits[:, -1, :].float(), getattr(out, self._cache_kwarg)
 
     def _prefill(self, seqs: list[Sequence]) -> None:
-        from transformers import DynamicCache
+        from kaito_inference.engines.kvcache import new_batch_cache
 
         width = max(len(s.prompt_ids) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
@@ -168,7 +168,7 @@ class ContinuousBatcher:
             mask[row, width - len(seq.prompt_ids) :] = 1
             seq.length = len(seq.prompt_ids)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = new_batch_cache(self.model.config)
         logits, cache = self._forward(
             seqs,
             input_ids=ids.to(self.device),

@@ -139,6 +139,10 @@ class TransformersEngine:
             tokenizer.chat_template = resolved.chat_template
         model: Any = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype)
         model.to(device).eval()
+        if device == "cpu":
+            from kaito_inference.engines.cpu_kernels import pack_linear_layers
+
+            log.info("prepacked %d linear layers for oneDNN", pack_linear_layers(model))
         for adapter in discover_adapters(self.settings.adapters_dir):
             model = attach_adapter(model, adapter)
             self._adapters[adapter.name] = adapter
