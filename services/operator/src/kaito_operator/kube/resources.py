@@ -1,7 +1,7 @@
-"""The Kubernetes resources the operator reads or writes: kind -> plural and scope.
+"""The Kubernetes resources the operator's client reads or writes: kind -> plural, scope.
 
-The client builds URLs from this table, and :mod:`kaito_operator.rbac` grants exactly
-these resources, so an object kind the operator starts using must be added here first.
+The client builds URLs from this table; :mod:`kaito_operator.rbac` lists the verbs the
+operator uses on them (and on what kopf watches).
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ class ResourceType:
 
 RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("v1", "ConfigMap", "configmaps"),
-    ResourceType("v1", "Secret", "secrets"),
     ResourceType("v1", "Service", "services"),
     ResourceType("v1", "Pod", "pods"),
     ResourceType("v1", "Node", "nodes", namespaced=False),
-    ResourceType("v1", "Event", "events"),
     ResourceType("v1", "Namespace", "namespaces", namespaced=False),
     ResourceType("apps/v1", "StatefulSet", "statefulsets"),
     ResourceType("apps/v1", "Deployment", "deployments"),
@@ -41,18 +39,6 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("karpenter.sh/v1", "NodeClaim", "nodeclaims", namespaced=False),
     ResourceType("kaito.sh/v1beta1", "Workspace", "workspaces"),
     ResourceType("kaito.sh/v1beta1", "RAGEngine", "ragengines"),
-    ResourceType(
-        "admissionregistration.k8s.io/v1",
-        "ValidatingWebhookConfiguration",
-        "validatingwebhookconfigurations",
-        namespaced=False,
-    ),
-    ResourceType(
-        "apiextensions.k8s.io/v1",
-        "CustomResourceDefinition",
-        "customresourcedefinitions",
-        namespaced=False,
-    ),
 )
 
 _BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
