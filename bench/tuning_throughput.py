@@ -12,9 +12,10 @@ process, one after the other, in one run of this script:
 * ``kaito-packing``: the same with ``packing: true`` in ``TrainingArguments``.
 
 Rates are steady-state: from the end of the first ``--warmup`` steps to the last step.
+The variants run interleaved for ``--rounds`` rounds; the table shows medians.
 Tokens are TRL's ``num_tokens`` (non-padding tokens trained on).
 
-    HF_HUB_OFFLINE=1 python bench/tuning_throughput.py --steps 12 --warmup 2
+    HF_HUB_OFFLINE=1 python bench/tuning_throughput.py --rounds 2 --steps 12 --warmup 2
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,38 +168,54 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rows", type=int, default=400)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         child(args)
         return
+    variants = args.variants.split(",")
+    runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-tuning-data-") as tmp:
         write_dataset(Path(tmp) / "train.jsonl", args.rows)
-        results = []
-        for variant in args.variants.split(","):
-            command = [sys.executable, __file__, "--variant", variant, "--data", tmp]
-            command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
-            command += ["--batch", str(args.batch), "--max-length", str(args.max_length)]
-            env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-            if done.returncode != 0:
-                sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
-            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"done: {variant}", file=sys.stderr)
-    base = next((r for r in results if r["variant"] == "trl-defaults"), results[0])
+        for round_number in range(1, args.rounds + 1):
+            for variant in variants:  # interleaved, so load changes hit every variant alike
+                command = [sys.executable, __file__, "--variant", variant, "--data", tmp]
+                command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+                command += ["--batch", str(args.batch), "--max-length", str(args.max_length)]
+                env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+                done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+                if done.returncode != 0:
+                    sys.exit(f"{variant} failed:\n{done.stderr[-3000:]}")
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                runs[variant].append(result)
+                print(
+                    f"round {round_number} {variant}: {result['tokens_per_s']:.0f} tokens/s, "
+                    f"{result['steps_per_s']:.3f} steps/s",
+                    file=sys.stderr,
+                )
+    summary = {variant: _median(results) for variant, results in runs.items()}
+    base = summary.get("trl-defaults") or summary[variants[0]]
     print(
-        f"load average: {os.getloadavg()[0]:.2f} (2 cores); steps {args.steps}, "
-        f"warmup {args.warmup}, batch {args.batch}, max_length {args.max_length}"
+        f"load average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f} (2 cores); "
+        f"rounds {args.rounds}, steps {args.steps}, warmup {args.warmup}, batch {args.batch}, "
+        f"max_length {args.max_length}; medians"
     )
     print("| variant | steps/s | tokens/s | tokens/step | tokens/s vs trl-defaults | final loss |")
     print("|---|---|---|---|---|---|")
-    for r in results:
-        ratio = r["tokens_per_s"] / base["tokens_per_s"]
+    for variant, row in summary.items():
+        ratio = row["tokens_per_s"] / base["tokens_per_s"]
         print(
-            f"| {r['variant']} | {r['steps_per_s']:.3f} | {r['tokens_per_s']:.0f} | "
-            f"{r['tokens_per_step']:.0f} | {ratio:.2f}x | {r['final_loss']:.3f} |"
+            f"| {variant} | {row['steps_per_s']:.3f} | {row['tokens_per_s']:.0f} | "
+            f"{row['tokens_per_step']:.0f} | {ratio:.2f}x | {row['final_loss']:.3f} |"
         )
+
+
+def _median(results: list[dict[str, Any]]) -> dict[str, float]:
+    keys = ("steps_per_s", "tokens_per_s", "tokens_per_step", "final_loss")
+    return {key: statistics.median(float(r[key]) for r in results) for key in keys}
 
 
 if __name__ == "__main__":
