@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from kaito_operator.status import condition, diagnose_pods, merge_conditions, pod_is_ready
+import datetime
+
+from kaito_operator.status import (
+    condition,
+    diagnose_pods,
+    merge_conditions,
+    pod_is_ready,
+    timestamp,
+)
 
 
 def test_transition_time_changes_only_with_the_status() -> None:
@@ -76,3 +84,35 @@ def test_a_ready_condition_with_a_waiting_container_is_not_ready() -> None:
         "status": {**ready, "containerStatuses": running},
     }
     assert not pod_is_ready(deleting)
+
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
+
+
+def up_after(restarts: int, reason: str, minutes_ago: float) -> dict[str, object]:
+    finished = NOW - datetime.timedelta(minutes=minutes_ago)
+    container = {
+        "name": "c",
+        "ready": True,
+        "restartCount": restarts,
+        "state": {"running": {}},
+        "lastState": {
+            "terminated": {"reason": reason, "exitCode": 1, "finishedAt": timestamp(finished)}
+        },
+    }
+    return pod("p", conditions=[{"type": "Ready", "status": "True"}], containerStatuses=[container])
+
+
+def test_a_pod_that_keeps_dying_between_ready_spells_is_crash_looping() -> None:
+    flapping = diagnose_pods([up_after(5, "Error", minutes_ago=1)], now=NOW)
+    assert flapping is not None
+    assert flapping.reason == "CrashLoopBackOff"
+    assert "restarted 5 times" in flapping.message
+    recent_oom = diagnose_pods([up_after(1, "OOMKilled", minutes_ago=2)], now=NOW)
+    assert recent_oom is not None
+    assert recent_oom.reason == "OOMKilled"
+
+
+def test_an_old_crash_does_not_keep_a_recovered_pod_down() -> None:
+    assert diagnose_pods([up_after(5, "Error", minutes_ago=30)], now=NOW) is None
+    assert diagnose_pods([up_after(1, "OOMKilled", minutes_ago=30)], now=NOW) is None

@@ -5,6 +5,7 @@ Nothing here does I/O; the reconcilers read pods, nodes and Jobs and pass them i
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 from kaito_sdk.api import ConditionReason, WorkspaceState
 
 __all__ = [
+    "FLAP_RESTARTS",
+    "FLAP_WINDOW",
     "NodeState",
     "PodProblem",
     "condition",
@@ -20,9 +23,13 @@ __all__ = [
     "merge_conditions",
     "pod_is_ready",
     "rollout_done",
+    "timestamp",
     "tuning_status",
 ]
 
+#: A container terminated within this window after FLAP_RESTARTS restarts is crash looping.
+FLAP_WINDOW = datetime.timedelta(minutes=5)
+FLAP_RESTARTS = 3
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _START_FAILURES = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
@@ -33,6 +40,11 @@ class PodProblem:
 
     reason: str
     message: str
+
+
+def timestamp(now: datetime.datetime) -> str:
+    """``metav1.Time`` text of ``now`` (seconds, UTC)."""
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def condition(
@@ -87,20 +99,35 @@ def pod_is_ready(pod: Mapping[str, Any]) -> bool:
     )
 
 
-def _diagnose_container(pod_name: str, container: Mapping[str, Any]) -> PodProblem | None:
+def _finished_within(last: Mapping[str, Any], now: datetime.datetime | None) -> bool:
+    finished = last.get("finishedAt")
+    if now is None or not finished:
+        return False
+    try:
+        when = datetime.datetime.fromisoformat(str(finished).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return now - when < FLAP_WINDOW
+
+
+def _diagnose_container(
+    pod_name: str, container: Mapping[str, Any], now: datetime.datetime | None
+) -> PodProblem | None:
     cname = container.get("name", "?")
-    waiting = (container.get("state") or {}).get("waiting") or {}
+    state = container.get("state") or {}
+    waiting = state.get("waiting") or {}
     last = (container.get("lastState") or {}).get("terminated") or {}
     reason, detail = waiting.get("reason", ""), waiting.get("message", "")
     restarts = container.get("restartCount", 0)
     where = f"pod {pod_name} container {cname}"
+    healthy = bool(container.get("ready")) and "running" in state
     if reason in _IMAGE_PULL:
         image = container.get("image", "its image")
         return PodProblem(
             ConditionReason.IMAGE_PULL_FAILED,
             f"{where} cannot pull {image}: {reason} {detail}".strip(),
         )
-    if last.get("reason") == "OOMKilled":
+    if last.get("reason") == "OOMKilled" and (not healthy or _finished_within(last, now)):
         message = (
             f"{where} was killed for running out of memory ({restarts} restarts); "
             "raise its memory or pick a larger instance type"
@@ -108,6 +135,13 @@ def _diagnose_container(pod_name: str, container: Mapping[str, Any]) -> PodProbl
         return PodProblem("OOMKilled", message)
     if reason == "CrashLoopBackOff":
         message = f"{where} keeps crashing (exit code {last.get('exitCode')}, {restarts} restarts)"
+        return PodProblem("CrashLoopBackOff", message)
+    if restarts >= FLAP_RESTARTS and _finished_within(last, now):
+        # Up right now, but it keeps dying: readiness between crashes is not serving.
+        message = (
+            f"{where} restarted {restarts} times, the last at {last.get('finishedAt')} "
+            f"({last.get('reason', 'exit')} {last.get('exitCode')})"
+        )
         return PodProblem("CrashLoopBackOff", message)
     if reason in _START_FAILURES:
         return PodProblem(
@@ -117,14 +151,14 @@ def _diagnose_container(pod_name: str, container: Mapping[str, Any]) -> PodProbl
     return None
 
 
-def _diagnose_pod(pod: Mapping[str, Any]) -> PodProblem | None:
+def _diagnose_pod(pod: Mapping[str, Any], now: datetime.datetime | None) -> PodProblem | None:
     name = pod.get("metadata", {}).get("name", "?")
     status = pod.get("status") or {}
     if status.get("reason") == "Evicted":
         message = f"pod {name} was evicted: {status.get('message', '')}"
         return PodProblem(ConditionReason.POD_EVICTED, message)
     for container in _container_statuses(pod):
-        problem = _diagnose_container(name, container)
+        problem = _diagnose_container(name, container, now)
         if problem is not None:
             return problem
     for cond in status.get("conditions") or []:
@@ -136,10 +170,16 @@ def _diagnose_pod(pod: Mapping[str, Any]) -> PodProblem | None:
     return None
 
 
-def diagnose_pods(pods: Iterable[Mapping[str, Any]]) -> PodProblem | None:
-    """The first real failure among the pods (image pull, OOM, crash loop, unschedulable)."""
+def diagnose_pods(
+    pods: Iterable[Mapping[str, Any]], *, now: datetime.datetime | None = None
+) -> PodProblem | None:
+    """The first real failure among the pods (image pull, OOM, crash loop, unschedulable).
+
+    With ``now``, a container that is up but terminated recently after many restarts (or
+    was OOM-killed recently) counts as crash looping too.
+    """
     for pod in sorted(pods, key=lambda p: str(p.get("metadata", {}).get("name", ""))):
-        problem = _diagnose_pod(pod)
+        problem = _diagnose_pod(pod, now)
         if problem is not None:
             return problem
     return None
@@ -177,11 +217,11 @@ def inference_status(
     generation: int | None,
     waiting: str | None,
     *,
-    now: str,
+    now: datetime.datetime,
 ) -> dict[str, Any]:
     replicas = int((workload or {}).get("spec", {}).get("replicas", 1))
     ready_pods = [p for p in pods if pod_is_ready(p)]
-    problem = diagnose_pods(pods)
+    problem = diagnose_pods(pods, now=now)
     reason: str
     ready = (
         nodes.ready
@@ -216,9 +256,16 @@ def inference_status(
     return {
         "state": state.value,
         "conditions": [
-            condition("InferenceReady", ready, reason, message, generation=generation, now=now),
             condition(
-                "WorkspaceSucceeded", ready, summary, message, generation=generation, now=now
+                "InferenceReady", ready, reason, message, generation=generation, now=timestamp(now)
+            ),
+            condition(
+                "WorkspaceSucceeded",
+                ready,
+                summary,
+                message,
+                generation=generation,
+                now=timestamp(now),
             ),
         ],
     }
@@ -231,7 +278,7 @@ def tuning_status(
     generation: int | None,
     waiting: str | None,
     *,
-    now: str,
+    now: datetime.datetime,
 ) -> dict[str, Any]:
     job_status = (job or {}).get("status") or {}
     failed_cond = next(
@@ -246,7 +293,7 @@ def tuning_status(
         job_status.get("startTime") or job_status.get("active") or job_status.get("succeeded")
     )
     succeeded = int(job_status.get("succeeded") or 0) > 0
-    problem = diagnose_pods(pods)
+    problem = diagnose_pods(pods, now=now)
     started_reason: str
     reason: str
     if job is None:
@@ -296,7 +343,7 @@ def tuning_status(
                 started_reason,
                 started_message,
                 generation=generation,
-                now=now,
+                now=timestamp(now),
             ),
             condition(
                 "WorkspaceSucceeded",
@@ -304,7 +351,7 @@ def tuning_status(
                 reason,
                 message,
                 generation=generation,
-                now=now,
+                now=timestamp(now),
             ),
         ],
     }

@@ -24,6 +24,7 @@ from kaito_operator.status import (
     merge_conditions,
     pod_is_ready,
     rollout_done,
+    timestamp,
     tuning_status,
 )
 from kaito_sdk import labels
@@ -36,8 +37,12 @@ log = logging.getLogger(__name__)
 _COALESCE_S = 0.2
 
 
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
+
+
 def _now() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamp(_utcnow())
 
 
 def _pod_nodes(pods: list[dict[str, Any]]) -> list[str]:
@@ -186,10 +191,10 @@ class StatusObserver:
             )
         if ws.tuning is not None:
             job = await self.kube.get("batch/v1", "Job", name, namespace)
-            status = tuning_status(job, pods, nodes, generation, waiting, now=_now())
+            status = tuning_status(job, pods, nodes, generation, waiting, now=_utcnow())
         else:
             workload = await self.kube.get("apps/v1", "StatefulSet", name, namespace)
-            status = inference_status(workload, pods, nodes, generation, waiting, now=_now())
+            status = inference_status(workload, pods, nodes, generation, waiting, now=_utcnow())
         status["conditions"] = conditions + status["conditions"]
         if not stored and target is not None:
             status["targetNodeCount"] = target
@@ -216,7 +221,7 @@ class StatusObserver:
             node_message = f"{len(matching)} nodes match the compute label selector"
         else:
             nodes_ok, node_message = True, "no compute constraints: runs on any node"
-        problem = diagnose_pods(pods)
+        problem = diagnose_pods(pods, now=_utcnow())
         ready_pods = [p for p in pods if pod_is_ready(p)]
         ready = problem is None and bool(ready_pods) and rollout_done(deployment, 1)
         reason: str
