@@ -15,8 +15,6 @@ emulated behaviour runs.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -26,15 +24,15 @@ import aiohttp.web
 import attrs
 import kmock
 import yaml
-from kmock._internal import enums, parsing, rendering
+from kmock._internal import enums, rendering
 
 from kaito_operator.testing import semantics
+from kaito_operator.testing.requests import apply_body, parse_request
 from kaito_operator.testing.semantics import clone
 from kaito_operator.testing.store import ObjectStore, api_error
 
 __all__ = ["KubernetesEmulator", "resource_key"]
 
-_NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
 _VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 _PATCH_KINDS = {
     "application/json-patch+json": "json",
@@ -42,14 +40,6 @@ _PATCH_KINDS = {
     "application/strategic-merge-patch+json": "merge",
     "application/apply-patch+yaml": "apply",
 }
-
-
-def _apply_body(raw: bytes) -> Any:
-    """An apply-patch body: YAML, which clients usually send as JSON (parsed much faster)."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
 
 
 def resource_key(api_version: str, plural: str) -> kmock.resource:
@@ -209,47 +199,30 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
 
     # ----------------------------------------------------------------- HTTP entry
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        """Serve one HTTP request; namespace paths are parsed here (kmock cannot)."""
-        match = _NAMESPACE_PATH.match(raw_request.path)
-        if match is None:
-            return await super().__call__(raw_request)
+        """Serve one HTTP request.
+
+        Requests are parsed here rather than by kmock: kmock cannot parse the cluster-scoped
+        namespace paths, and it tries every body as JSON and then as a form, which costs
+        more than the emulated API call itself.
+        """
+        streamed: aiohttp.web.StreamResponse | None = None
         try:
-            request = await self._parse_namespace_request(raw_request, match)
+            request = await parse_request(raw_request, len(self._requests))
             self._requests.append(request)
-            return await self._handle(request)
+            try:
+                return await self._handle(request)
+            except rendering.StreamingError as exc:  # a watch failed after its headers
+                streamed = exc.args[0]
+                raise exc.__cause__ or exc from None
         except Exception as exc:
             if not self._errors:
                 raise
             self._errors[-1].append(exc)
-            return await self._render_error(exc)
-
-    async def _parse_namespace_request(
-        self, raw: aiohttp.web.BaseRequest, match: re.Match[str]
-    ) -> rendering.Request:
-        body = await raw.read()
-        try:
-            data = json.loads(body) if body else None
-        except ValueError:
-            data = None
-        name, subresource = match.group(1), match.group(2)
-        path = parsing.ParsedPath("", "v1", "namespaces", None, name, subresource)
-        return rendering.Request(
-            id=len(self._requests),
-            raw_request=raw,
-            url=raw.url,
-            method=raw.method,
-            params=dict(raw.query),
-            headers=dict(raw.headers),
-            cookies=dict(raw.cookies),
-            data=data,
-            body=body,
-            text=body.decode("utf-8", "replace"),
-            action=parsing.guess_k8s(path, enums.method(raw.method), dict(raw.query)),
-            resource=kmock.resource("", "v1", "namespaces"),
-            namespace=None,
-            name=name,
-            subresource=subresource,
-        )
+            if streamed is None or not streamed.prepared:
+                return await self._render_error(exc)
+            await self._stream_error(exc, streamed)
+            await streamed.write_eof()
+            return streamed
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         # Skip kmock's own state keeping: every state change happens in the fallbacks below,
@@ -352,7 +325,7 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         kind = _PATCH_KINDS.get(content_type)
         if kind is None:
             raise api_error(415, "UnsupportedMediaType", f"unsupported patch {content_type!r}")
-        body: Any = _apply_body(request.body) if kind == "apply" else request.data
+        body: Any = apply_body(request.body) if kind == "apply" else request.data
         manager = request.params.get("fieldManager", "")
         if kind == "apply" and not manager:
             raise api_error(400, "BadRequest", "fieldManager is required for apply patch")
