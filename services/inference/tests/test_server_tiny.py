@@ -301,7 +301,7 @@ def test_full_queue_answers_429_and_runtime_lora_is_off_by_default(tiny_model_di
         off = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": "/x"})
         assert off.status_code == 404
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        long = {"model": "h", "messages": CHAT, "max_tokens": 600, "stream": True}
+        long = {"model": "h", "messages": CHAT, "max_tokens": 600, "stream": True, "temperature": 0}
         long["model"] = client.models.list().data[0].id
         with httpx.stream("POST", f"{url}/v1/chat/completions", json=long) as first:
             assert first.status_code == 200

@@ -31,6 +31,9 @@ class InferenceSettings(BaseSettings):
     device: str = "auto"
     max_running: int = Field(default=16, ge=1, description="sequences decoded together")
     max_waiting: int = Field(default=64, ge=0, description="queued requests before 429")
+    max_prefill_tokens: int = Field(
+        default=128, ge=1, description="prompt tokens per prefill pass (more wait for the next)"
+    )
     max_model_len: int | None = Field(default=None, ge=16)
     enable_lora_runtime_loading: bool = False
     lora_root: Path | None = Field(

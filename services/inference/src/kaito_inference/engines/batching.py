@@ -50,6 +50,7 @@ class ContinuousBatcher:
         pad_token_id: int,
         max_running: int,
         max_waiting: int,
+        max_prefill_tokens: int = 128,
         on_batch: Callable[[str, int], None] | None = None,
     ) -> None:
         self.model = model
@@ -57,6 +58,7 @@ class ContinuousBatcher:
         self.pad_token_id = pad_token_id
         self.max_running = max_running
         self.max_waiting = max_waiting
+        self.max_prefill_tokens = max_prefill_tokens
         self.stats = BatchStats()
         self.model_lock = threading.Lock()  # held for every forward; adapter changes take it
         self._on_batch = on_batch
@@ -141,13 +143,21 @@ class ContinuousBatcher:
             self._finish(seq, "error")
 
     def _admit(self) -> list[Sequence]:
+        """Newcomers for one prefill pass: at most ``max_prefill_tokens`` prompt tokens
+        (always at least one sequence), so a burst of arrivals gets its first tokens in
+        waves instead of all after one long pass."""
         admitted: list[Sequence] = []
+        tokens = 0
         while self._waiting and len(self._running) + len(admitted) < self.max_running:
-            seq = self._waiting.popleft()
+            seq = self._waiting[0]
+            if admitted and tokens + len(seq.prompt_ids) > self.max_prefill_tokens:
+                break
+            self._waiting.popleft()
             if seq.cancelled:
                 self._finish(seq, None)
             else:
                 admitted.append(seq)
+                tokens += len(seq.prompt_ids)
         return admitted
 
     def _forward(self, seqs: list[Sequence], **inputs: Any) -> tuple[torch.Tensor, Any]:

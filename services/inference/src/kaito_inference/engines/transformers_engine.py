@@ -164,6 +164,7 @@ class TransformersEngine:
             pad_token_id=pad,
             max_running=self.settings.max_running,
             max_waiting=self.settings.max_waiting,
+            max_prefill_tokens=self.settings.max_prefill_tokens,
             on_batch=self.metrics.observe_batch,
         )
         self._batcher.start()
