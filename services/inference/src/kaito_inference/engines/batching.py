@@ -131,7 +131,7 @@ class ContinuousBatcher:
                 with self.model_lock, torch.inference_mode():
                     if admitted:
                         self._prefill(admitted)
-                    else:
+                    elif self._running:
                         self._decode()
                 self._drop_done()
             except Exception:  # a broken step must not hang every client
