@@ -16,7 +16,27 @@ from kaito_operator.handlers import build_registry
 from kaito_operator.settings import OperatorSettings
 from kaito_operator.testing.emulator import KubernetesEmulator
 
-__all__ = ["OperatorHarness", "RunningOperator"]
+__all__ = ["OperatorHarness", "RunningOperator", "inference_workspace"]
+
+
+def inference_workspace(
+    name: str,
+    inference: dict[str, Any],
+    *,
+    annotations: dict[str, str] | None = None,
+    **resource: Any,
+) -> dict[str, Any]:
+    """An inference Workspace manifest in ``default`` selecting nodes labelled ``apps=<name>``."""
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": meta,
+        "resource": {"labelSelector": {"matchLabels": {"apps": name}}, **resource},
+        "inference": inference,
+    }
 
 
 class RunningOperator:
@@ -120,6 +140,38 @@ class OperatorHarness:
         if self.operator is not None:
             await self.operator.stop()
             self.operator = None
+
+    def status(
+        self, name: str, *, plural: str = "workspaces", namespace: str = "default"
+    ) -> dict[str, Any]:
+        """The ``status`` of a Workspace (or, with ``plural``, a RAGEngine); {} if none."""
+        obj = self.emulator.read_object("kaito.sh/v1beta1", plural, namespace, name) or {}
+        return dict(obj.get("status") or {})
+
+    def condition(self, name: str, type_: str, *, plural: str = "workspaces") -> dict[str, Any]:
+        """One condition of a Workspace or RAGEngine; {} if it has none of that type."""
+        for cond in self.status(name, plural=plural).get("conditions") or []:
+            if cond["type"] == type_:
+                return dict(cond)
+        return {}
+
+    def has_condition(
+        self,
+        name: str,
+        type_: str,
+        status: str,
+        reason: str | None = None,
+        *,
+        plural: str = "workspaces",
+    ) -> Callable[[], dict[str, Any] | None]:
+        """A ``wait_for`` predicate: the condition has ``status`` (and ``reason``)."""
+
+        def check() -> dict[str, Any] | None:
+            cond = self.condition(name, type_, plural=plural)
+            ok = cond.get("status") == status and (reason is None or cond.get("reason") == reason)
+            return cond if ok else None
+
+        return check
 
     async def wait_for(
         self, predicate: Callable[[], Any], *, within: float = 15.0, message: str = "condition"
