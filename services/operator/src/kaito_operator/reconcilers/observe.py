@@ -198,10 +198,8 @@ class StatusObserver:
         status["conditions"] = conditions + status["conditions"]
         if not stored and target is not None:
             status["targetNodeCount"] = target
-        if not gpu:
-            status["workerNodes"] = _pod_nodes(pods)
-        else:
-            status["workerNodes"] = nodes.worker_nodes
+        # The nodes the pods run on; before scheduling, the ready GPU nodes set aside.
+        status["workerNodes"] = _pod_nodes(pods) or (nodes.worker_nodes if gpu else [])
         await self._write(raw, status)
 
     async def sync_ragengine(self, namespace: str, name: str) -> None:
