@@ -115,13 +115,16 @@ async def benchmark(
     client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", timeout=600)
     if model is None:
         model = (await client.models.list()).data[0].id
-    await one_request(client, model, "Say hello.", 8)  # warm-up
-    results = []
-    for level in levels:
-        requests = max(level * rounds, 3)
-        results.append(await run_level(client, model, level, requests, max_tokens))
-        print_table(results[-1:], header=len(results) == 1)
-    return results
+    try:
+        await one_request(client, model, "Say hello.", 8)  # warm-up
+        results = []
+        for level in levels:
+            requests = max(level * rounds, 3)
+            results.append(await run_level(client, model, level, requests, max_tokens))
+            print_table(results[-1:], header=len(results) == 1)
+        return results
+    finally:
+        await client.close()
 
 
 def print_table(results: list[LevelResult], *, header: bool = True) -> None:
