@@ -13,7 +13,15 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "crds_check", "tests"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "crds_check",
+    "dockerfiles",
+    "charts",
+    "tests",
+    "vllm",
+]
 
 ROOT = Path(__file__).parent
 PYTHON = "3.11"
@@ -69,12 +77,13 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """pytest over the SDK, every service and the cross-service tests (not the vLLM ones)."""
+    """pytest over the SDK, every service and the cross-service tests (not vLLM, not charts)."""
     install_main(session)
     session.run(
         "pytest",
         "-m",
         "not vllm",
+        "--ignore=tests/charts",  # the charts session runs them, with helm
         *session.posargs,
         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
