@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -20,22 +21,39 @@ def test_bm25_ranks_and_updates_incrementally() -> None:
     bm25.add("b", "a lazy dog sleeps all day, the dog snores")
     bm25.add("c", "foxes and dogs are animals")
     assert tokenize("The Dog's bowl") == ["dog", "s", "bowl"]
-    scores = bm25.scores("dog")
-    assert set(scores) == {"b"}
-    assert BM25Index.top(bm25.scores("quick fox"), 1) == [
-        ("a", pytest.approx(scores_of(bm25, "quick fox", "a")))
-    ]
+    assert [key for key, _ in bm25.scores("dog").top(5)] == ["b"]
+    assert bm25.scores("dog").get("a") == 0.0
+    assert bm25.scores("dog").get("unknown") == 0.0
+    assert bm25.scores("quick fox").top(1)[0][0] == "a"
     bm25.remove("b")
-    assert bm25.scores("dog") == {}
+    assert bm25.scores("dog").top(5) == []
     assert len(bm25) == 2
     bm25.add("a", "dog dog dog")  # re-adding replaces
-    assert set(bm25.scores("dog")) == {"a"}
-    assert bm25.scores("fox") == {}
-    assert set(bm25.scores("animals", allowed={"a"})) == set()
+    assert [key for key, _ in bm25.scores("dog").top(5)] == ["a"]
+    assert bm25.scores("fox").top(5) == []
+    assert bm25.scores("animals", allowed={"a"}).top(5) == []
+    assert bm25.scores("animals", allowed={"c"}).top(5)[0][0] == "c"
 
 
-def scores_of(bm25: BM25Index, query: str, key: str) -> float:
-    return bm25.scores(query)[key]
+def test_bm25_matches_the_okapi_formula() -> None:
+    texts = {f"k{i}": f"alpha beta {'gamma ' * (i % 3)}delta{i}" for i in range(10)}
+    bm25 = BM25Index()
+    for key, text in texts.items():
+        bm25.add(key, text)
+    bm25.add("gone", "gamma gamma gamma")
+    bm25.remove("gone")
+    docs = {key: tokenize(text) for key, text in texts.items()}
+    avg = sum(map(len, docs.values())) / len(docs)
+    df = sum("gamma" in tokens for tokens in docs.values())
+    idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+    scores = bm25.scores("gamma")
+    for key, tokens in docs.items():
+        tf = tokens.count("gamma")
+        expected = idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len(tokens) / avg)) if tf else 0.0
+        assert scores.get(key) == pytest.approx(expected, rel=1e-5)
+    ranked = scores.top(3)
+    assert [score for _, score in ranked] == sorted((s for _, s in ranked), reverse=True)
+    assert len(scores) == df
 
 
 def test_sentence_chunks_respect_the_size() -> None:

@@ -135,7 +135,7 @@ class RagIndex:
         pool = 3 * k
         dense = self.vectors.search(vector, pool, allowed)
         sparse_all = self.bm25.scores(query, allowed)
-        sparse = BM25Index.top(sparse_all, pool)
+        sparse = sparse_all.top(pool)
         fused: dict[str, float] = {}
         for ranking in (dense, sparse):
             for rank, (node_id, _) in enumerate(ranking, start=1):
@@ -155,7 +155,7 @@ class RagIndex:
                     "text": node.text,
                     "score": score,
                     "dense_score": cosine,
-                    "sparse_score": sparse_all.get(node_id, 0.0),
+                    "sparse_score": sparse_all.get(node_id),
                     "source": "both"
                     if in_dense and in_sparse
                     else ("dense_only" if in_dense else "sparse_only"),
