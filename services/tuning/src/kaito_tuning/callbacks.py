@@ -75,6 +75,7 @@ class ProgressCallback(TrainerCallback):
         eta = (state.max_steps - step) / average if average > 0 else 0.0
         entry = {
             "time": now,
+            "cpu_time": time.process_time(),
             "step": float(step),
             "tokens": tokens,
             "loss": float(logs["loss"]),
