@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -134,10 +135,12 @@ class TransformersEngine:
         else:
             dtype = getattr(torch, dtype)
         log.info("loading %s on %s (%s)", resolved.location, device, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(resolved.location)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # tokenizer beside the weights
+            pending = pool.submit(AutoTokenizer.from_pretrained, resolved.location)
+            model: Any = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype)
+            tokenizer = pending.result()
         if resolved.chat_template:
             tokenizer.chat_template = resolved.chat_template
-        model: Any = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype)
         model.to(device).eval()
         if device == "cpu":
             from kaito_inference.engines.cpu_kernels import pack_linear_layers
