@@ -88,6 +88,10 @@ def rag_config(engine: RAGEngine) -> tuple[contract.RagEngineConfig, contract.Ra
     return contract.RagEngineConfig(**values), contract.RagEngineSecrets(**secrets)
 
 
+#: Seconds the pod gets to snapshot its indexes after SIGTERM.
+SHUTDOWN_GRACE_SECONDS = 120
+
+
 def _probe(failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": "/health", "port": "http"},
@@ -120,7 +124,12 @@ def ragengine_deployment(engine: RAGEngine, *, image: str) -> dict[str, Any]:
         "livenessProbe": _probe(3),
         "volumeMounts": mounts,
     }
-    pod_spec: dict[str, Any] = {"containers": [container], "volumes": volumes}
+    # On SIGTERM the service snapshots every index before it exits: give it the time.
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": SHUTDOWN_GRACE_SECONDS,
+    }
     compute = engine.spec.compute
     if compute is not None:
         affinity = node_affinity(compute.label_selector)
