@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,26 +292,51 @@ def test_metrics_exposes_documented_names(
         assert f"\n{name}" in text, name
 
 
+class PausingMetrics(InferenceMetrics):
+    """Metrics whose batch hook can hold the batcher thread inside one decode step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pause_next_decode = threading.Event()
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    def observe_batch(self, phase: str, size: int) -> None:
+        super().observe_batch(phase, size)
+        if phase == "decode" and self.pause_next_decode.is_set():
+            self.pause_next_decode.clear()
+            self.paused.set()
+            self.resume.wait(30)
+
+
 def test_full_queue_answers_429_and_runtime_lora_is_off_by_default(tiny_model_dir: Path) -> None:
     settings = InferenceSettings(
         model=str(tiny_model_dir), adapters_dir=Path("/nonexistent"), max_running=1, max_waiting=0
     )
-    app = create_app(settings)
+    metrics = PausingMetrics()
+    app = create_app(settings, metrics=metrics)
     with serve_app(app) as url:
         wait_healthy(url, timeout=60)
         off = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": "/x"})
         assert off.status_code == 404
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        long = {"model": "h", "messages": CHAT, "max_tokens": 600, "stream": True, "temperature": 0}
-        long["model"] = client.models.list().data[0].id
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=long) as first:
+        model = client.models.list().data[0].id
+        long = {"model": model, "messages": CHAT, "max_tokens": 600, "stream": True}
+        long["temperature"] = 0  # greedy: its first token is text, so the stream opens
+        metrics.pause_next_decode.set()  # the one batch slot stays taken while we ask again
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=long, timeout=60) as first:
             assert first.status_code == 200
-            next(first.iter_lines())
-            with pytest.raises(openai.RateLimitError) as limited:
-                client.chat.completions.create(model=long["model"], messages=CHAT, max_tokens=2)
+            assert metrics.paused.wait(30)
+            try:
+                with pytest.raises(openai.RateLimitError) as limited:
+                    client.chat.completions.create(model=model, messages=CHAT, max_tokens=2)
+            finally:
+                metrics.resume.set()
         assert limited.value.code == "rate_limit_exceeded"
-        metrics = httpx.get(f"{url}/metrics").text
-        assert "kaito_inference_requests_rejected_total 1.0" in metrics
+        text = httpx.get(f"{url}/metrics").text
+        assert "kaito_inference_requests_rejected_total 1.0" in text
+        reply = client.chat.completions.create(model=model, messages=CHAT, max_tokens=2)
+        assert reply.choices[0].finish_reason in {"stop", "length"}  # room again afterwards
 
 
 def test_load_failure_is_reported_by_health(tmp_path: Path) -> None:
