@@ -9,10 +9,10 @@ process, one after the other, in one run of this script:
 * ``trl-tuned``: the plain script with the two CPU defaults our job applies
   (``bf16=False``, ``gradient_checkpointing=False``), to separate their effect;
 * ``kaito``: ``kaito_tuning.trainer.run_training`` (what ``kaito-tuning run`` does);
-* ``kaito-packing``: the same with ``packing: true`` in ``TrainingArguments`` (on CPU the
-  job picks TRL's ``wrapped`` strategy: dense rows of ``max_length`` tokens);
-* ``kaito-packing-bfd``: packing with TRL's default ``bfd`` strategy (one padding-free
-  sequence per batch, made for flash attention).
+* ``kaito-packing``: the same with ``packing: true`` in ``TrainingArguments`` (TRL's
+  default ``bfd`` strategy: one padding-free sequence per batch);
+* ``kaito-packing-wrapped``: packing with ``packing_strategy: wrapped`` (dense rows of
+  ``max_length`` tokens).
 
 Rates are steady-state: from the end of the first ``--warmup`` steps to the last step.
 The variants run interleaved for ``--rounds`` rounds; the table shows medians.
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("trl-defaults", "trl-tuned", "kaito", "kaito-packing", "kaito-packing-bfd")
+VARIANTS = ("trl-defaults", "trl-tuned", "kaito", "kaito-packing", "kaito-packing-wrapped")
 WORDS = [
     *("model", "cluster", "node", "adapter", "tuning", "batch", "token", "request"),
     *("answer", "question", "kubernetes", "operator", "workspace", "inference"),
@@ -141,7 +141,7 @@ def run_kaito(args: argparse.Namespace, data: Path, out: Path) -> list[dict[str,
     from kaito_tuning.trainer import TrainJob, run_training  # noqa: PLC0415
 
     packing = "false" if args.variant == "kaito" else "true"
-    strategy = "\n    packing_strategy: bfd" if args.variant == "kaito-packing-bfd" else ""
+    strategy = "\n    packing_strategy: wrapped" if args.variant.endswith("wrapped") else ""
     text = f"""
 training_config:
   ModelConfig: {{torch_dtype: bfloat16}}

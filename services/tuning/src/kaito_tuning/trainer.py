@@ -171,11 +171,6 @@ def _sft_config(job: TrainJob, data: SplitData) -> SFTConfig:
         kwargs.setdefault("use_cpu", True)
         kwargs.setdefault("bf16", False)
         kwargs.setdefault("gradient_checkpointing", False)
-        if kwargs.get("packing") and "packing_strategy" not in kwargs:
-            # TRL's default "bfd" flattens the batch into one padding-free sequence, which
-            # only pays off with flash attention; on CPU dense "wrapped" rows are faster
-            kwargs["packing_strategy"] = "wrapped"
-            logger.info("training: packing with strategy 'wrapped' (CPU; set packing_strategy)")
     return _hf_call("TrainingArguments", SFTConfig, kwargs)  # type: ignore[no-any-return]
 
 
