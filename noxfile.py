@@ -124,7 +124,7 @@ def charts(session: nox.Session) -> None:
     helm itself comes from a pinned PyPI wheel (tools/fetch_helm.py, cached in
     $KAITO_CACHE_DIR/tools). The RBAC, settings and webhook tests read kaito_operator.
     """
-    packages = ["-e", "sdk[test]"]
+    packages = ["-e", "sdk[test]", "httpx"]  # httpx: tests/conftest.py, the operator run
     if (ROOT / "services" / "operator" / "pyproject.toml").exists():
         # kmock: one test runs the chart's operator against the API emulator. Not the
         # operator's [test] extra, which pulls the RAG engine (and torch) in.
