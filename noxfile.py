@@ -96,6 +96,8 @@ def demo(session: nox.Session) -> None:
     Extra arguments go to ``demo/run.py`` (for example ``-- --keep-serving``).
     """
     install_main(session, extras="")
+    # The demo's own client side: the official openai client and httpx.
+    session.install("openai", "httpx", "-c", str(MAIN_CONSTRAINTS))
     session.run("python", "demo/run.py", *session.posargs)
 
 
