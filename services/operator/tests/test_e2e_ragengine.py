@@ -29,17 +29,6 @@ def conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
-def condition_is(
-    cluster: OperatorHarness, kind: tuple[str, str], name: str, type_: str, status: str
-) -> Callable[[], Any]:
-    def check() -> Any:
-        obj = cluster.emulator.read_object(kind[0], kind[1], "default", name)
-        cond = conditions(obj).get(type_)
-        return obj if cond is not None and cond["status"] == status else None
-
-    return check
-
-
 def ragengine(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "kaito.sh/v1beta1",
@@ -88,13 +77,13 @@ async def test_ragengine_deployment_env_status_and_cleanup(
     assert container["ports"] == [{"name": "http", "containerPort": rag_contract.DEFAULT_PORT}]
 
     rag = await cluster.wait_for(
-        condition_is(cluster, RAG, "rag", "ServiceReady", "False"), message="not ready"
+        cluster.object_with_condition(RAG, "rag", "ServiceReady", "False"), message="not ready"
     )
     [pod] = await kubelet.create_pods(emu, deployment, 1, names=["rag-xyz"])
     await kubelet.set_pod_state(emu, pod, ready=True)
     await kubelet.set_workload_ready(emu, deployment, 1)
     rag = await cluster.wait_for(
-        condition_is(cluster, RAG, "rag", "RAGEngineSucceeded", "True"), message="ready"
+        cluster.object_with_condition(RAG, "rag", "RAGEngineSucceeded", "True"), message="ready"
     )
     assert rag["status"]["workerNodes"] == ["node-0"]
 

@@ -30,17 +30,6 @@ def conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
-def condition_is(
-    cluster: OperatorHarness, kind: tuple[str, str], name: str, type_: str, status: str
-) -> Callable[[], Any]:
-    def check() -> Any:
-        obj = cluster.emulator.read_object(kind[0], kind[1], "default", name)
-        cond = conditions(obj).get(type_)
-        return obj if cond is not None and cond["status"] == status else None
-
-    return check
-
-
 def tuning_workspace(name: str, urls: list[str]) -> dict[str, Any]:
     return {
         "apiVersion": "kaito.sh/v1beta1",
@@ -106,7 +95,7 @@ async def test_tuning_workspace_runs_a_job_and_reports_its_progress(
     assert job["metadata"]["ownerReferences"][0]["kind"] == "Workspace"
 
     ws = await cluster.wait_for(
-        condition_is(cluster, WS, "tune", "JobStarted", "False"), message="JobStarted=False"
+        cluster.object_with_condition(WS, "tune", "JobStarted", "False"), message="JobStarted=False"
     )
     assert ws["status"]["state"] == "Pending"
     await emu.patch_object(
@@ -118,7 +107,7 @@ async def test_tuning_workspace_runs_a_job_and_reports_its_progress(
         subresource="status",
     )
     ws = await cluster.wait_for(
-        condition_is(cluster, WS, "tune", "JobStarted", "True"), message="JobStarted"
+        cluster.object_with_condition(WS, "tune", "JobStarted", "True"), message="JobStarted"
     )
     assert ws["status"]["state"] == "Running"
     await emu.patch_object(
@@ -130,7 +119,7 @@ async def test_tuning_workspace_runs_a_job_and_reports_its_progress(
         subresource="status",
     )
     ws = await cluster.wait_for(
-        condition_is(cluster, WS, "tune", "WorkspaceSucceeded", "True"), message="succeeded"
+        cluster.object_with_condition(WS, "tune", "WorkspaceSucceeded", "True"), message="succeeded"
     )
     assert ws["status"]["state"] == "Succeeded"
 

@@ -173,6 +173,21 @@ class OperatorHarness:
 
         return check
 
+    def object_with_condition(
+        self, kind: tuple[str, str], name: str, type_: str, status: str
+    ) -> Callable[[], dict[str, Any] | None]:
+        """A ``wait_for`` predicate: the object ``(apiVersion, plural)`` once the condition
+        ``type_`` has ``status`` (the whole object, not just the condition)."""
+
+        def check() -> dict[str, Any] | None:
+            obj = self.emulator.read_object(kind[0], kind[1], "default", name)
+            for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+                if cond["type"] == type_ and cond["status"] == status:
+                    return dict(obj or {})
+            return None
+
+        return check
+
     async def wait_for(
         self, predicate: Callable[[], Any], *, within: float = 15.0, message: str = "condition"
     ) -> Any:
