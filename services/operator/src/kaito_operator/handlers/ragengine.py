@@ -54,12 +54,17 @@ async def resync_ragengine(
         await memo.observer.sync_ragengine(body.metadata.namespace, body.metadata.name)
 
 
-async def ragengine_child_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A Deployment or pod of a RAGEngine changed: recompute the owner's status."""
+async def ragengine_child_changed(
+    *, body: kopf.Body, resource: kopf.Resource, type: str | None, memo: Any, **_: Any
+) -> None:
+    """A Deployment or pod of a RAGEngine changed: recompute the owner's status
+    (unless the last recompute already read this version of the child)."""
     namespace = body.metadata.namespace
     name = body.metadata.labels.get(labels.LABEL_RAGENGINE)
     if namespace and name:
-        memo.observer.schedule("RAGEngine", namespace, name)
+        memo.observer.child_changed(
+            "RAGEngine", namespace, name, (resource.kind or "", body), deleted=type == "DELETED"
+        )
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

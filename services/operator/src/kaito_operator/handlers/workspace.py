@@ -85,12 +85,17 @@ async def resync_workspace(
         await memo.observer.sync_workspace(namespace, name, target=target)
 
 
-async def workspace_child_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """A StatefulSet, Job or pod of a Workspace changed: recompute the owner's status."""
+async def workspace_child_changed(
+    *, body: kopf.Body, resource: kopf.Resource, type: str | None, memo: Any, **_: Any
+) -> None:
+    """A StatefulSet, Job or pod of a Workspace changed: recompute the owner's status
+    (unless the last recompute already read this version of the child)."""
     namespace = body.metadata.namespace
     name = body.metadata.labels.get(labels.LABEL_WORKSPACE)
     if namespace and name:
-        memo.observer.schedule("Workspace", namespace, name)
+        memo.observer.child_changed(
+            "Workspace", namespace, name, (resource.kind or "", body), deleted=type == "DELETED"
+        )
 
 
 async def nodeclaim_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:

@@ -16,6 +16,12 @@ from kaito_operator.errors import InvalidSpecError
 from kaito_operator.kube import KubeClient
 from kaito_operator.metrics import OperatorMetrics
 from kaito_operator.reconcilers import plan
+from kaito_operator.reconcilers.freshness import (
+    ChildEvent,
+    ChildVersions,
+    SeenChildren,
+    seen_children,
+)
 from kaito_operator.reconcilers.nodes import NodeProvisioner
 from kaito_operator.status import (
     condition,
@@ -60,6 +66,7 @@ class StatusObserver:
         self._waiting: dict[tuple[str, str, str], str] = {}
         self._pending: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._targets: dict[tuple[str, str, str], int] = {}
+        self._versions = ChildVersions()
 
     def schedule(self, kind: str, namespace: str, name: str, *, target: int | None = None) -> None:
         """Recompute a status soon; a reconcile and the child events it causes coalesce
@@ -80,6 +87,22 @@ class StatusObserver:
                 log.exception("status of %s %s/%s not recomputed", kind, namespace, name)
 
         self._pending[key] = asyncio.get_running_loop().create_task(later())
+
+    def child_changed(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        child: tuple[str, Mapping[str, Any]],
+        *,
+        deleted: bool,
+    ) -> None:
+        """A watch event of an owner's child (``(kind, object)``: workload or pod): recompute
+        the owner's status unless the last recompute already read this version of the child
+        (:mod:`kaito_operator.reconcilers.freshness`)."""
+        event = ChildEvent.of(child[0], child[1], deleted=deleted)
+        if self._versions.needs_recompute((kind, namespace, name), event):
+            self.schedule(kind, namespace, name)
 
     async def close(self) -> None:
         """Cancel scheduled recomputes."""
@@ -158,10 +181,22 @@ class StatusObserver:
     async def sync_workspace(self, namespace: str, name: str, *, target: int | None = None) -> None:
         """Recompute and store the status of one Workspace (``target``: a node count just
         decided by the reconciler, stored once)."""
+        key = ("Workspace", namespace, name)
+        self._versions.started(key)
+        seen = None
+        try:
+            seen = await self._sync_workspace(namespace, name, target=target)
+        finally:
+            if self._versions.finished(key, seen):
+                self.schedule(*key)
+
+    async def _sync_workspace(
+        self, namespace: str, name: str, *, target: int | None
+    ) -> SeenChildren | None:
         raw = await self.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.metrics.set_state("Workspace", namespace, name, None)
-            return
+            return None
         ws = Workspace.from_manifest(raw)
         pods = await self.kube.list("v1", "Pod", namespace, labels={labels.LABEL_WORKSPACE: name})
         try:
@@ -190,8 +225,8 @@ class StatusObserver:
                 condition("NodeClaimReady", ok, reason, message, generation=generation, now=_now())
             )
         if ws.tuning is not None:
-            job = await self.kube.get("batch/v1", "Job", name, namespace)
-            status = tuning_status(job, pods, nodes, generation, waiting, now=_utcnow())
+            workload = await self.kube.get("batch/v1", "Job", name, namespace)
+            status = tuning_status(workload, pods, nodes, generation, waiting, now=_utcnow())
         else:
             workload = await self.kube.get("apps/v1", "StatefulSet", name, namespace)
             status = inference_status(workload, pods, nodes, generation, waiting, now=_utcnow())
@@ -201,13 +236,25 @@ class StatusObserver:
         # The nodes the pods run on; before scheduling, the ready GPU nodes set aside.
         status["workerNodes"] = _pod_nodes(pods) or (nodes.worker_nodes if gpu else [])
         await self._write(raw, status)
+        workload_kind = "Job" if ws.tuning is not None else "StatefulSet"
+        return seen_children([(workload_kind, workload), *(("Pod", pod) for pod in pods)])
 
     async def sync_ragengine(self, namespace: str, name: str) -> None:
         """Recompute and store the status of one RAGEngine."""
+        key = ("RAGEngine", namespace, name)
+        self._versions.started(key)
+        seen = None
+        try:
+            seen = await self._sync_ragengine(namespace, name)
+        finally:
+            if self._versions.finished(key, seen):
+                self.schedule(*key)
+
+    async def _sync_ragengine(self, namespace: str, name: str) -> SeenChildren | None:
         raw = await self.kube.get("kaito.sh/v1beta1", "RAGEngine", name, namespace)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.metrics.set_state("RAGEngine", namespace, name, None)
-            return
+            return None
         engine = RAGEngine.from_manifest(raw)
         generation = raw["metadata"].get("generation")
         pods = await self.kube.list("v1", "Pod", namespace, labels={labels.LABEL_RAGENGINE: name})
@@ -258,3 +305,4 @@ class StatusObserver:
             ],
         }
         await self._write(raw, status)
+        return seen_children([("Deployment", deployment), *(("Pod", pod) for pod in pods)])
