@@ -79,7 +79,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def start_operator(url: str, health_port: int) -> subprocess.Popen[bytes]:
+async def start_operator(
+    url: str, health_port: int, profile: str | None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KAITO_OPERATOR_API_SERVER": url,
@@ -89,7 +91,12 @@ async def start_operator(url: str, health_port: int) -> subprocess.Popen[bytes]:
         "KAITO_OPERATOR_METRICS_PORT": str(free_port()),
     }
     process = subprocess.Popen(  # noqa: ASYNC220 (started once, then polled)
-        [sys.executable, "-m", "kaito_operator"],
+        [
+            sys.executable,
+            *(["-m", "cProfile", "-o", profile] if profile else []),
+            "-m",
+            "kaito_operator",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -106,16 +113,31 @@ async def start_operator(url: str, health_port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the operator did not become live")
 
 
-async def run(count: int) -> dict[str, Any]:
+def request_counts(requests: list[Any]) -> dict[str, int]:
+    """API requests by verb and resource (``PATCH workspaces/status``)."""
+    counts: dict[str, int] = {}
+    for request in requests:
+        plural = request.resource.plural if request.resource is not None else "?"
+        sub = f"/{request.subresource}" if request.subresource else ""
+        watching = request.params.get("watch") in ("true", "1")
+        verb = "WATCH" if watching else str(request.method.value)
+        key = f"{verb} {plural}{sub}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+async def run(count: int, profile: str | None) -> dict[str, Any]:
     async with OperatorHarness(CRDS) as cluster:
         emu = cluster.emulator
         await emu.create_object(
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}
         )
-        operator = await start_operator(cluster.url, free_port())
+        operator = await start_operator(cluster.url, free_port(), profile)
         try:
+            await asyncio.sleep(1)  # let the watches start before counting requests
+            before = len(emu.recorded_requests)
             idle = rss_kib(operator.pid)
-            operator_cpu = cpu_seconds(operator.pid)
+            operator_cpu = start_cpu = cpu_seconds(operator.pid)
             own_cpu = time.process_time()
             created: dict[str, float] = {}
             started = time.perf_counter()
@@ -138,6 +160,8 @@ async def run(count: int) -> dict[str, Any]:
             own_cpu = time.process_time() - own_cpu
             await asyncio.sleep(2)  # let status writes settle before the memory reading
             memory = rss_kib(operator.pid)
+            settled_cpu = cpu_seconds(operator.pid) - start_cpu
+            requests = emu.recorded_requests[before:]
         finally:
             operator.terminate()
             operator.wait(timeout=30)
@@ -154,6 +178,9 @@ async def run(count: int) -> dict[str, Any]:
         "operator_rss_idle_mib": round(idle["VmRSS"] / 1024, 1),
         "operator_rss_after_mib": round(memory["VmRSS"] / 1024, 1),
         "operator_rss_peak_mib": round(memory["VmHWM"] / 1024, 1),
+        "operator_cpu_settled_s": round(settled_cpu, 2),
+        "api_calls_per_workspace": round(len(requests) / count, 2),
+        "api_calls": request_counts(requests),
         "load_average": os.getloadavg(),
     }
 
@@ -161,8 +188,9 @@ async def run(count: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspaces", type=int, default=200)
+    parser.add_argument("--profile", help="write a cProfile of the operator process here")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.workspaces)), indent=2))
+    print(json.dumps(asyncio.run(run(args.workspaces, args.profile)), indent=2))
 
 
 if __name__ == "__main__":
