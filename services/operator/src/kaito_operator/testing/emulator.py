@@ -15,6 +15,7 @@ emulated behaviour runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -29,7 +30,7 @@ from kmock._internal import enums, rendering
 from kaito_operator.testing import semantics
 from kaito_operator.testing.requests import apply_body, parse_request
 from kaito_operator.testing.semantics import clone
-from kaito_operator.testing.store import ObjectStore, api_error
+from kaito_operator.testing.store import ChangeListener, ObjectStore, api_error
 
 __all__ = ["KubernetesEmulator", "resource_key"]
 
@@ -55,6 +56,7 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
     _state: ObjectStore = attrs.field(init=False)
     _direct: dict[str, Any] = attrs.field(factory=dict, init=False)
     _own_payloads: int = attrs.field(default=0, init=False)
+    _served: set[tuple[str | None, str | None, str | None]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -63,18 +65,22 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
             self.resources.load_bundled()
         self._state = ObjectStore(self.resources)
         # Direct dispatch: kmock matches a request against its reactions by scanning every
-        # request served so far, which is quadratic; while a test has added no reactions of
-        # its own, object requests go straight to these (same) fallbacks.
+        # request served so far, which is quadratic, and renders each answer through generic
+        # payload interpretation; while a test has added no reactions of its own, object
+        # requests go straight to the same functions and answer as JSON (watches stream
+        # through kmock).
+        self.fallback[enums.action.WATCH] << self._serve_watch
         for action, serve in (
             (enums.action.LIST, self._serve_list),
-            (enums.action.WATCH, self._serve_watch),
             (enums.action.FETCH, self._serve_fetch),
             (enums.action.CREATE, self._serve_create),
             (enums.action.UPDATE, self._serve_update),
             (enums.action.DELETE, self._serve_delete),
         ):
-            self._direct[action.value] = self.fallback[action] << serve
-        self._direct["PUT"] = self.fallback[enums.method.PUT] << self._serve_replace
+            self.fallback[action] << serve
+            self._direct[action.value] = serve
+        self.fallback[enums.method.PUT] << self._serve_replace
+        self._direct["PUT"] = self._serve_replace
         self._own_payloads = len(self._payloads)
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
         self._state.objects[("", "namespaces", None, "default")] = self._state.stamp_new(namespace)
@@ -141,6 +147,11 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         objs = self._state.select(resource_key(api_version, plural), namespace, selector, [])
         return sorted(objs, key=lambda obj: str(obj["metadata"]["name"]))
 
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(event type, group, plural, object)`` on every stored change, as
+        it happens (benchmarks time child creation this way instead of polling)."""
+        self._state.listeners.append(listener)
+
     @property
     def recorded_requests(self) -> list[rendering.Request]:
         """Every request served so far (kmock records them), oldest first."""
@@ -155,9 +166,10 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         """Create ``obj`` as a client would (POST)."""
         ref = resource_key(obj["apiVersion"], self._plural_for(obj))
         async with self._state.lock:
-            return await self._state.create(
+            created = await self._state.create(
                 ref, obj.get("metadata", {}).get("namespace"), dict(obj)
             )
+        return clone(created)
 
     async def patch_object(
         self,
@@ -171,15 +183,16 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
     ) -> dict[str, Any]:
         """Merge-patch an object (or its ``status``), as a kubelet or controller would."""
         async with self._state.lock:
-            return await self._state.patch(
+            patched = await self._state.patch(
                 resource_key(api_version, plural),
                 namespace=namespace,
                 name=name,
                 subresource=subresource,
                 kind="merge",
-                body=dict(patch),
+                body=clone(dict(patch)),
                 params={},
             )
+        return clone(patched)
 
     async def delete_object(
         self, api_version: str, plural: str, namespace: str | None, name: str
@@ -233,17 +246,27 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
                 if request.method == enums.method.PUT
                 else getattr(request.action, "value", "")
             )
-            reaction = self._direct.get(key) if request.resource.plural else None
-            if reaction is not None:
-                response: aiohttp.web.StreamResponse = await reaction(request)
-                return response
+            serve = self._direct.get(key) if request.resource.plural else None
+            if serve is not None:
+                result = await serve(request)
+                status = 200
+                if isinstance(result, rendering.Response):
+                    status, result = result.status or 200, result.payload
+                return aiohttp.web.Response(
+                    body=json.dumps(result).encode(), status=status, content_type="application/json"
+                )
         return await kmock.RawHandler._handle(self, request)
 
     # ----------------------------------------------------------------- fallbacks
     def _check_resource(self, request: rendering.Request) -> kmock.resource:
         ref = request.resource
-        if ref is None or ref not in self.resources:
+        if ref is None:
             raise kmock.KubernetesResourceNotFoundError()
+        ident = (ref.group, ref.version, ref.plural)
+        if ident not in self._served:  # kmock's lookup is slow; served resources stay served
+            if ref not in self.resources:
+                raise kmock.KubernetesResourceNotFoundError()
+            self._served.add(ident)
         return ref
 
     def _selectors(
@@ -309,7 +332,7 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         obj = self._state.objects.get(self._state.key(ref, request.namespace, str(request.name)))
         if obj is None:
             raise kmock.KubernetesObjectNotFoundError()
-        return clone(obj)
+        return obj  # serialised before anything else runs
 
     async def _serve_create(self, request: rendering.Request) -> rendering.Payload:
         ref = self._check_resource(request)

@@ -18,6 +18,9 @@ from kmock._internal import enums, parsing, rendering
 
 __all__ = ["apply_body", "parse_request"]
 
+#: kmock's resource references are immutable and slow to build: one per resource.
+_RESOURCES: dict[tuple[str, str | None, str | None], kmock.resource] = {}
+
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
 
 
@@ -45,7 +48,12 @@ async def parse_request(raw: aiohttp.web.BaseRequest, request_id: int) -> render
         path = parsing.parse_path(raw.path)
     resource = None
     if path.group is not None:
-        resource = kmock.resource(group=path.group, version=path.version, plural=path.plural)
+        ident = (path.group, path.version, path.plural)
+        resource = _RESOURCES.get(ident)
+        if resource is None:
+            resource = _RESOURCES[ident] = kmock.resource(
+                group=path.group, version=path.version, plural=path.plural
+            )
     return rendering.Request(
         id=request_id,
         raw_request=raw,

@@ -155,7 +155,7 @@ def matches_fields(obj: Mapping[str, Any], requirements: list[FieldRequirement])
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: dicts merge, ``None`` deletes, everything else replaces."""
     if not isinstance(patch, Mapping):
-        return clone(patch)
+        return clone(patch) if isinstance(patch, list) else patch
     result = dict(target) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:

@@ -1,7 +1,9 @@
 """The object store behind the API emulator: what each write does to the stored objects.
 
 Every method that changes state must be called with :attr:`ObjectStore.lock` held; the
-emulator's HTTP layer (:mod:`kaito_operator.testing.emulator`) does so.
+emulator's HTTP layer (:mod:`kaito_operator.testing.emulator`) does so. Writes return the
+stored object itself, not a copy: the HTTP layer serialises it before anything else runs,
+and the emulator's methods for tests copy it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import collections
 import datetime
 import random
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jsonpatch
@@ -22,10 +24,12 @@ from kmock._internal import aiobus
 from kaito_operator.testing import semantics
 from kaito_operator.testing.semantics import clone
 
-__all__ = ["ObjectIndex", "ObjectKey", "ObjectStore", "api_error"]
+__all__ = ["ChangeListener", "ObjectIndex", "ObjectKey", "ObjectStore", "api_error"]
 
 #: (group, plural, namespace or None, name): versions share one storage.
 ObjectKey = tuple[str, str, str | None, str]
+#: Called with (event type, group, plural, object) after every change; must not mutate.
+ChangeListener = Callable[[str, str, str, Mapping[str, Any]], None]
 
 _WATCH_LOG_SIZE = 20_000
 _SYSTEM_FIELDS = (
@@ -71,6 +75,7 @@ class ObjectStore:
         self.resources = resources
         self.objects = ObjectIndex()
         self.applied: dict[tuple[ObjectKey, str, str], dict[str, Any]] = {}
+        self.listeners: list[ChangeListener] = []
         self.revision = 0
         self._random = random.Random()  # noqa: S311 (uids need uniqueness, not secrecy)
         self.lock = asyncio.Lock()
@@ -129,7 +134,7 @@ class ObjectStore:
                 "message": f"too old resource version: {since}",
             }
             return [{"type": "ERROR", "object": gone}]
-        return [clone(event) for rv, event in log if rv > revision]
+        return [event for rv, event in log if rv > revision]  # events are snapshots
 
     def stamp_new(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.revision += 1
@@ -146,6 +151,8 @@ class ObjectStore:
     async def _emit(self, ref: kmock.resource, kind: str, obj: Mapping[str, Any]) -> None:
         event = {"type": kind, "object": clone(obj)}
         group_plural = (str(ref.group), str(ref.plural))
+        for listener in self.listeners:
+            listener(kind, group_plural[0], group_plural[1], obj)
         self.logs[group_plural].append((self.revision, event))
         await self.buses[group_plural].put(event)
 
@@ -179,7 +186,7 @@ class ObjectStore:
             obj.pop("status", None)
         self.objects[key] = self.stamp_new(obj)
         await self._emit(ref, "ADDED", obj)
-        return clone(obj)
+        return obj
 
     def applied_part(self, body: Mapping[str, Any], subresource: str | None) -> dict[str, Any]:
         if subresource == "status":
@@ -220,7 +227,7 @@ class ObjectStore:
         new = self._isolate(ref, old, new, subresource)
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if new == old:
-            return clone(old)
+            return old
         self.revision += 1
         new["metadata"]["resourceVersion"] = str(self.revision)
         if semantics.spec_changed(old, new):
@@ -229,7 +236,7 @@ class ObjectStore:
         await self._emit(ref, "MODIFIED", new)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             await self._remove(ref, key)
-        return clone(new)
+        return new
 
     def _isolate(
         self, ref: kmock.resource, old: dict[str, Any], new: dict[str, Any], subresource: str | None
@@ -301,9 +308,9 @@ class ObjectStore:
                 obj["metadata"]["deletionGracePeriodSeconds"] = 0
                 obj["metadata"]["resourceVersion"] = str(self.revision)
                 await self._emit(ref, "MODIFIED", obj)
-            return clone(obj)
+            return obj
         await self._remove(ref, key)
-        return clone(obj)
+        return obj
 
     def _orphan(self, uid: str) -> None:
         for obj in self.objects.values():
