@@ -55,4 +55,5 @@ def build_embedder(settings: Settings) -> Embedder:
         batch_size=settings.embedding_batch_size,
         threads=settings.embedding_threads,
         device=settings.embedding_device,
+        precision=settings.embedding_precision,
     )

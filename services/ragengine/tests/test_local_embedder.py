@@ -1,0 +1,85 @@
+"""The local embedder: same embeddings as sentence-transformers, bf16 within cosine 0.999."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kaito_ragengine.embeddings.cpu_kernels import has_native_bf16, pack_linear_layers
+from kaito_ragengine.embeddings.local import MIN_BF16_COSINE, LocalEmbedder, resolve_model_path
+
+from .test_real_embeddings import DOCS
+
+QUERIES = [
+    "How do green leaves make food from light?",
+    "Which famous landmark stands in the French capital?",
+    "interest rate hike hits equities",
+    "bread yeast",
+]
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert has_native_bf16(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert not has_native_bf16(cpuinfo)
+    assert not has_native_bf16(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linears_compute_what_f_linear_computes(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(48, 96), nn.GELU(), nn.Linear(96, 16, bias=False)).to(dtype)
+    inputs = torch.randn(5, 48).to(dtype)
+    with torch.inference_mode():
+        expected = model(inputs).float()
+        if pack_linear_layers(model) == 0:
+            pytest.skip("oneDNN prepacking is not available in this torch build")
+        packed = model(inputs).float()
+    tolerance = 3e-2 if dtype == torch.bfloat16 else 1e-4
+    torch.testing.assert_close(packed, expected, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_float32_embeddings_match_sentence_transformers() -> None:
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+
+    texts = [d["text"] for d in DOCS] + QUERIES
+    embedder = LocalEmbedder("all-MiniLM-L6-v2", precision="float32", batch_size=3)
+    try:
+        ours = await embedder.embed(texts)  # three slices, sorted by length, put back in order
+    finally:
+        await embedder.aclose()
+    assert embedder.precision == "float32"
+    reference = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_bfloat16_stays_within_cosine_and_ranks_the_test_corpus_the_same() -> None:
+    if not has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (auto precision stays float32 here)")
+    texts = [d["text"] for d in DOCS]
+    results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for precision in ("float32", "auto"):
+        embedder = LocalEmbedder("all-MiniLM-L6-v2", precision=precision)  # type: ignore[arg-type]
+        try:
+            results[precision] = (await embedder.embed(texts), await embedder.embed(QUERIES))
+        finally:
+            await embedder.aclose()
+        assert embedder.precision == ("float32" if precision == "float32" else "bfloat16")
+    (docs32, queries32), (docs16, queries16) = results["float32"], results["auto"]
+    assert np.sum(docs32 * docs16, axis=1).min() >= MIN_BF16_COSINE
+    assert np.sum(queries32 * queries16, axis=1).min() >= MIN_BF16_COSINE
+    ranking32 = np.argsort(-(queries32 @ docs32.T), axis=1)
+    ranking16 = np.argsort(-(queries16 @ docs16.T), axis=1)
+    np.testing.assert_array_equal(ranking16, ranking32)
