@@ -58,13 +58,14 @@ def make_documents(count: int, seed: int = SEED) -> list[str]:
 
 
 def make_queries(count: int, seed: int = SEED + 1) -> list[str]:
-    """Short queries (4-9 words) drawn like the documents."""
+    """``count`` distinct short queries (4-9 words) drawn like the documents."""
     words = vocabulary()
     weights = [1.0 / (rank + 1) for rank in range(len(words))]
     rng = random.Random(seed)
-    return [
-        " ".join(rng.choices(words, weights=weights, k=rng.randint(4, 9))) for _ in range(count)
-    ]
+    queries: dict[str, None] = {}
+    while len(queries) < count:
+        queries[" ".join(rng.choices(words, weights=weights, k=rng.randint(4, 9)))] = None
+    return list(queries)
 
 
 def direct_rate(texts: list[str]) -> float:
@@ -77,6 +78,11 @@ def direct_rate(texts: list[str]) -> float:
     started = time.perf_counter()
     model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
     return len(texts) / (time.perf_counter() - started)
+
+
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages (what ``uptime`` shows)."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def rss_mib(pid: int) -> float:
