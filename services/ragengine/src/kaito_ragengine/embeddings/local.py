@@ -13,17 +13,18 @@ from typing import Any, Literal
 import numpy as np
 
 from kaito_ragengine.embeddings.base import normalize
-from kaito_ragengine.embeddings.cpu_kernels import has_native_bf16, pack_linear_layers
+from kaito_ragengine.embeddings.cpu_kernels import (
+    has_native_bf16,
+    pack_linear_layers,
+    unpack_linear_layers,
+)
 from kaito_sdk.contracts.ragengine import DEFAULT_EMBEDDING_MODEL
 
-__all__ = ["MIN_BF16_COSINE", "LocalEmbedder", "Precision", "resolve_model_path"]
+__all__ = ["LocalEmbedder", "Precision", "resolve_model_path"]
 
 log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "float32", "bfloat16"]
-
-MIN_BF16_COSINE = 0.999
-"""bfloat16 is used only if every probe text embeds within this cosine of float32."""
 
 _PROBE_TEXTS = (
     "What is the capital of France?",
@@ -65,6 +66,8 @@ class LocalEmbedder:
     """
 
     SMALL_BATCH = 16
+    MIN_BF16_COSINE = 0.999
+    """bfloat16 is used only if every probe text embeds within this cosine of float32."""
 
     def __init__(
         self,
@@ -123,19 +126,20 @@ class LocalEmbedder:
         """Prepack linears, in bfloat16 when asked (or ``auto`` on a native-bf16 CPU)."""
         if self.precision == "bfloat16" or (self.precision == "auto" and has_native_bf16()):
             reference = self._forward(list(_PROBE_TEXTS))
-            float32_model = self._transformer
-            self._transformer = copy.deepcopy(float32_model).to(torch.bfloat16)
+            float32_weights = copy.deepcopy(self._transformer.state_dict())
+            self._transformer.to(torch.bfloat16)
             packed = pack_linear_layers(self._transformer)
             cosine = float(np.min(np.sum(reference * self._forward(list(_PROBE_TEXTS)), axis=1)))
-            if cosine >= MIN_BF16_COSINE:
+            if cosine >= self.MIN_BF16_COSINE:
                 self.precision = "bfloat16"
                 return f"{packed} linears prepacked, probe cosine to float32 {cosine:.5f}"
             log.warning(
                 "bfloat16 embeddings deviate from float32 (cosine %.5f < %.3f); using float32",
                 cosine,
-                MIN_BF16_COSINE,
+                self.MIN_BF16_COSINE,
             )
-            self._transformer = float32_model
+            unpack_linear_layers(self._transformer)
+            self._transformer.to(torch.float32).load_state_dict(float32_weights)
         self.precision = "float32"
         return f"{pack_linear_layers(self._transformer)} linears prepacked"
 
