@@ -6,6 +6,7 @@ report as the kubelet and controllers would.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -275,6 +276,39 @@ async def test_restarted_operator_converges_without_duplicates(
     assert len(emu.list_objects("v1", "services", "default")) == 2
     assert len(emu.list_objects(*STS, "default")) == 1
     assert rbac_violations(cluster, "workspace") == []
+
+
+async def test_restarted_operator_keeps_a_ready_workspace_ready(cluster: OperatorHarness) -> None:
+    """The status reads children from kopf indexes: a restarted operator must not write a
+    status from a half-filled cache (kopf runs no handler before the initial listings)."""
+    emu = cluster.emulator
+    await emu.create_object(inference_workspace("steady", CPU, annotations=TRANSFORMERS))
+    sts = await cluster.wait_for(
+        lambda: emu.read_object(*STS, "default", "steady"), message="StatefulSet"
+    )
+    [pod] = await kubelet.create_pods(emu, sts, 1, node="cpu-node-1")
+    await kubelet.set_pod_state(emu, pod, ready=True)
+    await kubelet.set_workload_ready(emu, sts, 1)
+    await cluster.wait_for(
+        cluster.has_condition("steady", "InferenceReady", "True"), message="InferenceReady"
+    )
+    await cluster.stop_operator()
+    mark = len(emu.recorded_requests)
+    await cluster.start_operator()
+    await asyncio.sleep(2.0)  # a few resyncs (0.5 s apart) and the resume reconcile
+
+    writes = [
+        r.data
+        for r in emu.recorded_requests[mark:]
+        if r.resource is not None
+        and r.resource.plural == "workspaces"
+        and r.subresource == "status"
+        and r.method.value == "PATCH"
+    ]
+    for write in writes:
+        for cond in write["status"]["conditions"]:
+            assert cond["status"] == "True", write
+    assert cluster.status("steady")["state"] == "Ready"
 
 
 async def test_unknown_preset_is_reported_in_status(cluster: OperatorHarness) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 import kopf
 
 from kaito_operator.handlers.admission import webhook_server
+from kaito_operator.handlers.ragengine import RAGENGINE_CHILDREN
+from kaito_operator.handlers.workspace import WORKSPACE_CHILDREN
 from kaito_operator.kube import ClusterConnection, KubeClient
 from kaito_operator.metrics import OperatorMetrics, serve_metrics
 from kaito_operator.reconcilers.nodes import NodeProvisioner
@@ -16,6 +18,7 @@ from kaito_operator.reconcilers.ragengine import RAGEngineReconciler
 from kaito_operator.reconcilers.workspace import WorkspaceReconciler
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk import labels
+from kaito_sdk.presets import list_presets, resolve_preset
 
 #: The projected service-account token (rotated by the kubelet).
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
@@ -61,8 +64,11 @@ def login(*, memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.Conne
     return connection_info(memo.settings, settings)
 
 
-async def startup(*, memo: Any, settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
-    """Tune kopf and put the client and reconcilers into ``memo``."""
+async def startup(
+    *, memo: Any, settings: kopf.OperatorSettings, logger: Any, **kwargs: Any
+) -> None:
+    """Tune kopf and put the client and reconcilers into ``memo`` (with the child indexes
+    of the enabled controllers, which kopf passes to every handler)."""
     config: OperatorSettings = memo.settings
     settings.posting.enabled = config.post_events
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kaito.sh")
@@ -77,6 +83,10 @@ async def startup(*, memo: Any, settings: kopf.OperatorSettings, logger: Any, **
     if config.webhook_enabled:
         settings.admission.server = webhook_server(config)
         settings.admission.managed = None  # the chart renders the webhook configuration
+    # The preset catalog is read once per process: now, rather than in the first reconcile.
+    presets = list_presets()
+    if presets:
+        resolve_preset(presets[0].name)
     kube = KubeClient(client_connection(config, settings))
     memo.metrics = OperatorMetrics()
     memo.metrics_server = None
@@ -85,7 +95,12 @@ async def startup(*, memo: Any, settings: kopf.OperatorSettings, logger: Any, **
     memo.kube = kube
     memo.workspaces = WorkspaceReconciler(kube, config)
     memo.ragengines = RAGEngineReconciler(kube, config)
-    memo.observer = StatusObserver(kube, NodeProvisioner(kube, config), memo.metrics)
+    children = {
+        kind: kwargs[index]
+        for kind, index in (("Workspace", WORKSPACE_CHILDREN), ("RAGEngine", RAGENGINE_CHILDREN))
+        if index in kwargs
+    }
+    memo.observer = StatusObserver(kube, NodeProvisioner(kube, config), memo.metrics, children)
     logger.info("kaito-operator started: node provisioner %s", config.node_provisioner)
 
 

@@ -12,9 +12,18 @@ from kaito_operator.errors import InvalidSpecError
 from kaito_sdk import labels
 from kaito_sdk.api import RAGEngine
 
-__all__ = ["ragengine_child_changed", "reconcile_ragengine", "register", "resync_ragengine"]
+__all__ = [
+    "RAGENGINE_CHILDREN",
+    "index_ragengine_child",
+    "ragengine_child_changed",
+    "reconcile_ragengine",
+    "register",
+    "resync_ragengine",
+]
 
 RAGENGINES = ("kaito.sh", "v1beta1", "ragengines")
+#: The kopf index of Deployments and pods by RAGEngine (the status reads it).
+RAGENGINE_CHILDREN = "ragengine_children"
 _OWNED = {labels.LABEL_RAGENGINE: kopf.PRESENT}
 
 
@@ -35,14 +44,17 @@ async def reconcile_ragengine(*, body: kopf.Body, memo: Any, **_: Any) -> None:
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise
+    written = None
     try:
         with memo.metrics.reconcile("RAGEngine"):
-            await memo.ragengines.reconcile(engine)
+            written = await memo.ragengines.reconcile(engine)
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise
     finally:
-        memo.observer.schedule("RAGEngine", body.metadata.namespace, body.metadata.name)
+        memo.observer.schedule(
+            "RAGEngine", body.metadata.namespace, body.metadata.name, written=written
+        )
 
 
 async def resync_ragengine(
@@ -52,6 +64,14 @@ async def resync_ragengine(
     while not stopped:
         await asyncio.sleep(memo.settings.resync_seconds)
         await memo.observer.sync_ragengine(body.metadata.namespace, body.metadata.name)
+
+
+def index_ragengine_child(
+    *, body: kopf.Body, resource: kopf.Resource, **_: Any
+) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+    """Index a Deployment or pod under its RAGEngine: ``(namespace, name)``."""
+    owner = (str(body.metadata.namespace), str(body.metadata.labels[labels.LABEL_RAGENGINE]))
+    return {owner: (resource.kind or "", dict(body))}
 
 
 async def ragengine_child_changed(
@@ -73,4 +93,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         on(*RAGENGINES, registry=registry)(reconcile_ragengine)
     kopf.daemon(*RAGENGINES, registry=registry, cancellation_timeout=1.0)(resync_ragengine)
     for resource in (("apps", "v1", "deployments"), ("", "v1", "pods")):
+        kopf.index(*resource, labels=_OWNED, id=RAGENGINE_CHILDREN, registry=registry)(
+            index_ragengine_child
+        )
         kopf.on.event(*resource, labels=_OWNED, registry=registry)(ragengine_child_changed)

@@ -15,7 +15,9 @@ from kaito_sdk import labels
 from kaito_sdk.api import Workspace
 
 __all__ = [
+    "WORKSPACE_CHILDREN",
     "delete_workspace",
+    "index_workspace_child",
     "nodeclaim_changed",
     "reconcile_workspace",
     "register",
@@ -24,7 +26,10 @@ __all__ = [
 ]
 
 WORKSPACES = ("kaito.sh", "v1beta1", "workspaces")
+#: The kopf index of StatefulSets, Jobs and pods by Workspace (the status reads it).
+WORKSPACE_CHILDREN = "workspace_children"
 _OWNED = {labels.LABEL_WORKSPACE: kopf.PRESENT}
+_CHILDREN = (("apps", "v1", "statefulsets"), ("batch", "v1", "jobs"), ("", "v1", "pods"))
 
 
 def parse_workspace(body: Mapping[str, Any]) -> Workspace:
@@ -44,11 +49,11 @@ async def reconcile_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise
-    target = None
+    done = None
     namespace, name = body.metadata.namespace, body.metadata.name
     try:
         with memo.metrics.reconcile("Workspace"):
-            target = await memo.workspaces.reconcile(ws)
+            done = await memo.workspaces.reconcile(ws)
         memo.observer.report_waiting("Workspace", namespace, name, None)
     except NotReadyError as exc:
         memo.observer.report_waiting("Workspace", namespace, name, str(exc))
@@ -58,7 +63,13 @@ async def reconcile_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         raise
     finally:
         # Coalesces with the recomputes the new children's events ask for.
-        memo.observer.schedule("Workspace", namespace, name, target=target)
+        memo.observer.schedule(
+            "Workspace",
+            namespace,
+            name,
+            target=done.target if done else None,
+            written=done.workload if done else None,
+        )
 
 
 async def delete_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -79,10 +90,18 @@ async def resync_workspace(
             return
         target = None
         try:
-            target = await memo.workspaces.reconcile(parse_workspace(raw))
+            target = (await memo.workspaces.reconcile(parse_workspace(raw))).target
         except (kopf.PermanentError, kopf.TemporaryError) as exc:
             logger.info("resync of %s/%s postponed: %s", namespace, name, exc)
         await memo.observer.sync_workspace(namespace, name, target=target)
+
+
+def index_workspace_child(
+    *, body: kopf.Body, resource: kopf.Resource, **_: Any
+) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
+    """Index a StatefulSet, Job or pod under its Workspace: ``(namespace, name)``."""
+    owner = (str(body.metadata.namespace), str(body.metadata.labels[labels.LABEL_WORKSPACE]))
+    return {owner: (resource.kind or "", dict(body))}
 
 
 async def workspace_child_changed(
@@ -112,7 +131,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         on(*WORKSPACES, registry=registry)(reconcile_workspace)
     kopf.on.delete(*WORKSPACES, registry=registry)(delete_workspace)
     kopf.daemon(*WORKSPACES, registry=registry, cancellation_timeout=1.0)(resync_workspace)
-    for resource in (("apps", "v1", "statefulsets"), ("batch", "v1", "jobs"), ("", "v1", "pods")):
+    for resource in _CHILDREN:
+        kopf.index(*resource, labels=_OWNED, id=WORKSPACE_CHILDREN, registry=registry)(
+            index_workspace_child
+        )
         kopf.on.event(*resource, labels=_OWNED, registry=registry)(workspace_child_changed)
     if settings.node_provisioner == "gpu-provisioner":
         claim_labels = {

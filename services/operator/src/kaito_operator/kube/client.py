@@ -12,6 +12,7 @@ import base64
 import json
 import ssl
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,10 @@ class KubeClient:
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
         self.field_manager = field_manager
+        # Built once: encoding query parameters per request costs more than the request.
+        self._apply_query = "?" + urllib.parse.urlencode(
+            {"fieldManager": field_manager, "force": "true"}
+        )
         self._token = _RotatingToken(connection.token_path) if connection.token_path else None
         self._base = connection.server.rstrip("/")
         self._headers = headers
@@ -192,8 +197,7 @@ class KubeClient:
         url = url_for(resource, meta.get("namespace"), meta["name"], subresource)
         result = await self._request(
             "PATCH",
-            url,
-            params={"fieldManager": self.field_manager, "force": "true"},
+            url + self._apply_query,
             # JSON is YAML: the apply body needs no YAML encoder (and no anchors).
             headers={"Content-Type": "application/apply-patch+yaml"},
             data=json.dumps(obj).encode(),

@@ -1,15 +1,18 @@
 """Status from what really runs: pods, StatefulSets, Jobs, Deployments, nodes, NodeClaims.
 
 ``sync_workspace``/``sync_ragengine`` recompute the whole status and write it only when it
-changed; handlers call them after reconciling, on child events and on a timer.
+changed; handlers call them after reconciling, on child events and on a timer. Workloads
+and pods are read from kopf indexes of the operator's watches (an informer cache: kopf
+runs no handler before their initial listings are in), the owner and nodes from the API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kaito_operator.errors import InvalidSpecError
@@ -19,6 +22,7 @@ from kaito_operator.reconcilers import plan
 from kaito_operator.reconcilers.freshness import (
     ChildEvent,
     ChildVersions,
+    OwnerKey,
     SeenChildren,
     seen_children,
 )
@@ -33,7 +37,6 @@ from kaito_operator.status import (
     timestamp,
     tuning_status,
 )
-from kaito_sdk import labels
 from kaito_sdk.api import ConditionReason, RAGEngine, Workspace, WorkspaceState
 
 __all__ = ["StatusObserver"]
@@ -41,6 +44,8 @@ __all__ = ["StatusObserver"]
 log = logging.getLogger(__name__)
 #: Child events within this window share one status recompute.
 _COALESCE_S = 0.2
+#: How long a recompute waits for the watch to deliver a workload the reconcile wrote.
+_ARRIVAL_S = 2.0
 
 
 def _utcnow() -> datetime.datetime:
@@ -51,6 +56,10 @@ def _now() -> str:
     return timestamp(_utcnow())
 
 
+#: A kopf index of children by owner: (namespace, owner name) -> (kind, object) values.
+ChildIndex = Mapping[tuple[str, str], Iterable[tuple[str, Mapping[str, Any]]]]
+
+
 def _pod_nodes(pods: list[dict[str, Any]]) -> list[str]:
     return sorted({p["spec"]["nodeName"] for p in pods if (p.get("spec") or {}).get("nodeName")})
 
@@ -58,8 +67,16 @@ def _pod_nodes(pods: list[dict[str, Any]]) -> list[str]:
 class StatusObserver:
     """Computes and writes Workspace and RAGEngine status."""
 
-    def __init__(self, kube: KubeClient, nodes: NodeProvisioner, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        nodes: NodeProvisioner,
+        metrics: OperatorMetrics,
+        children: Mapping[str, ChildIndex],
+    ) -> None:
+        """``children``: the child index of each owner kind (``"Workspace"``, ``"RAGEngine"``)."""
         self.kube = kube
+        self.children = children
         self.nodes = nodes
         self.metrics = metrics
         self._invalid: dict[tuple[str, str, str], tuple[int | None, str]] = {}
@@ -67,18 +84,37 @@ class StatusObserver:
         self._pending: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._targets: dict[tuple[str, str, str], int] = {}
         self._versions = ChildVersions()
+        self._arrivals: dict[OwnerKey, tuple[ChildEvent, asyncio.Event]] = {}
 
-    def schedule(self, kind: str, namespace: str, name: str, *, target: int | None = None) -> None:
+    def schedule(
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        target: int | None = None,
+        written: ChildEvent | None = None,
+    ) -> None:
         """Recompute a status soon; a reconcile and the child events it causes coalesce
-        into one recompute (``target``: a node count just decided, to be stored)."""
+        into one recompute (``target``: a node count just decided, to be stored;
+        ``written``: the workload version the reconcile wrote, which the recompute waits
+        for in the child index, up to ``_ARRIVAL_S``, rather than report it missing)."""
         key = (kind, namespace, name)
         if target is not None:
             self._targets[key] = target
+        if written is not None and not self._indexed(key, written):
+            self._arrivals[key] = (written, asyncio.Event())
         if key in self._pending:
             return
 
         async def later() -> None:
             await asyncio.sleep(_COALESCE_S)
+            arrival = self._arrivals.get(key)
+            if arrival is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrival[1].wait(), _ARRIVAL_S)
+                if self._arrivals.get(key) is arrival:
+                    del self._arrivals[key]
             del self._pending[key]  # events from now on schedule the next recompute
             decided = self._targets.pop(key, None)
             try:
@@ -100,8 +136,12 @@ class StatusObserver:
         """A watch event of an owner's child (``(kind, object)``: workload or pod): recompute
         the owner's status unless the last recompute already read this version of the child
         (:mod:`kaito_operator.reconcilers.freshness`)."""
+        key = (kind, namespace, name)
         event = ChildEvent.of(child[0], child[1], deleted=deleted)
-        if self._versions.needs_recompute((kind, namespace, name), event):
+        arrival = self._arrivals.get(key)
+        if arrival is not None and arrival[0] == event:
+            arrival[1].set()
+        if self._versions.needs_recompute(key, event):
             self.schedule(kind, namespace, name)
 
     async def close(self) -> None:
@@ -132,6 +172,27 @@ class StatusObserver:
         if known is None or known[0] != meta.get("generation"):
             return None
         return known[1]
+
+    def _indexed(self, key: OwnerKey, event: ChildEvent) -> bool:
+        """Whether the child index holds this version of the child already."""
+        for child_kind, obj in self.children[key[0]].get((key[1], key[2]), ()):
+            meta = obj["metadata"]
+            if (child_kind, meta["name"]) == (event.kind, event.name):
+                return bool(meta.get("resourceVersion") == event.resource_version)
+        return False
+
+    def _children(
+        self, kind: str, namespace: str, name: str, workload_kind: str
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The owner's workload (named as the owner) and pods, from the child index."""
+        workload = None
+        pods = []
+        for child_kind, obj in self.children[kind].get((namespace, name), ()):
+            if child_kind == "Pod":
+                pods.append(dict(obj))
+            elif child_kind == workload_kind and obj["metadata"]["name"] == name:
+                workload = dict(obj)
+        return workload, pods
 
     async def sync(
         self, kind: str, namespace: str, name: str, *, target: int | None = None
@@ -198,7 +259,8 @@ class StatusObserver:
             self.metrics.set_state("Workspace", namespace, name, None)
             return None
         ws = Workspace.from_manifest(raw)
-        pods = await self.kube.list("v1", "Pod", namespace, labels={labels.LABEL_WORKSPACE: name})
+        workload_kind = "Job" if ws.tuning is not None else "StatefulSet"
+        workload, pods = self._children("Workspace", namespace, name, workload_kind)
         try:
             preset = plan.preset_of(ws)
         except InvalidSpecError:
@@ -225,10 +287,8 @@ class StatusObserver:
                 condition("NodeClaimReady", ok, reason, message, generation=generation, now=_now())
             )
         if ws.tuning is not None:
-            workload = await self.kube.get("batch/v1", "Job", name, namespace)
             status = tuning_status(workload, pods, nodes, generation, waiting, now=_utcnow())
         else:
-            workload = await self.kube.get("apps/v1", "StatefulSet", name, namespace)
             status = inference_status(workload, pods, nodes, generation, waiting, now=_utcnow())
         status["conditions"] = conditions + status["conditions"]
         if not stored and target is not None:
@@ -236,7 +296,6 @@ class StatusObserver:
         # The nodes the pods run on; before scheduling, the ready GPU nodes set aside.
         status["workerNodes"] = _pod_nodes(pods) or (nodes.worker_nodes if gpu else [])
         await self._write(raw, status)
-        workload_kind = "Job" if ws.tuning is not None else "StatefulSet"
         return seen_children([(workload_kind, workload), *(("Pod", pod) for pod in pods)])
 
     async def sync_ragengine(self, namespace: str, name: str) -> None:
@@ -257,8 +316,7 @@ class StatusObserver:
             return None
         engine = RAGEngine.from_manifest(raw)
         generation = raw["metadata"].get("generation")
-        pods = await self.kube.list("v1", "Pod", namespace, labels={labels.LABEL_RAGENGINE: name})
-        deployment = await self.kube.get("apps/v1", "Deployment", name, namespace)
+        deployment, pods = self._children("RAGEngine", namespace, name, "Deployment")
         compute = engine.spec.compute
         if compute is not None and compute.label_selector is not None:
             matching = await self.nodes.matching_nodes(compute.label_selector)

@@ -8,6 +8,7 @@ from kaito_operator.builders import ragengine as builders
 from kaito_operator.builders import services as service_builders
 from kaito_operator.errors import InvalidSpecError, refuse_invalid
 from kaito_operator.kube import KubeClient
+from kaito_operator.reconcilers.freshness import ChildEvent
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk.api import RAGEngine
 from kaito_sdk.images import image_for
@@ -23,8 +24,9 @@ class RAGEngineReconciler:
         self.kube = kube
         self.settings = settings
 
-    async def reconcile(self, engine: RAGEngine) -> None:
-        """Apply the Service and Deployment ``engine`` asks for (if it passes the SDK's rules)."""
+    async def reconcile(self, engine: RAGEngine) -> ChildEvent:
+        """Apply the Service and Deployment ``engine`` asks for (if it passes the SDK's rules);
+        return the Deployment version written."""
         refuse_invalid(validate(engine))
         image = image_for(
             "ragengine", registry=self.settings.image_registry, tag=self.settings.image_tag
@@ -36,4 +38,4 @@ class RAGEngineReconciler:
         except pydantic.ValidationError as exc:
             raise InvalidSpecError("spec", exc.errors()[0]["msg"]) from None
         await self.kube.apply(service_builders.service(engine))
-        await self.kube.apply(deployment)
+        return ChildEvent.of("Deployment", await self.kube.apply(deployment), deleted=False)

@@ -8,6 +8,8 @@ restarted operator converges without duplicates. Status is computed separately
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import Any
 
 from kaito_operator.builders import inference as inference_builders
 from kaito_operator.builders import services as service_builders
@@ -15,6 +17,7 @@ from kaito_operator.builders import tuning as tuning_builders
 from kaito_operator.errors import InvalidSpecError, NotReadyError, refuse_invalid
 from kaito_operator.kube import KubeClient
 from kaito_operator.reconcilers import plan
+from kaito_operator.reconcilers.freshness import ChildEvent
 from kaito_operator.reconcilers.nodes import NodeProvisioner, gpu_sku_from_labels
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk import labels
@@ -26,7 +29,18 @@ from kaito_sdk.skus import GpuSku, find_sku
 from kaito_sdk.tuning_config import CONFIG_FILE_NAME
 from kaito_sdk.validation import validate
 
-__all__ = ["WorkspaceReconciler"]
+__all__ = ["Reconciled", "WorkspaceReconciler"]
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What a reconcile decided and wrote."""
+
+    target: int
+    """The node count (kept in ``status.targetNodeCount``)."""
+    workload: ChildEvent | None
+    """The StatefulSet or Job version the API server answered the write with (None: not
+    written); the status recompute waits until the watch has delivered it."""
 
 
 class WorkspaceReconciler:
@@ -43,8 +57,9 @@ class WorkspaceReconciler:
             service, registry=self.settings.image_registry, tag=self.settings.image_tag
         )
 
-    async def reconcile(self, ws: Workspace) -> int:
-        """Apply everything ``ws`` asks for; return the target node count (for the status).
+    async def reconcile(self, ws: Workspace) -> Reconciled:
+        """Apply everything ``ws`` asks for; return the target node count (for the status)
+        and the workload version written.
 
         The SDK's admission rules are checked here too: the webhook may be disabled, and
         names end up in paths and commands.
@@ -60,8 +75,8 @@ class WorkspaceReconciler:
             await self.nodes.provision(ws, nodes=target, storage=storage)
         if ws.tuning is not None:
             assert preset is not None
-            await self._apply_tuning(ws, preset, sku)
-            return target
+            job = await self._apply_tuning(ws, preset, sku)
+            return Reconciled(target, ChildEvent.of("Job", job, deleted=False) if job else None)
         inference = plan.inference_plan(
             ws,
             preset,
@@ -78,8 +93,8 @@ class WorkspaceReconciler:
             inference_builders.inference_statefulset(ws, inference),
         )
         # Independent objects: applied concurrently (one round trip, not three).
-        await asyncio.gather(*(self.kube.apply(child) for child in children))
-        return target
+        *_, statefulset = await asyncio.gather(*(self.kube.apply(child) for child in children))
+        return Reconciled(target, ChildEvent.of("StatefulSet", statefulset, deleted=False))
 
     async def cleanup(self, ws: Workspace) -> None:
         """Release what was provisioned outside the namespace (children go with the owner)."""
@@ -118,7 +133,10 @@ class WorkspaceReconciler:
             return None
         return await self._read_config_map(ws.metadata.namespace, ws.inference.config, CONFIG_KEY)
 
-    async def _apply_tuning(self, ws: Workspace, preset: Preset, sku: GpuSku | None) -> None:
+    async def _apply_tuning(
+        self, ws: Workspace, preset: Preset, sku: GpuSku | None
+    ) -> dict[str, Any] | None:
+        """Apply the tuning Job; return it as written (None: it is up to date already)."""
         tuning = ws.tuning
         assert tuning is not None
         if tuning.config:
@@ -143,8 +161,8 @@ class WorkspaceReconciler:
         if existing is not None:
             annotations = existing["metadata"].get("annotations") or {}
             if annotations.get(labels.ANNOTATION_WORKSPACE_HASH) == job_plan.revision:
-                return
+                return None
             # A Job's pod template is immutable: replace the Job.
             await self.kube.delete("batch/v1", "Job", name, namespace, propagation="Foreground")
             raise NotReadyError("the tuning spec changed: replacing the Job", delay=1)
-        await self.kube.apply(tuning_builders.tuning_job(ws, job_plan))
+        return await self.kube.apply(tuning_builders.tuning_job(ws, job_plan))
