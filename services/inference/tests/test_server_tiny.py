@@ -187,6 +187,13 @@ def test_adapter_changes_its_output_not_the_base(client: openai.OpenAI) -> None:
     assert greedy(client) == base_before
 
 
+def test_fast_cpu_decoder_serves_base_and_adapters(server: tuple[str, FastAPI]) -> None:
+    batcher = server[1].state.engine.batcher
+    assert hasattr(batcher.model, "peft_config")  # the startup adapter is attached
+    assert batcher.fast_decoder is not None
+    assert batcher.fast_decoder.applies_to(batcher.model)
+
+
 def test_concurrent_streams_are_batched(server: tuple[str, FastAPI]) -> None:
     url, app = server
     stats = app.state.engine.batcher.stats

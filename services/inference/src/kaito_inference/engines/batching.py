@@ -18,12 +18,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kaito_inference.engines.base import QueueFullError
 from kaito_inference.engines.sequences import Sequence, TokenEvent
+
+if TYPE_CHECKING:
+    from kaito_inference.engines.fast_decoder import FastDecoder
 
 __all__ = ["BatchStats", "ContinuousBatcher"]
 
@@ -52,8 +55,10 @@ class ContinuousBatcher:
         max_waiting: int,
         max_prefill_tokens: int = 128,
         on_batch: Callable[[str, int], None] | None = None,
+        fast_decoder: FastDecoder | None = None,
     ) -> None:
         self.model = model
+        self.fast_decoder = fast_decoder
         self.eos_token_ids = eos_token_ids
         self.pad_token_id = pad_token_id
         self.max_running = max_running
@@ -161,6 +166,14 @@ class ContinuousBatcher:
         return admitted
 
     def _forward(self, seqs: list[Sequence], **inputs: Any) -> tuple[torch.Tensor, Any]:
+        fast = self.fast_decoder
+        if fast is not None and fast.applies_to(self.model):
+            cache = inputs["cache"]
+            ids, mask, positions = (
+                inputs[k] for k in ("input_ids", "attention_mask", "position_ids")
+            )
+            logits = fast(ids, mask, positions, cache, [s.adapter for s in seqs])
+            return logits, cache
         if hasattr(self.model, "peft_config"):
             inputs["adapter_names"] = [s.adapter or BASE_ADAPTER for s in seqs]
         inputs[self._cache_kwarg] = inputs.pop("cache")

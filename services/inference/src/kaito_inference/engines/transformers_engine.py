@@ -29,6 +29,7 @@ from kaito_inference.settings import InferenceSettings
 
 if TYPE_CHECKING:
     from kaito_inference.engines.batching import ContinuousBatcher
+    from kaito_inference.engines.fast_decoder import FastDecoder
 
 __all__ = ["TransformersEngine"]
 
@@ -36,14 +37,22 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN = 4096
 
 
-def prefer_passive_openmp() -> None:
-    """Let idle OpenMP threads sleep instead of spin (unless the operator chose otherwise).
+OPENMP_SPIN_COUNT = 20_000
 
-    Measured here on 2 shared cores: with spinning threads a batch-16 decode step took
-    4.4 s while other processes ran, 0.26 s with ``OMP_WAIT_POLICY=PASSIVE``. Only takes
-    effect before torch is first imported.
+
+def bound_openmp_spinning() -> None:
+    """Let idle OpenMP threads spin briefly, then sleep (unless the operator chose a policy).
+
+    A decode step runs a few hundred parallel regions back to back. Sleeping threads
+    (``OMP_WAIT_POLICY=PASSIVE``) must be woken for each, which made two threads no
+    faster than one here; spinning without bound (``ACTIVE``) wastes the cores other
+    processes need. ``GOMP_SPINCOUNT`` (libgomp, the OpenMP of torch's wheels) keeps a
+    thread hot for well under a millisecond between regions. An explicit
+    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins. Only takes effect before torch is
+    first imported.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", str(OPENMP_SPIN_COUNT))
 
 
 class TransformersEngine:
@@ -73,6 +82,7 @@ class TransformersEngine:
         self._base_model = settings.served_model_name or "loading"
         self._max_model_len = settings.max_model_len or DEFAULT_MAX_MODEL_LEN
         self.load_error: BaseException | None = None
+        self._linears_packed = False
         self._loader = threading.Thread(target=self._load, name="kaito-loader", daemon=True)
 
     @property
@@ -118,7 +128,7 @@ class TransformersEngine:
             log.exception("loading the model failed")
 
     def _load_model(self) -> None:
-        prefer_passive_openmp()
+        bound_openmp_spinning()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -130,28 +140,36 @@ class TransformersEngine:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype: Any = self.settings.dtype
-        if dtype == "auto":  # fp32 beats bf16 on CPUs without AMX/AVX-512
+        if dtype == "auto":  # float32 on CPU: faster than bfloat16 without native support
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         else:
             dtype = getattr(torch, dtype)
+        # On CPU, bfloat16 means bfloat16 weights in the fast decoder's linear layers with
+        # float32 everywhere else, so the model itself loads as float32.
+        fast_linear_dtype = dtype if dtype in (torch.float32, torch.bfloat16) else None
+        load_dtype = torch.float32 if device == "cpu" and fast_linear_dtype else dtype
         log.info("loading %s on %s (%s)", resolved.location, device, dtype)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # tokenizer beside the weights
             pending = pool.submit(AutoTokenizer.from_pretrained, resolved.location)
-            model: Any = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype)
+            model: Any = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=load_dtype)
             tokenizer = pending.result()
         if resolved.chat_template:
             tokenizer.chat_template = resolved.chat_template
         model.to(device).eval()
-        if device == "cpu":
-            from kaito_inference.engines.cpu_kernels import pack_linear_layers
-
-            log.info("prepacked %d linear layers for oneDNN", pack_linear_layers(model))
-        for adapter in discover_adapters(self.settings.adapters_dir):
+        fast_decoder = self._fast_decoder(model, fast_linear_dtype) if device == "cpu" else None
+        if fast_decoder is None and model.dtype != dtype:
+            model.to(dtype)
+        adapters = discover_adapters(self.settings.adapters_dir)
+        if device == "cpu" and fast_decoder is None:
+            self._pack_linears(model)
+        for adapter in adapters:
             model = attach_adapter(model, adapter)
             self._adapters[adapter.name] = adapter
             log.info(
                 "adapter %s from %s (strength %s)", adapter.name, adapter.path, adapter.strength
             )
+        if fast_decoder is not None and adapters and not fast_decoder.use_adapters(model):
+            self._pack_linears(model)
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -169,11 +187,38 @@ class TransformersEngine:
             max_waiting=self.settings.max_waiting,
             max_prefill_tokens=self.settings.max_prefill_tokens,
             on_batch=self.metrics.observe_batch,
+            fast_decoder=fast_decoder,
         )
         self._batcher.start()
         time.sleep(self._load_delay)
         self._ready.set()
         log.info("serving %s after %.1f s", self._base_model, time.monotonic() - started)
+
+    @staticmethod
+    def _fast_decoder(model: Any, linear_dtype: Any) -> FastDecoder | None:
+        """The lean CPU forward (``None`` for models it does not cover)."""
+        from kaito_inference.engines.fast_decoder import FastDecoder
+
+        fast = FastDecoder.build(model, linear_dtype) if linear_dtype is not None else None
+        if fast is not None:
+            log.info("fast CPU decoder on (linear weights %s)", linear_dtype)
+        return fast
+
+    def _pack_linears(self, model: Any) -> None:
+        """Prepack the model's own linear layers (the transformers forward, used with
+        LoRA adapters); once per model."""
+        from kaito_inference.engines.cpu_kernels import pack_linear_layers
+
+        if not self._linears_packed:
+            self._linears_packed = True
+            log.info("prepacked %d linear layers for oneDNN", pack_linear_layers(model))
+
+    def _refresh_fast_path(self, batcher: ContinuousBatcher) -> None:
+        """Tell the fast decoder which adapters are attached now (under the model lock);
+        prepack the model's own linears when it has to fall back to them."""
+        fast = batcher.fast_decoder
+        if fast is not None and not fast.use_adapters(batcher.model):
+            self._pack_linears(batcher.model)
 
     def adapters(self) -> list[AdapterInfo]:
         """Adapters currently served."""
@@ -233,6 +278,7 @@ class TransformersEngine:
         batcher = self.batcher
         with batcher.model_lock:
             batcher.model = attach_adapter(batcher.model, adapter)
+            self._refresh_fast_path(batcher)
         self._adapters[name] = adapter
         return adapter
 
@@ -244,3 +290,4 @@ class TransformersEngine:
                 raise AdapterError(f"adapter {name!r} has requests in flight; retry when done")
             self._adapters.pop(name)
             batcher.model = detach_adapter(batcher.model, name)
+            self._refresh_fast_path(batcher)

@@ -1,0 +1,140 @@
+"""The fast CPU decoder computes what the transformers forward computes.
+
+Tiny random Llama and Qwen2 models (Qwen2 has biases on its query/key/value projections),
+left-padded batches, a prefill and then decode steps through the batcher's KV cache; LoRA
+adapters applied per row against PEFT's own mixed-adapter forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+from kaito_inference.engines.fast_decoder import FastDecoder
+from kaito_inference.engines.kvcache import new_batch_cache
+
+SHAPE = {
+    "vocab_size": 97,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+}
+
+
+def tiny(kind: str) -> Any:
+    torch.manual_seed(0)
+    config = LlamaConfig(**SHAPE) if kind == "llama" else Qwen2Config(**SHAPE)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    if kind == "qwen2":  # non-zero biases, so a dropped bias would show
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                torch.nn.init.normal_(proj.bias, std=0.5)
+    return model
+
+
+def hf_forward(model: Any, adapters: list[str | None] | None = None) -> Any:
+    def forward(ids: Any, mask: Any, positions: Any, cache: Any) -> torch.Tensor:
+        extra = {} if adapters is None else {"adapter_names": [a or "__base__" for a in adapters]}
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **extra,
+        )
+        return out.logits[:, -1].float()
+
+    return forward
+
+
+def run(forward: Any, config: Any, steps: int = 4) -> list[torch.Tensor]:
+    """A left-padded prefill of three rows, then greedy decode steps; logits of each pass."""
+    torch.manual_seed(1)
+    ids = torch.randint(3, config.vocab_size, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, :4] = 0
+    mask[2, :1] = 0
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = new_batch_cache(config)
+    with torch.inference_mode():
+        logits = [forward(ids, mask, positions, cache)]
+        for _ in range(steps):
+            mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1)
+            positions = positions[:, -1:] + 1
+            logits.append(forward(logits[-1].argmax(-1, keepdim=True), mask, positions, cache))
+    return logits
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_float32_matches_the_transformers_forward(kind: str) -> None:
+    model = tiny(kind)
+    fast = FastDecoder.build(model, torch.float32)
+    assert fast is not None
+    expected = run(hf_forward(model), model.config)
+    got = run(fast, model.config)
+    for want, have in zip(expected, got, strict=True):
+        assert not torch.isnan(have).any()
+        torch.testing.assert_close(have, want, atol=1e-4, rtol=1e-4)
+
+
+def test_bfloat16_linears_stay_close() -> None:
+    model = tiny("llama")
+    fast = FastDecoder.build(model, torch.bfloat16)
+    assert fast is not None
+    expected = run(hf_forward(model), model.config, steps=0)[0]
+    got = run(fast, model.config, steps=0)[0]
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_lora_rows_match_peft_in_a_mixed_batch() -> None:
+    model = tiny("llama")
+    fast = FastDecoder.build(model, torch.float32)
+    assert fast is not None
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"],
+        init_lora_weights=False,
+    )
+    torch.manual_seed(5)
+    peft_model = get_peft_model(model, lora, adapter_name="first").eval()
+    peft_model.add_adapter("second", lora)
+    assert fast.use_adapters(peft_model)
+    assert fast.applies_to(peft_model)
+    for adapters in (["first", None, "second"], ["second"] * 3, [None] * 3):
+        expected = run(hf_forward(peft_model, adapters), model.config)
+        got = run(lambda *args, a=adapters: fast(*args, a), model.config)
+        for want, have in zip(expected, got, strict=True):
+            torch.testing.assert_close(have, want, atol=1e-4, rtol=1e-4)
+    base = run(fast, model.config)  # base rows do not depend on which adapters are loaded
+    mixed = run(lambda *args: fast(*args, [None, "first", None]), model.config)
+    torch.testing.assert_close(mixed[-1][0], base[-1][0])
+    assert not torch.allclose(mixed[-1][1], base[-1][1])
+
+
+def test_unsupported_adapters_fall_back() -> None:
+    model = tiny("llama")
+    fast = FastDecoder.build(model, torch.float32)
+    assert fast is not None
+    dora = LoraConfig(r=4, target_modules=["q_proj"], use_dora=True)
+    peft_model = get_peft_model(model, dora).eval()
+    assert not fast.use_adapters(peft_model)
+    assert not fast.applies_to(peft_model)
+    assert fast.applies_to(peft_model.unload())
+
+
+def test_models_it_does_not_cover_get_none() -> None:
+    assert FastDecoder.build(tiny("llama").to(torch.bfloat16)) is None
+    gpt2 = AutoModelForCausalLM.from_config(
+        GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)
+    )
+    assert FastDecoder.build(gpt2) is None
