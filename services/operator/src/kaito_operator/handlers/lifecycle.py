@@ -12,6 +12,7 @@ from kaito_operator.handlers.ragengine import RAGENGINE_CHILDREN
 from kaito_operator.handlers.workspace import WORKSPACE_CHILDREN
 from kaito_operator.kube import ClusterConnection, KubeClient
 from kaito_operator.metrics import OperatorMetrics, serve_metrics
+from kaito_operator.persistence import MemoryDiffBaseStorage
 from kaito_operator.reconcilers.nodes import NodeProvisioner
 from kaito_operator.reconcilers.observe import StatusObserver
 from kaito_operator.reconcilers.ragengine import RAGEngineReconciler
@@ -71,10 +72,14 @@ async def startup(
     of the enabled controllers, which kopf passes to every handler)."""
     config: OperatorSettings = memo.settings
     settings.posting.enabled = config.post_events
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kaito.sh")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kaito.sh", key="last-handled-configuration"
-    )
+    # Retry state of handlers being retried (transient annotations). A ``kopf.`` prefix:
+    # kopf brands any other prefix with a ``<prefix>/kopf-managed`` annotation (one more
+    # write per object) and then leaves every annotation under it, ``kaito.sh/runtime``
+    # included, out of change detection.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.kaito.sh")
+    # Every change handler runs the same idempotent reconcile: the last handled state can
+    # live in memory, which saves a PATCH and a watch event per handled change.
+    settings.persistence.diffbase_storage = MemoryDiffBaseStorage()
     only_rag = config.controllers == {"ragengine"}
     settings.persistence.finalizer = (
         labels.FINALIZER_RAGENGINE if only_rag else labels.FINALIZER_WORKSPACE
