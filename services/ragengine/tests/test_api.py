@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from kaito_ragengine.app import create_app
+from kaito_ragengine.protocol.retrieve import RetrievedNode, RetrieveResponse
 
 from .conftest import HashingEmbedder, make_settings, running_app
 
@@ -162,7 +163,12 @@ async def test_delete_documents_and_index(client: httpx.AsyncClient) -> None:
 async def test_retrieve_scores_sources_and_filters(client: httpx.AsyncClient) -> None:
     await _index(client)
     body = {"index_name": "docs", "query": "pods on GPU nodes", "max_node_count": 3}
-    result = (await client.post("/retrieve", json=body)).json()
+    response = await client.post("/retrieve", json=body)
+    assert response.headers["content-type"] == "application/json"
+    result = response.json()
+    # the hand-written body is exactly the documented model: every field, nothing else
+    assert RetrieveResponse.model_validate(result).model_dump() == result
+    assert set(result["results"][0]) == set(RetrievedNode.model_fields)
     assert result["query"] == "pods on GPU nodes"
     assert result["count"] == 3
     top = result["results"][0]

@@ -87,3 +87,40 @@ async def test_bfloat16_stays_within_cosine_and_ranks_the_test_corpus_the_same()
     ranking32 = np.argsort(-(queries32 @ docs32.T), axis=1)
     ranking16 = np.argsort(-(queries16 @ docs16.T), axis=1)
     np.testing.assert_array_equal(ranking16, ranking32)
+
+
+@pytest.mark.asyncio
+async def test_other_architectures_run_through_transformers(tmp_path: Path) -> None:
+    """A BERT variant the lean encoder does not implement (tanh GELU) takes the generic path."""
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+    from sentence_transformers.sentence_transformer.modules import (  # noqa: PLC0415
+        Pooling,
+        Transformer,
+    )
+    from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: PLC0415
+
+    hf_dir = tmp_path / "hf"
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("all-MiniLM-L6-v2"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_act="gelu_new",
+    )
+    BertModel(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    transformer = Transformer(str(hf_dir), max_seq_length=64)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    reference_model = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+    reference_model.save(str(tmp_path / "st"))
+    embedder = LocalEmbedder(str(tmp_path / "st"), precision="auto")
+    try:
+        ours = await embedder.embed(QUERIES)
+    finally:
+        await embedder.aclose()
+    assert embedder.precision == "float32"
+    reference = reference_model.encode(QUERIES, normalize_embeddings=True)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)

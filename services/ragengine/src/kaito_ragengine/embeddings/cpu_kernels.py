@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["has_native_bf16", "pack_linear_layers", "unpack_linear_layers"]
+__all__ = ["has_native_bf16", "pack_linear_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,3 @@ def pack_linear_layers(model: nn.Module) -> int:
     for layer, weights in zip(linears, packed, strict=True):
         layer.forward = _packed_forward(weights, layer.bias)  # type: ignore[method-assign]
     return len(linears)
-
-
-def unpack_linear_layers(model: nn.Module) -> None:
-    """Undo :func:`pack_linear_layers`: every ``nn.Linear`` uses ``F.linear`` again."""
-    for layer in model.modules():
-        if type(layer) is nn.Linear and "forward" in vars(layer):
-            del layer.forward

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import logging
 import time
@@ -13,11 +12,8 @@ from typing import Any, Literal
 import numpy as np
 
 from kaito_ragengine.embeddings.base import normalize
-from kaito_ragengine.embeddings.cpu_kernels import (
-    has_native_bf16,
-    pack_linear_layers,
-    unpack_linear_layers,
-)
+from kaito_ragengine.embeddings.bert_encoder import BertEncoder
+from kaito_ragengine.embeddings.cpu_kernels import has_native_bf16, pack_linear_layers
 from kaito_sdk.contracts.ragengine import DEFAULT_EMBEDDING_MODEL
 
 __all__ = ["LocalEmbedder", "Precision", "resolve_model_path"]
@@ -49,12 +45,14 @@ class LocalEmbedder:
     """A sentence-transformers model, loaded lazily and run on a single worker thread.
 
     sentence-transformers loads the model and its pooling modules; texts are then
-    tokenized in one call per batch and the transformer is called directly under
+    tokenized in one call per batch and the encoder is called directly under
     ``torch.inference_mode`` (no per-call ``encode`` machinery), its token embeddings
-    pooled in float32 by the model's own modules and L2-normalised. On CPU the linear
-    layers are prepacked for oneDNN, and with ``precision="auto"`` the encoder runs in
-    bfloat16 where the CPU multiplies bf16 natively, after checking that probe texts
-    embed within cosine :data:`MIN_BF16_COSINE` of float32 (else it stays float32).
+    pooled in float32 by the model's own modules and L2-normalised. On CPU a plain BERT
+    model (such as the default all-MiniLM-L6-v2) runs through
+    :class:`~kaito_ragengine.embeddings.bert_encoder.BertEncoder`: in bfloat16 when asked
+    or, with ``precision="auto"``, where the CPU multiplies bf16 natively, provided probe
+    texts embed within cosine ``MIN_BF16_COSINE`` of the transformers model in float32;
+    else in float32. Other models run through transformers with prepacked linears.
 
     One thread owns the model so concurrent requests never oversubscribe the CPU; long
     inputs are sorted by length (less padding) and submitted in slices of ``batch_size``
@@ -87,6 +85,7 @@ class LocalEmbedder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._model: Any = None
         self._transformer: Any = None
+        self._encoder: BertEncoder | None = None
         self._tokenizer: Any = None
         self._pooling: list[Any] = []
         self._input_names: frozenset[str] = frozenset()
@@ -123,25 +122,29 @@ class LocalEmbedder:
         )
 
     def _optimise_for_cpu(self, torch: Any) -> str:
-        """Prepack linears, in bfloat16 when asked (or ``auto`` on a native-bf16 CPU)."""
-        if self.precision == "bfloat16" or (self.precision == "auto" and has_native_bf16()):
-            reference = self._forward(list(_PROBE_TEXTS))
-            float32_weights = copy.deepcopy(self._transformer.state_dict())
-            self._transformer.to(torch.bfloat16)
-            packed = pack_linear_layers(self._transformer)
-            cosine = float(np.min(np.sum(reference * self._forward(list(_PROBE_TEXTS)), axis=1)))
-            if cosine >= self.MIN_BF16_COSINE:
-                self.precision = "bfloat16"
-                return f"{packed} linears prepacked, probe cosine to float32 {cosine:.5f}"
+        """Use the lean BERT encoder (bf16 where wanted and close enough), else prepack."""
+        reference = self._forward(list(_PROBE_TEXTS))
+        want_bf16 = self.precision == "bfloat16" or (self.precision == "auto" and has_native_bf16())
+        for dtype, minimum in ((torch.bfloat16, self.MIN_BF16_COSINE), (torch.float32, 0.99999)):
+            if dtype == torch.bfloat16 and not want_bf16:
+                continue
+            self._encoder = BertEncoder.build(self._transformer, dtype)
+            if self._encoder is None:
+                break
+            probe = self._forward(list(_PROBE_TEXTS))
+            cosine = float(np.min(np.sum(reference * probe, axis=1)))
+            if cosine >= minimum:
+                self.precision = "bfloat16" if dtype == torch.bfloat16 else "float32"
+                return f"lean BERT encoder, probe cosine to transformers float32 {cosine:.6f}"
             log.warning(
-                "bfloat16 embeddings deviate from float32 (cosine %.5f < %.3f); using float32",
+                "%s embeddings deviate from transformers float32 (cosine %.6f < %s)",
+                self.precision,
                 cosine,
-                self.MIN_BF16_COSINE,
+                minimum,
             )
-            unpack_linear_layers(self._transformer)
-            self._transformer.to(torch.float32).load_state_dict(float32_weights)
+            self._encoder = None
         self.precision = "float32"
-        return f"{pack_linear_layers(self._transformer)} linears prepacked"
+        return f"transformers model, {pack_linear_layers(self._transformer)} linears prepacked"
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         import torch  # noqa: PLC0415
@@ -154,10 +157,18 @@ class LocalEmbedder:
                 max_length=self._max_length,
                 return_tensors="pt",
             )
-            device = self._model.device
-            inputs = {k: v.to(device) for k, v in encoded.items() if k in self._input_names}
-            hidden = self._transformer(**inputs).last_hidden_state.float()
-            features = {"token_embeddings": hidden, "attention_mask": inputs["attention_mask"]}
+            if self._encoder is not None:
+                mask = encoded["attention_mask"]
+                types = encoded.get("token_type_ids")
+                if types is None:
+                    types = torch.zeros_like(mask)
+                hidden = self._encoder(encoded["input_ids"], mask, types)
+            else:
+                device = self._model.device
+                inputs = {k: v.to(device) for k, v in encoded.items() if k in self._input_names}
+                mask = inputs["attention_mask"]
+                hidden = self._transformer(**inputs).last_hidden_state
+            features = {"token_embeddings": hidden.float(), "attention_mask": mask}
             for module in self._pooling:
                 features = module(features)
             vectors = features["sentence_embedding"].float().cpu().numpy()

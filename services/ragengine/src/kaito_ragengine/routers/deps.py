@@ -1,4 +1,8 @@
-"""One-line dependencies that fetch the services from ``app.state``."""
+"""One-line dependencies that fetch the services from ``app.state``.
+
+They are ``async`` so FastAPI calls them on the event loop: a plain ``def`` dependency
+runs in a worker thread, a thread hop per request for a dictionary lookup.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,13 @@ from kaito_ragengine.serving.rag import RagService
 __all__ = ["chat_service", "rag_service"]
 
 
-def rag_service(request: Request) -> RagService:
+async def rag_service(request: Request) -> RagService:
     """The app's RagService."""
     service: RagService = request.app.state.rag
     return service
 
 
-def chat_service(request: Request) -> ChatService:
+async def chat_service(request: Request) -> ChatService:
     """The app's ChatService."""
     service: ChatService = request.app.state.chat
     return service

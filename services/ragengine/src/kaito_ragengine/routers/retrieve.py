@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
-from kaito_ragengine.protocol.retrieve import RetrievedNode, RetrieveRequest, RetrieveResponse
+from kaito_ragengine.protocol.retrieve import RetrieveRequest, RetrieveResponse
 from kaito_ragengine.routers.deps import rag_service
 from kaito_ragengine.serving.rag import RagService
 
@@ -15,13 +16,21 @@ __all__ = ["router"]
 router = APIRouter(tags=["retrieve"])
 
 
-@router.post("/retrieve")
+@router.post("/retrieve", response_model=RetrieveResponse)
 async def retrieve(
     body: RetrieveRequest, rag: Annotated[RagService, Depends(rag_service)]
-) -> RetrieveResponse:
-    """Hybrid dense + BM25 retrieval fused with reciprocal rank fusion."""
+) -> Response:
+    """Hybrid dense + BM25 retrieval fused with reciprocal rank fusion.
+
+    The body is written with ``json.dumps`` straight from the search results, which have
+    exactly the fields of :class:`RetrievedNode` (the hot path of the service: no
+    per-request model validation); ``response_model`` documents the shape.
+    """
     results = await rag.retrieve(
         body.index_name, body.query, body.max_node_count, body.metadata_filter
     )
-    nodes = [RetrievedNode.model_validate(r) for r in results]
-    return RetrieveResponse(query=body.query, results=nodes, count=len(nodes))
+    content = {"query": body.query, "results": results, "count": len(results)}
+    return Response(
+        json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(),
+        media_type="application/json",
+    )
