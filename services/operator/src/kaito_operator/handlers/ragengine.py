@@ -66,7 +66,7 @@ async def resync_ragengine(
         await memo.observer.sync_ragengine(body.metadata.namespace, body.metadata.name)
 
 
-def index_ragengine_child(
+async def index_ragengine_child(
     *, body: kopf.Body, resource: kopf.Resource, **_: Any
 ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
     """Index a Deployment or pod under its RAGEngine: ``(namespace, name)``."""

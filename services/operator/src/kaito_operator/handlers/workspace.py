@@ -96,7 +96,7 @@ async def resync_workspace(
         await memo.observer.sync_workspace(namespace, name, target=target)
 
 
-def index_workspace_child(
+async def index_workspace_child(
     *, body: kopf.Body, resource: kopf.Resource, **_: Any
 ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
     """Index a StatefulSet, Job or pod under its Workspace: ``(namespace, name)``."""
