@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaito_operator.reconcilers.freshness import ChildEvent, ChildVersions, seen_children
+from kaito_operator.reconcilers.freshness import (
+    ChildEvent,
+    ChildVersions,
+    OwnerViews,
+    seen_children,
+)
 
 KEY = ("Workspace", "default", "ws")
 
@@ -73,3 +78,28 @@ def test_overlapping_recomputes_let_the_last_one_decide() -> None:
     assert not versions.finished(KEY, seen_children([]))
     assert not versions.finished(KEY, seen_children([("Pod", obj("ws-0", "3"))]))
     assert not versions.needs_recompute(KEY, event("Pod", "ws-0", "3"))
+
+
+def test_an_owner_view_is_used_until_the_operator_knows_a_version_it_does_not_show() -> None:
+    views = OwnerViews()
+    assert views.current(KEY) is None  # no view: read the API
+    view = obj("ws", "10")
+    views.track(KEY, view)
+    assert views.current(KEY) == view
+    views.saw(KEY, obj("ws", "11"))  # the operator wrote version 11: the view lags
+    assert views.current(KEY) is None
+    view["metadata"]["resourceVersion"] = "11"  # kopf delivered it
+    assert views.current(KEY) == view
+    views.distrust(KEY)  # a periodic resync reads the API
+    assert views.current(KEY) is None
+
+
+def test_a_recreated_owner_keeps_its_new_view() -> None:
+    views = OwnerViews()
+    old, new = obj("ws", "1"), obj("ws", "7")
+    views.track(KEY, old)
+    views.track(KEY, new)
+    views.untrack(KEY, old)  # the old daemon ends after the new one started
+    assert views.current(KEY) == new
+    views.untrack(KEY, new)
+    assert views.current(KEY) is None

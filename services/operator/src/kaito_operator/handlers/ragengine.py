@@ -60,10 +60,17 @@ async def reconcile_ragengine(*, body: kopf.Body, memo: Any, **_: Any) -> None:
 async def resync_ragengine(
     *, body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
-    """Recompute the status periodically."""
-    while not stopped:
-        await asyncio.sleep(memo.settings.resync_seconds)
-        await memo.observer.sync_ragengine(body.metadata.namespace, body.metadata.name)
+    """Recompute the status periodically. The daemon's body (kopf keeps it current) is also
+    the status recompute's view of the RAGEngine while it lives."""
+    key = ("RAGEngine", body.metadata.namespace, body.metadata.name)
+    memo.observer.owners.track(key, body)
+    try:
+        while not stopped:
+            await asyncio.sleep(memo.settings.resync_seconds)
+            memo.observer.owners.distrust(key)
+            await memo.observer.sync_ragengine(body.metadata.namespace, body.metadata.name)
+    finally:
+        memo.observer.owners.untrack(key, body)
 
 
 async def index_ragengine_child(

@@ -81,19 +81,26 @@ async def resync_workspace(
     *, body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, logger: Any, **_: Any
 ) -> None:
     """Level-based resync: re-apply the desired children (catching ConfigMap edits that
-    roll the pods) and recompute the status, every ``resync_seconds``."""
+    roll the pods) and recompute the status, every ``resync_seconds``. The daemon's body
+    is also the status recompute's view of the Workspace while it lives."""
     namespace, name = body.metadata.namespace, body.metadata.name
-    while not stopped:
-        await asyncio.sleep(memo.settings.resync_seconds)
-        raw = await memo.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
-        if raw is None or raw["metadata"].get("deletionTimestamp"):
-            return
-        target = None
-        try:
-            target = (await memo.workspaces.reconcile(parse_workspace(raw))).target
-        except (kopf.PermanentError, kopf.TemporaryError) as exc:
-            logger.info("resync of %s/%s postponed: %s", namespace, name, exc)
-        await memo.observer.sync_workspace(namespace, name, target=target)
+    key = ("Workspace", namespace, name)
+    memo.observer.owners.track(key, body)  # kopf keeps a daemon's body current
+    try:
+        while not stopped:
+            await asyncio.sleep(memo.settings.resync_seconds)
+            raw = await memo.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
+            memo.observer.owners.saw(key, raw)
+            if raw is None or raw["metadata"].get("deletionTimestamp"):
+                return
+            target = None
+            try:
+                target = (await memo.workspaces.reconcile(parse_workspace(raw))).target
+            except (kopf.PermanentError, kopf.TemporaryError) as exc:
+                logger.info("resync of %s/%s postponed: %s", namespace, name, exc)
+            await memo.observer.sync_workspace(namespace, name, target=target)
+    finally:
+        memo.observer.owners.untrack(key, body)
 
 
 async def index_workspace_child(

@@ -1,10 +1,15 @@
-"""Which child watch events can change a status: the child versions each recompute read.
+"""What the operator knows to be current, so that a status recompute reads no more than it must.
 
 A status recompute of a Workspace or RAGEngine reads its workload and its pods. A watch
 event that brings a child version the last recompute already read (above all the echo of
 the operator's own apply) cannot change the result, so it asks for no new recompute.
 Events that arrive while a recompute runs are checked once it has finished, against what
-it read. Resource versions are only compared for equality, as the API allows.
+it read (:class:`ChildVersions`).
+
+The owner itself is read from kopf's live view of it (a daemon's body, which kopf keeps
+current with every watch event), unless the operator has since written or read a version
+the view has not caught up with; then it is read from the API (:class:`OwnerViews`).
+Resource versions are only compared for equality, as the API allows.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ChildEvent", "ChildVersions", "OwnerKey", "SeenChildren", "seen_children"]
+__all__ = [
+    "ChildEvent",
+    "ChildVersions",
+    "OwnerKey",
+    "OwnerViews",
+    "SeenChildren",
+    "seen_children",
+]
 
 #: (kind, namespace, name) of a Workspace or RAGEngine.
 OwnerKey = tuple[str, str, str]
@@ -89,3 +101,44 @@ class ChildVersions:
             return bool(deferred)
         self._seen[key] = seen
         return not all(event.seen_by(seen) for event in deferred)
+
+
+class OwnerViews:
+    """kopf's live views of owners, and the owner version the operator last wrote or read."""
+
+    def __init__(self) -> None:
+        self._views: dict[OwnerKey, Mapping[str, Any]] = {}
+        self._known: dict[OwnerKey, str] = {}
+
+    def track(self, key: OwnerKey, view: Mapping[str, Any]) -> None:
+        """Use ``view`` (kept current by kopf) for ``key`` from now on."""
+        self._views[key] = view
+        self._known.pop(key, None)
+
+    def untrack(self, key: OwnerKey, view: Mapping[str, Any]) -> None:
+        """Stop using ``view`` (a recreated owner may have a new view already)."""
+        if self._views.get(key) is view:
+            del self._views[key]
+            self._known.pop(key, None)
+
+    def current(self, key: OwnerKey) -> dict[str, Any] | None:
+        """The owner as the view shows it, or None when there is no view or the operator
+        wrote or read a version since that the view does not show (read the API then)."""
+        view = self._views.get(key)
+        if view is None:
+            return None
+        known = self._known.get(key)
+        if known is not None and known != view["metadata"].get("resourceVersion"):
+            return None
+        return dict(view)
+
+    def distrust(self, key: OwnerKey) -> None:
+        """Read ``key`` from the API next time (a periodic resync does, to be level-based)."""
+        self._known[key] = ""  # no stored object has an empty resourceVersion
+
+    def saw(self, key: OwnerKey, obj: Mapping[str, Any] | None) -> None:
+        """The operator read or wrote ``obj`` (None: it is gone)."""
+        if obj is None:
+            self._known.pop(key, None)
+        else:
+            self._known[key] = str(obj["metadata"].get("resourceVersion", ""))

@@ -23,6 +23,7 @@ from kaito_operator.reconcilers.freshness import (
     ChildEvent,
     ChildVersions,
     OwnerKey,
+    OwnerViews,
     SeenChildren,
     seen_children,
 )
@@ -85,6 +86,7 @@ class StatusObserver:
         self._targets: dict[tuple[str, str, str], int] = {}
         self._versions = ChildVersions()
         self._arrivals: dict[OwnerKey, tuple[ChildEvent, asyncio.Event]] = {}
+        self.owners = OwnerViews()
 
     def schedule(
         self,
@@ -173,6 +175,15 @@ class StatusObserver:
             return None
         return known[1]
 
+    async def _owner(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Workspace or RAGEngine: kopf's live view if current, else read from the API."""
+        key = (kind, namespace, name)
+        raw = self.owners.current(key)
+        if raw is None:
+            raw = await self.kube.get("kaito.sh/v1beta1", kind, name, namespace)
+            self.owners.saw(key, raw)
+        return raw
+
     def _indexed(self, key: OwnerKey, event: ChildEvent) -> bool:
         """Whether the child index holds this version of the child already."""
         for child_kind, obj in self.children[key[0]].get((key[1], key[2]), ()):
@@ -235,9 +246,10 @@ class StatusObserver:
         status["conditions"] = merge_conditions(old.get("conditions"), status.get("conditions", []))
         merged = {**old, **status}
         if merged != old:
-            await self.kube.patch_status(
+            written = await self.kube.patch_status(
                 obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"), status
             )
+            self.owners.saw((obj["kind"], meta["namespace"], meta["name"]), written)
 
     async def sync_workspace(self, namespace: str, name: str, *, target: int | None = None) -> None:
         """Recompute and store the status of one Workspace (``target``: a node count just
@@ -254,7 +266,7 @@ class StatusObserver:
     async def _sync_workspace(
         self, namespace: str, name: str, *, target: int | None
     ) -> SeenChildren | None:
-        raw = await self.kube.get("kaito.sh/v1beta1", "Workspace", name, namespace)
+        raw = await self._owner("Workspace", namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.metrics.set_state("Workspace", namespace, name, None)
             return None
@@ -310,7 +322,7 @@ class StatusObserver:
                 self.schedule(*key)
 
     async def _sync_ragengine(self, namespace: str, name: str) -> SeenChildren | None:
-        raw = await self.kube.get("kaito.sh/v1beta1", "RAGEngine", name, namespace)
+        raw = await self._owner("RAGEngine", namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.metrics.set_state("RAGEngine", namespace, name, None)
             return None
