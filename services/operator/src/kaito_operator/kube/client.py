@@ -172,20 +172,22 @@ class KubeClient:
             headers["Authorization"] = f"Bearer {self._token.value()}"
             kwargs["headers"] = headers
         async with self._client().request(method, self._base + url, **kwargs) as response:
-            text = await response.text()
+            raw = await response.read()  # JSON is UTF-8: no charset detection needed
             if response.status == 404 and missing_ok:
                 return None
             if response.status >= 400:
                 try:
-                    body = json.loads(text)
-                except json.JSONDecodeError:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {}
+                if not isinstance(body, dict):
                     body = {}
                 raise KubeApiError(
                     response.status,
                     str(body.get("reason", response.reason)),
-                    str(body.get("message", text[:500])),
+                    str(body.get("message", raw[:500].decode("utf-8", "replace"))),
                 )
-            result: dict[str, Any] = json.loads(text)
+            result: dict[str, Any] = json.loads(raw)
             return result
 
     async def apply(
