@@ -91,9 +91,9 @@ def serve_transformers(settings: InferenceSettings) -> int:
     import uvicorn
 
     from kaito_inference.app import create_app
-    from kaito_inference.engines.transformers_engine import bound_openmp_spinning
+    from kaito_inference.engines.cpu_threads import configure_cpu_threads
 
-    bound_openmp_spinning()
+    configure_cpu_threads()
     settings = apply_kaito_config(settings)
     log.info("starting the transformers runtime on %s:%d", settings.host, settings.port)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

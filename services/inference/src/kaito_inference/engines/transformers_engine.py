@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -21,6 +20,7 @@ from kaito_inference.engines.adapters import (
     discover_adapters,
 )
 from kaito_inference.engines.base import AdapterInfo, GenerationParams, TextDelta
+from kaito_inference.engines.cpu_threads import configure_cpu_threads
 from kaito_inference.engines.sequences import SamplingParams, Sequence
 from kaito_inference.engines.text import IncrementalText
 from kaito_inference.metrics import InferenceMetrics
@@ -35,24 +35,6 @@ __all__ = ["TransformersEngine"]
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN = 4096
-
-
-OPENMP_SPIN_COUNT = 20_000
-
-
-def bound_openmp_spinning() -> None:
-    """Let idle OpenMP threads spin briefly, then sleep (unless the operator chose a policy).
-
-    A decode step runs a few hundred parallel regions back to back. Sleeping threads
-    (``OMP_WAIT_POLICY=PASSIVE``) must be woken for each, which made two threads no
-    faster than one here; spinning without bound (``ACTIVE``) wastes the cores other
-    processes need. ``GOMP_SPINCOUNT`` (libgomp, the OpenMP of torch's wheels) keeps a
-    thread hot for well under a millisecond between regions. An explicit
-    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins. Only takes effect before torch is
-    first imported.
-    """
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", str(OPENMP_SPIN_COUNT))
 
 
 class TransformersEngine:
@@ -128,7 +110,7 @@ class TransformersEngine:
             log.exception("loading the model failed")
 
     def _load_model(self) -> None:
-        bound_openmp_spinning()
+        configure_cpu_threads()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
