@@ -103,24 +103,36 @@ class BertEncoder:
     def __call__(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
-        """Token embeddings, shape (batch, tokens, hidden), in ``dtype``."""
+        """Token embeddings, shape (batch, tokens, hidden), in ``dtype``; zeros at padding.
+
+        Only real tokens go through the linear layers and LayerNorms (a batch of short
+        queries is 15-20 % padding); they are scattered into the padded layout for
+        attention alone.
+        """
         batch, length = input_ids.shape
+        real = attention_mask.reshape(-1).nonzero().squeeze(1)
+        positions = torch.arange(length).repeat(batch)[real]
         x = (
-            F.embedding(input_ids, self.word)
-            + F.embedding(token_type_ids, self.token_type)
-            + self.position[:length]
+            F.embedding(input_ids.reshape(-1)[real], self.word)
+            + F.embedding(token_type_ids.reshape(-1)[real], self.token_type)
+            + self.position[positions]
         )
         hidden = x.shape[-1]
         head_size = hidden // self.heads
-        x = F.layer_norm(x, (hidden,), *self.embedding_norm).reshape(batch * length, hidden)
+        x = F.layer_norm(x, (hidden,), *self.embedding_norm)
         keep = attention_mask.bool()[:, None, None, :]
         for layer in self.layers:
-            qkv = _linear(x, layer.qkv).view(batch, length, 3, self.heads, head_size)
-            query, key, value = qkv.permute(2, 0, 3, 1, 4)
+            qkv = x.new_zeros(batch * length, 3 * hidden).index_copy_(
+                0, real, _linear(x, layer.qkv)
+            )
+            query, key, value = qkv.view(batch, length, 3, self.heads, head_size).permute(
+                2, 0, 3, 1, 4
+            )
             attended = F.scaled_dot_product_attention(query, key, value, attn_mask=keep)
-            attended = attended.transpose(1, 2).reshape(batch * length, hidden)
+            attended = attended.transpose(1, 2).reshape(batch * length, hidden)[real]
             x = F.layer_norm(_linear(attended, layer.attention_out) + x, (hidden,),
                              *layer.attention_norm)  # fmt: skip
             up = _linear(x, layer.up, "gelu")
             x = F.layer_norm(_linear(up, layer.down) + x, (hidden,), *layer.output_norm)
-        return x.view(batch, length, hidden)
+        out = x.new_zeros(batch * length, hidden).index_copy_(0, real, x)
+        return out.view(batch, length, hidden)
