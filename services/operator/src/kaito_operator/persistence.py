@@ -6,9 +6,16 @@ annotation, which costs a PATCH (and a watch event) after every handled change. 
 operator's change handlers run the same idempotent, level-based reconcile, so nothing
 needs to survive a restart: a restarted operator sees every object as new and reconciles
 it once, as it would resume it anyway.
+
+kopf builds an essence for every watch event of every watched kind, deep-copying the whole
+object, though only the kinds with change handlers or daemons use it: the operator's own
+API group. Other objects (StatefulSets, pods, Jobs, watched for the status) get an empty
+essence.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable
 
 import kopf
 
@@ -16,14 +23,24 @@ __all__ = ["MemoryDiffBaseStorage"]
 
 
 class MemoryDiffBaseStorage(kopf.DiffBaseStorage):
-    """The last handled essence of each object, by uid, in this process only."""
+    """The last handled essence of each object, by uid, in this process only (objects
+    outside ``groups``, which have no change handlers, get an empty essence)."""
 
-    def __init__(self) -> None:
+    def __init__(self, groups: Collection[str]) -> None:
         super().__init__()
+        self.groups = frozenset(groups)
         self._essences: dict[str, kopf.BodyEssence] = {}
 
     def __len__(self) -> int:
         return len(self._essences)
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        """kopf's essence for objects in ``groups``; an empty one for the others."""
+        if str(body.get("apiVersion", "")).partition("/")[0] not in self.groups:
+            return kopf.BodyEssence()
+        return super().build(body=body, extra_fields=extra_fields)
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         """The essence last handled for this object, if any (since this process started)."""

@@ -79,7 +79,7 @@ async def startup(
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.kaito.sh")
     # Every change handler runs the same idempotent reconcile: the last handled state can
     # live in memory, which saves a PATCH and a watch event per handled change.
-    settings.persistence.diffbase_storage = MemoryDiffBaseStorage()
+    settings.persistence.diffbase_storage = MemoryDiffBaseStorage(groups={"kaito.sh"})
     only_rag = config.controllers == {"ragengine"}
     settings.persistence.finalizer = (
         labels.FINALIZER_RAGENGINE if only_rag else labels.FINALIZER_WORKSPACE
