@@ -15,7 +15,13 @@ from kaito_inference.engines.base import AdapterInfo
 from kaito_inference.modelsource import ResolvedModel
 from kaito_inference.settings import InferenceSettings
 from kaito_inference.testing import make_lora_adapter
-from kaito_inference.vllm_launcher import LaunchError, build_vllm_argv, vllm_environment
+from kaito_inference.vllm_launcher import (
+    LaunchError,
+    build_vllm_argv,
+    kv_offload_gib,
+    mem_available_bytes,
+    vllm_environment,
+)
 from kaito_inference.vllm_middleware import QueueLimiter
 from kaito_sdk.inference_config import parse_inference_config
 from kaito_sdk.presets import resolve_preset
@@ -133,3 +139,77 @@ def test_middleware_answers_429_beyond_the_limit(
             assert inside.json() == {"received": body}  # the body reaches vLLM unchanged
 
     asyncio.run(scenario())
+
+
+GIB = 2**30
+MEMINFO = "MemTotal:       32768000 kB\nMemFree:         1000000 kB\nMemAvailable:   16777216 kB\n"
+
+
+def test_free_host_ram_from_meminfo() -> None:
+    assert mem_available_bytes(MEMINFO) == 16 * GIB
+    with pytest.raises(LaunchError, match="MemAvailable"):
+        mem_available_bytes("MemTotal: 1 kB\n")
+    assert kv_offload_gib(16 * GIB, 0.5) == 8.0
+    assert kv_offload_gib(10 * GIB, 0.33) == 3.3  # rounded down to 0.01 GiB
+
+
+def test_gpu_gets_native_kv_offload_of_free_ram_times_ratio() -> None:
+    preset = resolve_preset("qwen2.5-coder-32b-instruct")  # 2 x A100: tensor parallel 2
+    settings = InferenceSettings(
+        instance_type="Standard_NC48ads_A100_v4", kv_cache_cpu_memory_utilization=0.25
+    )
+    argv = build_vllm_argv(
+        settings,
+        resolved=ResolvedModel(preset.hf_id, preset.name, preset),
+        adapters=[],
+        extra=["--seed", "3"],
+        mem_available=mem_available_bytes(MEMINFO),
+    )
+    assert flag(argv, "--tensor-parallel-size") == "2"
+    assert flag(argv, "--kv-offloading-backend") == "native"
+    # vLLM's size is the total over the tensor-parallel ranks: 16 GiB x 0.25, not / 2
+    assert flag(argv, "--kv-offloading-size") == "4.00"
+    assert argv.index("--kv-offloading-size") < argv.index("--seed")  # extra flags come last
+
+
+def test_no_kv_offload_on_cpu_when_off_or_with_data_parallelism() -> None:
+    def offload(settings: InferenceSettings, *, on_cpu: bool = False, **kw: Any) -> list[str]:
+        argv = build_vllm_argv(settings, adapters=[], on_cpu=on_cpu, mem_available=8 * GIB, **kw)
+        return [a for a in argv if a.startswith("--kv-offloading")]
+
+    resolved = ResolvedModel("m", "m")
+    assert offload(InferenceSettings(), resolved=resolved) == [
+        "--kv-offloading-backend",
+        "--kv-offloading-size",
+    ]
+    assert offload(InferenceSettings(), resolved=resolved, on_cpu=True) == []
+    off = InferenceSettings(kv_cache_cpu_memory_utilization=0)
+    assert offload(off, resolved=resolved) == []
+    preset = resolve_preset("llama-3.1-8b-instruct")  # 2 x A100: data parallel 2
+    dp = InferenceSettings(instance_type="Standard_NC48ads_A100_v4")
+    assert offload(dp, resolved=ResolvedModel(preset.hf_id, preset.name, preset)) == []
+    assert offload(InferenceSettings(), resolved=resolved, extra=["-dp", "2"]) == []
+    assert (
+        offload(InferenceSettings(), resolved=resolved, extra=["--pipeline-parallel-size=2"]) == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("config_text", "extra"),
+    [
+        ("vllm:\n  kv-offloading-size: 3\n", []),
+        ("vllm:\n  kv_transfer_config: {kv_connector: LMCacheConnectorV1, kv_role: kv_both}\n", []),
+        ("", ["--kv_offloading_backend=lmcache"]),
+    ],
+)
+def test_the_users_kv_offload_flags_win(config_text: str, extra: list[str]) -> None:
+    argv = build_vllm_argv(
+        InferenceSettings(),
+        resolved=ResolvedModel("m", "m"),
+        adapters=[],
+        config=parse_inference_config(config_text),
+        extra=extra,
+        mem_available=8 * GIB,
+    )
+    assert "--kv-offloading-backend" not in argv
+    assert argv.count("--kv-offloading-size") == ("kv-offloading-size" in config_text)

@@ -8,15 +8,26 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from kaito_inference.settings import InferenceSettings
 
-__all__ = ["build_parser", "main", "settings_from_args"]
+if TYPE_CHECKING:
+    from kaito_sdk.inference_config import InferenceConfig
+
+__all__ = ["KAITO_FLAGS", "apply_kaito_config", "build_parser", "main", "settings_from_args"]
 
 log = logging.getLogger("kaito_inference")
+
+#: Settings fields whose flag has KAITO's ``--kaito-`` name (the rest are ``--<field>``).
+KAITO_FLAGS = {
+    "instance_type": "--kaito-instance-type",
+    "disable_rate_limit": "--kaito-disable-rate-limit",
+    "max_probe_steps": "--kaito-max-probe-steps",
+    "kv_cache_cpu_memory_utilization": "--kaito-kv-cache-cpu-memory-utilization",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,12 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("--enable-lora-runtime-loading", action="store_true", default=s)
     add("--lora-root", default=s, help="runtime-loaded adapters must be under this dir")
     add(
-        "--kaito-instance-type",
+        KAITO_FLAGS["instance_type"],
         dest="instance_type",
         default=s,
         help="GPU SKU of the node; the estimator derives vLLM's parallelism from it",
     )
-    add("--kaito-disable-rate-limit", dest="disable_rate_limit", action="store_true", default=s)
+    add(
+        KAITO_FLAGS["disable_rate_limit"], dest="disable_rate_limit", action="store_true", default=s
+    )
+    add(
+        KAITO_FLAGS["max_probe_steps"],
+        dest="max_probe_steps",
+        default=s,
+        help="legacy KAITO flag: accepted (an int >= 0) and ignored",
+    )
+    add(
+        KAITO_FLAGS["kv_cache_cpu_memory_utilization"],
+        dest="kv_cache_cpu_memory_utilization",
+        default=s,
+        help="share (0..1) of free host RAM for vLLM's CPU KV-cache offload on GPUs; "
+        "0 disables; wins over the config file's kv_cache_cpu_memory_utilization (default 0.5)",
+    )
     add("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -72,18 +98,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from kaito_sdk.inference_config import InferenceConfigError, load_inference_config
+
     try:
         settings = settings_from_args(args)
+        config = (
+            load_inference_config(settings.kaito_config_file)
+            if settings.kaito_config_file
+            else None
+        )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        parser.error(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
+        parser.error("; ".join(_setting_error(error) for error in exc.errors()))
+    except InferenceConfigError as exc:
+        parser.error(f"--kaito-config-file: {exc}")
     if extra and settings.runtime != "vllm":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    settings = apply_kaito_config(settings, config)
+    if settings.max_probe_steps is not None:
+        log.info(
+            "%s / max_probe_steps %d is a legacy KAITO option and has no effect",
+            KAITO_FLAGS["max_probe_steps"],
+            settings.max_probe_steps,
+        )
     if settings.runtime == "vllm":
-        from kaito_inference.vllm_launcher import run_vllm
+        from kaito_inference.vllm_launcher import LaunchError, run_vllm
 
-        return run_vllm(settings, extra)
+        try:
+            return run_vllm(settings, extra, config)
+        except LaunchError as exc:
+            parser.error(str(exc))
     return serve_transformers(settings)
+
+
+def _setting_error(error: Any) -> str:
+    """``--flag (KAITO_INFERENCE_FIELD): rule`` for one pydantic error."""
+    field = str(error["loc"][0]) if error["loc"] else "settings"
+    flag = KAITO_FLAGS.get(field, "--" + field.replace("_", "-"))
+    return f"{flag} (KAITO_INFERENCE_{field.upper()}): {error['msg']}"
 
 
 def serve_transformers(settings: InferenceSettings) -> int:
@@ -94,20 +145,39 @@ def serve_transformers(settings: InferenceSettings) -> int:
     from kaito_inference.engines.cpu_threads import configure_cpu_threads
 
     configure_cpu_threads()
-    settings = apply_kaito_config(settings)
+    if settings.kv_cache_cpu_memory_utilization > 0:
+        log.info(
+            "%s %g does not apply to the transformers runtime (its KV cache is not offloaded)",
+            KAITO_FLAGS["kv_cache_cpu_memory_utilization"],
+            settings.kv_cache_cpu_memory_utilization,
+        )
     log.info("starting the transformers runtime on %s:%d", settings.host, settings.port)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
     return 0
 
 
-def apply_kaito_config(settings: InferenceSettings) -> InferenceSettings:
-    """Apply the ``transformers:`` section of ``inference_config.yaml`` (the user wins)."""
-    if settings.kaito_config_file is None:
-        return settings
-    from kaito_sdk.inference_config import load_inference_config
+def apply_kaito_config(
+    settings: InferenceSettings, config: InferenceConfig | None = None
+) -> InferenceSettings:
+    """Apply ``inference_config.yaml`` (loaded from ``--kaito-config-file`` when not given).
 
-    config = load_inference_config(settings.kaito_config_file)
-    overrides = config.transformers.model_dump(exclude_none=True)
+    Its top-level KAITO keys (``max_probe_steps``, ``kv_cache_cpu_memory_utilization``)
+    apply only where no flag or env var set the value, as in KAITO's wrapper: flag, then
+    file, then the default. Its ``transformers:`` section overrides the flags (the user's
+    file wins) when the runtime is transformers.
+    """
+    if config is None:
+        if settings.kaito_config_file is None:
+            return settings
+        from kaito_sdk.inference_config import load_inference_config
+
+        config = load_inference_config(settings.kaito_config_file)
+    overrides: dict[str, Any] = {}
+    for key in ("max_probe_steps", "kv_cache_cpu_memory_utilization"):
+        if key in config.model_fields_set and key not in settings.model_fields_set:
+            overrides[key] = getattr(config, key)
+    if settings.runtime == "transformers":
+        overrides.update(config.transformers.model_dump(exclude_none=True))
     return settings.model_copy(update=overrides)
 
 

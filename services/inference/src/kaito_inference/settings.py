@@ -43,6 +43,18 @@ class InferenceSettings(BaseSettings):
         default=None, description="GPU SKU of the node (vLLM parallelism from the estimator)"
     )
     disable_rate_limit: bool = False
+    max_probe_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="KAITO's legacy --kaito-max-probe-steps: validated, logged and ignored",
+    )
+    kv_cache_cpu_memory_utilization: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="share of free host RAM for vLLM's CPU KV-cache offload on GPUs; 0 disables",
+    )
 
     def lora_allowed_root(self) -> Path:
         """The directory runtime-loaded adapters must be inside (default: the adapters dir)."""
