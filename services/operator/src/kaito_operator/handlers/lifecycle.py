@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,10 @@ async def startup(
     of the enabled controllers, which kopf passes to every handler)."""
     config: OperatorSettings = memo.settings
     settings.posting.enabled = config.post_events
+    # Events that matter: handler failures and retries (kopf logs them as warnings and
+    # errors), not a "succeeded" Event for every handled change.
+    settings.posting.loggers = True
+    settings.posting.level = logging.WARNING
     # Retry state of handlers being retried (transient annotations). A ``kopf.`` prefix:
     # kopf brands any other prefix with a ``<prefix>/kopf-managed`` annotation (one more
     # write per object) and then leaves every annotation under it, ``kaito.sh/runtime``
