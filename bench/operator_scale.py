@@ -1,8 +1,9 @@
 """Operator scale benchmark: N Workspaces applied at once against the API emulator.
 
 The emulator (kmock, in this process) serves the SDK's CRDs; the real operator runs as a
-separate ``python -m kaito_operator`` process with its default settings, pointed at it,
-so its RSS and CPU time are its own. All N Workspaces (the SmolLM2 CPU preset: a
+separate ``python -m kaito_operator`` process (Workspace controller only, otherwise its
+default settings, Event posting included), pointed at it, so its RSS and CPU time are its
+own. All N Workspaces (the SmolLM2 CPU preset: a
 StatefulSet and two Services each) are created concurrently; the emulator reports each
 stored change as it happens, and the script records, per Workspace, the time from its
 creation until all three children exist. It then waits until every Workspace has a
@@ -232,6 +233,7 @@ async def run(count: int, profile: str | None) -> dict[str, Any]:
     latencies = [timer.done[name] - timer.created[name] for name in timer.done]
     return {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "cpu_cores": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
