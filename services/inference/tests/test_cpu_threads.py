@@ -9,8 +9,10 @@ import pytest
 
 from kaito_inference.engines.cpu_threads import (
     OPENMP_SPIN_COUNT,
+    ThreadGovernor,
     available_cpus,
     configure_cpu_threads,
+    cpu_pressure,
 )
 
 
@@ -49,3 +51,39 @@ def test_defaults_and_explicit_settings_win() -> None:
     env = {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}
     configure_cpu_threads(env)
     assert env == {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_cpu_pressure_prefers_the_container_then_the_machine(tmp_path: Path) -> None:
+    own, machine = tmp_path / "cpu.pressure", tmp_path / "pressure-cpu"
+    machine.write_text(
+        "some avg10=38.37 avg60=69.98 avg300=55.61 total=5951029594\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    )
+    assert cpu_pressure((own, machine)) == 38.37
+    own.write_text("some avg10=4.50 avg60=1.00 avg300=0.50 total=12\n")
+    assert cpu_pressure((own, machine)) == 4.5
+    assert cpu_pressure((tmp_path / "none",)) is None
+
+
+def test_governor_drops_to_one_thread_under_pressure_and_comes_back() -> None:
+    readings = iter([5.0, 40.0, 20.0, 12.0, 3.0, None])
+    applied: list[int] = []
+    governor = ThreadGovernor(
+        max_threads=2,
+        read_pressure=lambda: next(readings),
+        set_threads=applied.append,
+        interval=2.0,
+    )
+    assert governor.tick(now=0.0) == 2  # 5 %: stays at 2
+    assert governor.tick(now=1.0) == 2  # not due: no reading taken
+    assert governor.tick(now=2.0) == 1  # 40 %: contention
+    assert governor.tick(now=4.0) == 1  # 20 %: between the thresholds, unchanged
+    assert governor.tick(now=6.0) == 1  # 12 %: still above the low mark
+    assert governor.tick(now=8.0) == 2  # 3 %: free again
+    assert governor.tick(now=10.0) == 2  # no pressure source: unchanged
+    assert applied == [1, 2]
+
+
+def test_one_cpu_never_reads_pressure() -> None:
+    governor = ThreadGovernor(max_threads=1, read_pressure=lambda: pytest.fail("read"))
+    assert governor.tick(now=0.0) == 1

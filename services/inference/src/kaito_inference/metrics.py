@@ -52,6 +52,11 @@ class InferenceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.cpu_threads = Gauge(
+            "kaito_inference_cpu_threads",
+            "Intra-op CPU threads the model runs with now (fewer under CPU contention)",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "kaito_inference_batch_size",
             "Sequences in each forward pass, by phase (prefill or decode)",

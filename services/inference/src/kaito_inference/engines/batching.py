@@ -26,6 +26,7 @@ from kaito_inference.engines.base import QueueFullError
 from kaito_inference.engines.sequences import Sequence, TokenEvent
 
 if TYPE_CHECKING:
+    from kaito_inference.engines.cpu_threads import ThreadGovernor
     from kaito_inference.engines.fast_decoder import FastDecoder
 
 __all__ = ["BatchStats", "ContinuousBatcher"]
@@ -56,9 +57,11 @@ class ContinuousBatcher:
         max_prefill_tokens: int = 128,
         on_batch: Callable[[str, int], None] | None = None,
         fast_decoder: FastDecoder | None = None,
+        thread_governor: ThreadGovernor | None = None,
     ) -> None:
         self.model = model
         self.fast_decoder = fast_decoder
+        self.thread_governor = thread_governor
         self.eos_token_ids = eos_token_ids
         self.pad_token_id = pad_token_id
         self.max_running = max_running
@@ -132,6 +135,8 @@ class ContinuousBatcher:
                 if self._stopped:
                     break
                 admitted = self._admit()
+            if self.thread_governor is not None:
+                self.thread_governor.tick()
             try:
                 with self.model_lock, torch.inference_mode():
                     if admitted:

@@ -20,7 +20,7 @@ from kaito_inference.engines.adapters import (
     discover_adapters,
 )
 from kaito_inference.engines.base import AdapterInfo, GenerationParams, TextDelta
-from kaito_inference.engines.cpu_threads import configure_cpu_threads
+from kaito_inference.engines.cpu_threads import ThreadGovernor, configure_cpu_threads
 from kaito_inference.engines.sequences import SamplingParams, Sequence
 from kaito_inference.engines.text import IncrementalText
 from kaito_inference.metrics import InferenceMetrics
@@ -170,11 +170,24 @@ class TransformersEngine:
             max_prefill_tokens=self.settings.max_prefill_tokens,
             on_batch=self.metrics.observe_batch,
             fast_decoder=fast_decoder,
+            thread_governor=self._thread_governor() if device == "cpu" else None,
         )
         self._batcher.start()
         time.sleep(self._load_delay)
         self._ready.set()
         log.info("serving %s after %.1f s", self._base_model, time.monotonic() - started)
+
+    def _thread_governor(self) -> ThreadGovernor:
+        """Adapts the batcher thread's CPU threads to contention; reported as a gauge."""
+        import torch
+
+        def set_threads(threads: int) -> None:
+            torch.set_num_threads(threads)
+            self.metrics.cpu_threads.set(threads)
+
+        threads = torch.get_num_threads()
+        self.metrics.cpu_threads.set(threads)
+        return ThreadGovernor(max_threads=threads, set_threads=set_threads)
 
     @staticmethod
     def _fast_decoder(model: Any, linear_dtype: Any) -> FastDecoder | None:
