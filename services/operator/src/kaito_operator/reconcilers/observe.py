@@ -3,7 +3,9 @@
 ``sync_workspace``/``sync_ragengine`` recompute the whole status and write it only when it
 changed; handlers call them after reconciling, on child events and on a timer. Workloads
 and pods are read from kopf indexes of the operator's watches (an informer cache: kopf
-runs no handler before their initial listings are in), the owner and nodes from the API.
+runs no handler before their initial listings are in), the owner from kopf's live view
+of it unless that may be behind (:mod:`kaito_operator.reconcilers.freshness`), nodes and
+NodeClaims from the API.
 """
 
 from __future__ import annotations
