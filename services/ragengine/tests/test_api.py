@@ -47,6 +47,7 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     assert 'rag_requests_total{method="POST",route="/retrieve",status="200"} 1.0' in text
     assert 'rag_index_documents{index="docs"} 3.0' in text
     assert "rag_embedding_seconds_count" in text
+    assert "rag_query_batch_size_count 1.0" in text
 
 
 async def test_index_ids_are_content_hashes_and_idempotent(

@@ -35,12 +35,14 @@ class SlowEmbedder:
 @pytest.mark.asyncio
 async def test_concurrent_queries_are_embedded_together() -> None:
     embedder = SlowEmbedder()
-    batcher = QueryBatcher(embedder, max_batch=4)
+    sizes: list[int] = []
+    batcher = QueryBatcher(embedder, max_batch=4, on_batch=sizes.append)
     texts = [f"query {i}" for i in range(9)]
     vectors = await asyncio.gather(*(batcher.embed(t) for t in texts))
     for text, vector in zip(texts, vectors, strict=True):
         np.testing.assert_allclose(vector, hashing_vectors([text])[0])
     assert [len(b) for b in embedder.batches] == [4, 4, 1]  # all nine queued before the first call
+    assert sizes == [4, 4, 1]
     assert sorted(t for b in embedder.batches for t in b) == sorted(texts)
 
 

@@ -124,3 +124,14 @@ async def test_other_architectures_run_through_transformers(tmp_path: Path) -> N
     assert embedder.precision == "float32"
     reference = reference_model.encode(QUERIES, normalize_embeddings=True)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_free_heap_memory_is_released_through_glibc() -> None:
+    import platform  # noqa: PLC0415
+
+    from kaito_ragengine.embeddings.cpu_kernels import _malloc_trim, release_free_memory  # noqa: PLC0415
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert _malloc_trim() is not None
+    release_free_memory()

@@ -40,6 +40,12 @@ class Metrics:
         self.embedded_texts = Counter(
             "rag_embedded_texts", "Texts embedded", ["kind"], registry=self.registry
         )
+        self.query_batch_size = Histogram(
+            "rag_query_batch_size",
+            "Queries embedded together in one micro-batch",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+            registry=self.registry,
+        )
         self.retrieve_top_score = Histogram(
             "rag_retrieve_top_cosine",
             "Cosine similarity of the best /retrieve result",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,12 +17,18 @@ class QueryBatcher:
 
     No timer: the first query is embedded at once, and every query that arrives during
     that call joins the following one (up to ``max_batch``), so latency never waits on a
-    window and throughput grows with concurrency.
+    window and throughput grows with concurrency. ``on_batch`` is told each batch's size.
     """
 
-    def __init__(self, embedder: Embedder, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        max_batch: int = 64,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self._embedder = embedder
         self._max_batch = max_batch
+        self._on_batch = on_batch
         self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -39,6 +46,8 @@ class QueryBatcher:
                 self._pending[: self._max_batch],
                 self._pending[self._max_batch :],
             )
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
             try:
                 matrix = await self._embedder.embed([text for text, _ in batch])
             except Exception as exc:

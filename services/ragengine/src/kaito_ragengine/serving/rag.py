@@ -64,7 +64,11 @@ class RagService:
         self.indexes: dict[str, RagIndex] = {}
         self.snapshots = SnapshotStore(Path(settings.persist_dir), settings.snapshot_retention)
         self._chunker = Chunker(settings.chunk_size, settings.chunk_overlap)
-        self._queries = QueryBatcher(embedder, max_batch=settings.embedding_batch_size)
+        self._queries = QueryBatcher(
+            embedder,
+            max_batch=settings.embedding_batch_size,
+            on_batch=metrics.query_batch_size.observe,
+        )
         self._persist_locks: dict[str, asyncio.Lock] = {}
         set_faiss_threads(settings.faiss_threads)
 
