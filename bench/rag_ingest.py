@@ -15,8 +15,10 @@ Each round embeds the first ``--direct-fraction`` of that round's documents with
 baselines, then indexes the whole round through the server (the order alternates per
 round), so drift in machine load hits all three alike; rates are totals over all rounds.
 The server is idle while the baselines run, and vice versa. Prints one JSON line per
-size with the three rates, the two ratios, the server's CPU seconds per document, its
-RSS and the load averages. ``--keep-dir`` keeps the largest index's snapshot for
+size with the three rates, the two ratios, CPU milliseconds per document of each (the
+server's from ``/proc``, all threads; the baselines' from this process), the server's
+RSS and the load averages. CPU per document is the load-robust comparison: wall rates
+on a shared machine swing with other work. ``--keep-dir`` keeps the largest index's snapshot for
 ``rag_retrieve.py``.
 
     HF_HUB_OFFLINE=1 python bench/rag_ingest.py --docs 1000 10000
@@ -198,19 +200,19 @@ class Baselines:
         self.embed_own(warm)
         self.own_precision = getattr(self.own, "precision", "?")
 
-    def encode(self, texts: list[str]) -> float:
-        """Seconds for ``SentenceTransformer.encode`` (batch 32) of ``texts``."""
-        started = time.perf_counter()
+    def encode(self, texts: list[str]) -> tuple[float, float]:
+        """(seconds, CPU seconds) for ``SentenceTransformer.encode`` (batch 32) of ``texts``."""
+        started, cpu = time.perf_counter(), time.process_time()
         self.sentence_transformers.encode(
             texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False
         )
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
-    def embed_own(self, texts: list[str]) -> float:
-        """Seconds for the service's own embedder to embed ``texts``."""
-        started = time.perf_counter()
+    def embed_own(self, texts: list[str]) -> tuple[float, float]:
+        """(seconds, CPU seconds) for the service's own embedder to embed ``texts``."""
+        started, cpu = time.perf_counter(), time.process_time()
         self.loop.run_until_complete(self.own.embed(texts))
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
     def close(self) -> None:
         """Release the embedder's thread and the event loop."""
@@ -223,6 +225,7 @@ def measure(
 ) -> dict[str, Any]:
     """Interleaved rounds of server indexing and direct embedding over ``texts``."""
     times = {"server": 0.0, "sentence_transformers": 0.0, "own_embedder": 0.0}
+    cpu = {"sentence_transformers": 0.0, "own_embedder": 0.0}
     direct_docs = 0
     load_before = load_average()
     with rag_server(persist_dir, snapshot_on_shutdown=keep) as (url, pid):
@@ -234,8 +237,13 @@ def measure(
                 sample = batch[: max(1, round(len(batch) * args.direct_fraction))]
 
                 def direct(sample: list[str] = sample) -> None:
-                    times["sentence_transformers"] += baselines.encode(sample)
-                    times["own_embedder"] += baselines.embed_own(sample)
+                    for name, run in (
+                        ("sentence_transformers", baselines.encode),
+                        ("own_embedder", baselines.embed_own),
+                    ):
+                        seconds, cpu_seconds = run(sample)
+                        times[name] += seconds
+                        cpu[name] += cpu_seconds
 
                 def served(batch: list[str] = batch, start: int = start) -> None:
                     started = time.perf_counter()
@@ -257,6 +265,8 @@ def measure(
     server = len(texts) / times["server"]
     st_rate = direct_docs / times["sentence_transformers"]
     own = direct_docs / times["own_embedder"]
+    server_cpu_ms = server_cpu * 1000 / len(texts)
+    own_cpu_ms = cpu["own_embedder"] * 1000 / direct_docs
     return {
         "documents": len(texts),
         "server_docs_per_s": round(server, 1),
@@ -266,7 +276,12 @@ def measure(
         "ratio_vs_own_embedder": round(server / own, 3),
         "own_embedder_precision": baselines.own_precision,
         "direct_documents": direct_docs,
-        "server_cpu_ms_per_doc": round(server_cpu * 1000 / len(texts), 1),
+        "cpu_ms_per_doc": {
+            "server": round(server_cpu_ms, 1),
+            "sentence_transformers": round(cpu["sentence_transformers"] * 1000 / direct_docs, 1),
+            "own_embedder": round(own_cpu_ms, 1),
+        },
+        "cpu_ratio_own_embedder_to_server": round(own_cpu_ms / server_cpu_ms, 3),
         "server_rss_mib": round(rss, 1),
         "load_before": load_before,
         "load_after": load_average(),
@@ -277,7 +292,9 @@ def main() -> None:
     """Run the benchmark for each requested size and print one JSON line per size."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--batch", type=int, default=500, help="documents per POST /index")
+    parser.add_argument(
+        "--batch", type=int, default=200, help="documents per POST /index (one round)"
+    )
     parser.add_argument(
         "--direct-fraction",
         type=float,
