@@ -191,7 +191,7 @@ class ObjectStore:
     def applied_part(self, body: Mapping[str, Any], subresource: str | None) -> dict[str, Any]:
         if subresource == "status":
             return {"status": clone(body.get("status", {}))}
-        return {k: clone(v) for k, v in body.items() if k != "status"}
+        return clone({k: v for k, v in body.items() if k != "status"})  # one copy, not one per key
 
     async def patch(
         self,
