@@ -76,7 +76,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.settings = settings
     install_exception_handlers(app)
-    for module in (health, indexes, retrieve, chat):
+    for module in (retrieve, health, indexes, chat):  # the hot route is matched first
         app.include_router(module.router)
     app.add_middleware(
         RequestMetricsMiddleware, metrics=metrics, max_body_bytes=settings.max_request_bytes

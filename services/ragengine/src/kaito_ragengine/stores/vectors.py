@@ -96,9 +96,10 @@ class FaissVectors(FaissMapVectorStore):
         scores, ids = self._faiss_index.search(
             vector.reshape(1, -1).astype(np.float32, copy=False), min(k, len(self)), params=params
         )
+        to_node = self._faiss_id_to_node_id_map  # one pydantic private-attribute lookup
         return [
-            (self._faiss_id_to_node_id_map[int(i)], float(s))
-            for s, i in zip(scores[0], ids[0], strict=True)
+            (to_node[i], s)
+            for s, i in zip(scores[0].tolist(), ids[0].tolist(), strict=True)
             if i >= 0
         ]
 
@@ -106,8 +107,9 @@ class FaissVectors(FaissMapVectorStore):
         """Cosine similarity of ``vector`` with each stored node."""
         if not node_ids:
             return []
-        ids = [self._node_id_to_faiss_id_map[n] for n in node_ids]
-        rows = np.vstack([self._faiss_index.reconstruct(i) for i in ids])
+        faiss_ids = self._node_id_to_faiss_id_map
+        index = self._faiss_index
+        rows = np.vstack([index.reconstruct(faiss_ids[n]) for n in node_ids])
         return cast(list[float], (rows @ vector.astype(np.float32)).tolist())
 
     def to_bytes(self) -> bytes:
