@@ -12,7 +12,6 @@ from kaito_inference.engines.cpu_threads import (
     ThreadGovernor,
     available_cpus,
     configure_cpu_threads,
-    cpu_pressure,
 )
 
 
@@ -53,37 +52,40 @@ def test_defaults_and_explicit_settings_win() -> None:
     assert env == {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def test_cpu_pressure_prefers_the_container_then_the_machine(tmp_path: Path) -> None:
-    own, machine = tmp_path / "cpu.pressure", tmp_path / "pressure-cpu"
-    machine.write_text(
-        "some avg10=38.37 avg60=69.98 avg300=55.61 total=5951029594\n"
-        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-    )
-    assert cpu_pressure((own, machine)) == 38.37
-    own.write_text("some avg10=4.50 avg60=1.00 avg300=0.50 total=12\n")
-    assert cpu_pressure((own, machine)) == 4.5
-    assert cpu_pressure((tmp_path / "none",)) is None
+def decode(governor: ThreadGovernor, clock: list[float], rows: int, step: float, n: int) -> None:
+    """``n`` decode steps of ``rows`` sequences taking ``step`` seconds each."""
+    for _ in range(n):
+        clock[0] += step
+        governor.record(rows, step, now=clock[0])
 
 
-def test_governor_drops_to_one_thread_under_pressure_and_comes_back() -> None:
-    readings = iter([5.0, 40.0, 20.0, 12.0, 3.0, None])
+def test_governor_keeps_the_faster_choice_after_each_probe() -> None:
     applied: list[int] = []
-    governor = ThreadGovernor(
-        max_threads=2,
-        read_pressure=lambda: next(readings),
-        set_threads=applied.append,
-        interval=2.0,
-    )
-    assert governor.tick(now=0.0) == 2  # 5 %: stays at 2
-    assert governor.tick(now=1.0) == 2  # not due: no reading taken
-    assert governor.tick(now=2.0) == 1  # 40 %: contention
-    assert governor.tick(now=4.0) == 1  # 20 %: between the thresholds, unchanged
-    assert governor.tick(now=6.0) == 1  # 12 %: still above the low mark
-    assert governor.tick(now=8.0) == 2  # 3 %: free again
-    assert governor.tick(now=10.0) == 2  # no pressure source: unchanged
+    governor = ThreadGovernor(max_threads=2, set_threads=applied.append, window=1.0, probe_every=2)
+    clock = [0.0]
+    decode(governor, clock, 16, 0.0625, 32)  # two 1 s windows at 2 threads: 256 rows/s
+    assert governor.threads == 1  # probing one thread
+    decode(governor, clock, 16, 0.125, 8)  # one thread is slower (128 rows/s)
+    assert governor.threads == 2
     assert applied == [1, 2]
+    decode(governor, clock, 16, 0.25, 8)  # contention: two threads collapse (64 rows/s)
+    assert governor.threads == 1  # probe
+    decode(governor, clock, 16, 0.125, 8)  # one thread does better now: it stays
+    assert governor.threads == 1
+    assert applied == [1, 2, 1]
 
 
-def test_one_cpu_never_reads_pressure() -> None:
-    governor = ThreadGovernor(max_threads=1, read_pressure=lambda: pytest.fail("read"))
-    assert governor.tick(now=0.0) == 1
+def test_governor_ignores_probes_with_other_batch_sizes() -> None:
+    governor = ThreadGovernor(max_threads=2, set_threads=lambda _: None, window=1.0, probe_every=1)
+    clock = [0.0]
+    decode(governor, clock, 16, 0.125, 8)  # a window at 2 threads, then the probe starts
+    assert governor.threads == 1
+    decode(governor, clock, 2, 0.0625, 16)  # a much smaller batch: not comparable
+    assert governor.threads == 2
+
+
+def test_one_cpu_never_probes() -> None:
+    governor = ThreadGovernor(max_threads=1, set_threads=lambda _: pytest.fail("set"))
+    clock = [0.0]
+    decode(governor, clock, 16, 0.5, 100)
+    assert governor.threads == 1

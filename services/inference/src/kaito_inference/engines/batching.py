@@ -16,6 +16,7 @@ import collections
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -135,14 +136,12 @@ class ContinuousBatcher:
                 if self._stopped:
                     break
                 admitted = self._admit()
-            if self.thread_governor is not None:
-                self.thread_governor.tick()
             try:
                 with self.model_lock, torch.inference_mode():
                     if admitted:
                         self._prefill(admitted)
                     elif self._running:
-                        self._decode()
+                        self._timed_decode()
                 self._drop_done()
             except Exception:  # a broken step must not hang every client
                 log.exception("generation step failed; ending %d sequences", len(self._running))
@@ -209,6 +208,13 @@ class ContinuousBatcher:
             self._on_batch("prefill", len(seqs))
         self._merge(seqs, cache, mask.to(self.device))
         self._emit_tokens(seqs, logits)
+
+    def _timed_decode(self) -> None:
+        """One decode step, reported to the thread governor."""
+        rows, started = len(self._running), time.perf_counter()
+        self._decode()
+        if self.thread_governor is not None:
+            self.thread_governor.record(rows, time.perf_counter() - started)
 
     def _decode(self) -> None:
         seqs = self._running

@@ -11,6 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
@@ -18,7 +19,6 @@ __all__ = [
     "ThreadGovernor",
     "available_cpus",
     "configure_cpu_threads",
-    "cpu_pressure",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,71 +72,97 @@ def configure_cpu_threads(environ: MutableMapping[str, str] | None = None) -> No
         env.setdefault("GOMP_SPINCOUNT", str(OPENMP_SPIN_COUNT))
 
 
-def cpu_pressure(
-    paths: tuple[Path, ...] = (CGROUP_ROOT / "cpu.pressure", Path("/proc/pressure/cpu")),
-) -> float | None:
-    """Share of the last 10 s (percent) in which runnable tasks waited for a CPU.
+@dataclass
+class _Window:
+    """Decode work measured at one thread count since the window opened."""
 
-    The container's own pressure (cgroup v2) where the kernel has it, else the machine's
-    (PSI); ``None`` when neither exists.
-    """
-    for path in paths:
-        try:
-            for line in path.read_text().splitlines():
-                if line.startswith("some "):
-                    fields = dict(item.split("=", 1) for item in line.split()[1:])
-                    return float(fields["avg10"])
-        except (OSError, KeyError, ValueError):
-            continue
-    return None
+    threads: int
+    opened: float
+    rows: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Sequence-steps per second of forward time."""
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        """Mean sequences per decode step."""
+        return self.rows / self.steps if self.steps else 0.0
 
 
 class ThreadGovernor:
-    """Picks the intra-op thread count of the batcher thread between steps.
+    """Picks the intra-op thread count of the batcher thread by measuring both choices.
 
-    All :func:`available_cpus` while the CPUs are otherwise free; one thread while other
-    processes compete for them (CPU pressure above ``high`` percent, back once below
-    ``low``). With several threads a step waits at every parallel region for the slowest
-    thread, and a thread the kernel has descheduled stalls the others: measured here with
-    other work on the 2 cores, two threads served 47.6 tokens/s at concurrency 16 where
-    one thread served 133.4. Without a pressure source it keeps the thread count as is.
+    Several threads win on free cores; one thread wins when other processes compete for
+    them, because a step waits at every parallel region for its slowest thread and a
+    thread the kernel has descheduled stalls the others (measured here with other work on
+    the 2 cores: two threads served 47.6 tokens/s at concurrency 16, one thread 133.4;
+    on free cores two threads served 211.7). The governor keeps decode windows of about
+    ``window`` seconds, runs one window with the other choice every ``probe_every``
+    windows, and keeps whichever decoded more sequence-steps per second (windows whose
+    mean batch sizes differ by more than a quarter are not compared).
     """
 
     def __init__(
         self,
         *,
         max_threads: int,
-        read_pressure: Callable[[], float | None] = cpu_pressure,
         set_threads: Callable[[int], None] | None = None,
-        interval: float = 2.0,
-        high: float = 25.0,
-        low: float = 10.0,
+        window: float = 2.0,
+        probe_every: int = 10,
     ) -> None:
         self.max_threads = max_threads
         self.threads = max_threads
-        self._read_pressure = read_pressure
         self._set_threads = set_threads
-        self._interval = interval
-        self._high = high
-        self._low = low
-        self._next_check = 0.0
+        self._window_seconds = window
+        self._probe_every = probe_every
+        self._windows_since_probe = 0
+        self._current: _Window | None = None
+        self._baseline: _Window | None = None  # the last full window before a probe
 
-    def tick(self, now: float | None = None) -> int:
-        """Re-check the pressure when due (call from the thread that runs the model)."""
-        now = time.monotonic() if now is None else now
-        if self.max_threads <= 1 or now < self._next_check:
+    def record(self, rows: int, seconds: float, now: float | None = None) -> int:
+        """Account one decode step (call from the thread that runs the model, after the
+        step); returns the thread count for the next one."""
+        if self.max_threads <= 1:
             return self.threads
-        self._next_check = now + self._interval
-        pressure = self._read_pressure()
-        wanted = self.threads
-        if pressure is not None and pressure > self._high:
-            wanted = 1
-        elif pressure is not None and pressure < self._low:
-            wanted = self.max_threads
-        if wanted != self.threads:
-            log.info("CPU pressure %.0f%%: %d intra-op thread(s)", pressure, wanted)
-            self._apply(wanted)
+        now = time.monotonic() if now is None else now
+        window = self._current
+        if window is None or window.threads != self.threads:
+            window = self._current = _Window(self.threads, now - seconds)
+        window.rows += rows
+        window.steps += 1
+        window.seconds += seconds
+        if now - window.opened >= self._window_seconds:
+            self._close(window)
         return self.threads
+
+    def _close(self, window: _Window) -> None:
+        self._current = None
+        baseline = self._baseline
+        if baseline is not None and baseline.threads != window.threads:  # a probe ended
+            self._baseline = None
+            comparable = abs(window.mean_batch - baseline.mean_batch) <= 0.25 * max(
+                window.mean_batch, baseline.mean_batch
+            )
+            better = window if comparable and window.rate > baseline.rate else baseline
+            if better.threads != self.threads:
+                self._apply(better.threads)
+            if better is window:
+                log.info(
+                    "%d intra-op thread(s): %.0f vs %.0f sequence-steps/s",
+                    window.threads,
+                    window.rate,
+                    baseline.rate,
+                )
+            return
+        self._windows_since_probe += 1
+        if self._windows_since_probe >= self._probe_every:
+            self._windows_since_probe = 0
+            self._baseline = window
+            self._apply(1 if self.threads > 1 else self.max_threads)
 
     def _apply(self, threads: int) -> None:
         if self._set_threads is None:
