@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "OPENMP_SPIN_COUNT",
     "ThreadGovernor",
     "available_cpus",
     "configure_cpu_threads",
 ]
 
 log = logging.getLogger(__name__)
-OPENMP_SPIN_COUNT = 20_000
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -53,23 +51,18 @@ def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
 
 
 def configure_cpu_threads(environ: MutableMapping[str, str] | None = None) -> None:
-    """Set the OpenMP thread count and wait policy for this process (unless set already).
+    """Set the OpenMP thread count for this process (unless set already).
 
-    - ``OMP_NUM_THREADS`` = :func:`available_cpus`.
-    - Idle OpenMP threads spin briefly before sleeping (``GOMP_SPINCOUNT``; libgomp is the
-      OpenMP of torch's wheels). A decode step runs a few hundred parallel regions back
-      to back; threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) must be woken for
-      each, which on a virtual machine costs about as much as the region's work: two
-      threads were no faster than one here. Unbounded spinning (``ACTIVE``) burns the
-      cores other processes need.
-
-    An explicit ``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` wins. Only
-    takes effect before torch is first imported.
+    ``OMP_NUM_THREADS`` = :func:`available_cpus`. The wait policy stays libgomp's default
+    (idle threads spin a while, then sleep): a decode step runs a few hundred parallel
+    regions back to back, and threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``)
+    must be woken for each, which on a virtual machine costs about as much as the
+    region's work. Spinning threads are bad neighbours under contention;
+    :class:`ThreadGovernor` drops to one thread when that measures faster. An explicit
+    ``OMP_NUM_THREADS`` wins. Only takes effect before torch is first imported.
     """
     env: MutableMapping[str, str] = os.environ if environ is None else environ
     env.setdefault("OMP_NUM_THREADS", str(available_cpus()))
-    if "OMP_WAIT_POLICY" not in env:
-        env.setdefault("GOMP_SPINCOUNT", str(OPENMP_SPIN_COUNT))
 
 
 @dataclass
