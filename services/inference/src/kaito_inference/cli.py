@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-running", type=int, default=s, help="sequences batched together")
     add("--max-waiting", type=int, default=s, help="queued requests before 429")
     add("--max-prefill-tokens", type=int, default=s, help="prompt tokens per prefill pass")
+    add("--prefix-cache-tokens", type=int, default=s, help="prompt-start tokens kept (0: off)")
     add("--max-model-len", type=int, default=s)
     add("--enable-lora-runtime-loading", action="store_true", default=s)
     add("--lora-root", default=s, help="runtime-loaded adapters must be under this dir")

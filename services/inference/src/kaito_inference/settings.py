@@ -34,6 +34,9 @@ class InferenceSettings(BaseSettings):
     max_prefill_tokens: int = Field(
         default=128, ge=1, description="prompt tokens per prefill pass (more wait for the next)"
     )
+    prefix_cache_tokens: int = Field(
+        default=4096, ge=0, description="prompt-start tokens kept for reuse (0 turns it off)"
+    )
     max_model_len: int | None = Field(default=None, ge=16)
     enable_lora_runtime_loading: bool = False
     lora_root: Path | None = Field(

@@ -29,6 +29,7 @@ from kaito_inference.engines.sequences import Sequence, TokenEvent
 if TYPE_CHECKING:
     from kaito_inference.engines.cpu_threads import ThreadGovernor
     from kaito_inference.engines.fast_decoder import FastDecoder
+    from kaito_inference.engines.prefix_cache import PrefixCache
 
 __all__ = ["BatchStats", "ContinuousBatcher"]
 
@@ -42,6 +43,7 @@ class BatchStats:
 
     decode_batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
     prefill_batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+    prefix_hit_tokens: int = 0  # prompt tokens taken from the prefix cache, not computed
 
 
 class ContinuousBatcher:
@@ -59,10 +61,12 @@ class ContinuousBatcher:
         on_batch: Callable[[str, int], None] | None = None,
         fast_decoder: FastDecoder | None = None,
         thread_governor: ThreadGovernor | None = None,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.model = model
         self.fast_decoder = fast_decoder
         self.thread_governor = thread_governor
+        self.prefix_cache = prefix_cache
         self.eos_token_ids = eos_token_ids
         self.pad_token_id = pad_token_id
         self.max_running = max_running
@@ -185,29 +189,67 @@ class ContinuousBatcher:
         return out.logits[:, -1, :].float(), getattr(out, self._cache_kwarg)
 
     def _prefill(self, seqs: list[Sequence]) -> None:
-        from kaito_inference.engines.kvcache import new_batch_cache
+        from kaito_inference.engines.kvcache import GrowableLayer, new_batch_cache
 
-        width = max(len(s.prompt_ids) for s in seqs)
+        cache = new_batch_cache(self.model.config)
+        reuse = self.prefix_cache is not None and all(
+            isinstance(layer, GrowableLayer) for layer in cache.layers
+        )
+        cached, states = self._cached_prefix(seqs) if reuse else (0, [])
+        suffixes = [s.prompt_ids[cached:] for s in seqs]
+        width = max(len(suffix) for suffix in suffixes)
         ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
-            mask[row, width - len(seq.prompt_ids) :] = 1
+        for row, (seq, suffix) in enumerate(zip(seqs, suffixes, strict=True)):
+            ids[row, width - len(suffix) :] = torch.tensor(suffix)
+            mask[row, width - len(suffix) :] = 1
             seq.length = len(seq.prompt_ids)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = new_batch_cache(self.model.config)
+        positions = cached + (mask.cumsum(-1) - 1).clamp(min=0)
+        if cached:  # rows start with their cached prompt start, then the padded rest
+            for index, layer in enumerate(cache.layers):
+                layer.keys = torch.stack([row[index][0] for row in states]).to(self.device)
+                layer.values = torch.stack([row[index][1] for row in states]).to(self.device)
+            mask = torch.cat([torch.ones((len(seqs), cached), dtype=torch.long), mask], dim=1)
+            self.stats.prefix_hit_tokens += cached * len(seqs)
+        mask = mask.to(self.device)
         logits, cache = self._forward(
             seqs,
             input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
+            attention_mask=mask,
             position_ids=positions.to(self.device),
             cache=cache,
         )
         self.stats.prefill_batch_sizes[len(seqs)] += 1
         if self._on_batch:
             self._on_batch("prefill", len(seqs))
-        self._merge(seqs, cache, mask.to(self.device))
+        if reuse:
+            self._remember_prefixes(seqs, cache, mask)
+        self._merge(seqs, cache, mask)
         self._emit_tokens(seqs, logits)
+
+    def _cached_prefix(self, seqs: list[Sequence]) -> tuple[int, list[Any]]:
+        """The cached prompt start every row can reuse: its length (the shortest of the
+        rows' matches) and each row's per-layer keys and values cut to it."""
+        assert self.prefix_cache is not None
+        found = [self.prefix_cache.lookup(s.adapter, s.prompt_ids) for s in seqs]
+        cached = min(length for length, _ in found)
+        if cached == 0:
+            return 0, []
+        return cached, [[(k[:, :cached], v[:, :cached]) for k, v in st] for _, st in found]
+
+    def _remember_prefixes(self, seqs: list[Sequence], cache: Any, mask: torch.Tensor) -> None:
+        """Store each prompt's block-aligned start (copied out of the batch cache)."""
+        assert self.prefix_cache is not None
+        for row, seq in enumerate(seqs):
+            length = self.prefix_cache.reusable_length(len(seq.prompt_ids))
+            if length == 0:
+                continue
+            columns = mask[row].nonzero().squeeze(-1)[:length]
+            states = [
+                (layer.keys[row][:, columns].clone(), layer.values[row][:, columns].clone())
+                for layer in cache.layers
+            ]
+            self.prefix_cache.insert(seq.adapter, seq.prompt_ids[:length], states)
 
     def _timed_decode(self) -> None:
         """One decode step, reported to the thread governor."""

@@ -115,6 +115,7 @@ class TransformersEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from kaito_inference.engines.batching import ContinuousBatcher
+        from kaito_inference.engines.prefix_cache import PrefixCache
 
         started = time.monotonic()
         resolved = self._resolve(self.settings.model)
@@ -171,6 +172,11 @@ class TransformersEngine:
             on_batch=self.metrics.observe_batch,
             fast_decoder=fast_decoder,
             thread_governor=self._thread_governor() if device == "cpu" else None,
+            prefix_cache=(
+                PrefixCache(self.settings.prefix_cache_tokens)
+                if self.settings.prefix_cache_tokens
+                else None
+            ),
         )
         self._batcher.start()
         time.sleep(self._load_delay)
@@ -274,6 +280,8 @@ class TransformersEngine:
         with batcher.model_lock:
             batcher.model = attach_adapter(batcher.model, adapter)
             self._refresh_fast_path(batcher)
+            if batcher.prefix_cache is not None:  # nothing cached under a reused name
+                batcher.prefix_cache.clear(name)
         self._adapters[name] = adapter
         return adapter
 
@@ -286,3 +294,5 @@ class TransformersEngine:
             self._adapters.pop(name)
             batcher.model = detach_adapter(batcher.model, name)
             self._refresh_fast_path(batcher)
+            if batcher.prefix_cache is not None:
+                batcher.prefix_cache.clear(name)
