@@ -6,6 +6,10 @@ merges their KV cache into the running batch, or else runs one decode step for e
 running sequence at once. Finished and cancelled sequences leave the batch between steps,
 so a new request never waits for others to finish. Tokens are handed to the event loop of
 the request that asked for them; text, stop strings and the OpenAI shape live elsewhere.
+
+Optional helpers: a fast CPU decoder runs the forward pass where it applies, a prefix
+cache lets newcomers skip the prompt start they share with earlier prompts, and a thread
+governor picks the CPU thread count from measured decode speed.
 """
 
 # ruff: noqa: PLC0415  (heavy or optional imports stay inside the functions that use them)
