@@ -10,24 +10,15 @@ original weights stay in place for it. Any failure leaves the model untouched.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 from torch import nn
 
+from kaito_inference.engines.fast_decoder import PackedLinear
+
 __all__ = ["pack_linear_layers"]
 
 log = logging.getLogger(__name__)
-
-
-def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x.contiguous(), packed, bias, "none", [], ""
-        )
-        return out
-
-    return forward
 
 
 def pack_linear_layers(model: nn.Module) -> int:
@@ -47,15 +38,15 @@ def pack_linear_layers(model: nn.Module) -> int:
     ]
     try:
         with torch.inference_mode():
-            packed = [torch.ops.mkldnn._reorder_linear_weight(m.weight, None) for m in linears]
+            packed = [PackedLinear(m.weight, m.bias, torch.float32) for m in linears]
             checked: set[tuple[int, int, bool]] = set()
-            for layer, weights in zip(linears, packed, strict=True):
+            for layer, forward in zip(linears, packed, strict=True):
                 shape = (layer.in_features, layer.out_features, layer.bias is not None)
                 if shape in checked:  # one probe per distinct layer shape is enough
                     continue
                 checked.add(shape)
                 probe = torch.randn(2, layer.in_features)
-                got = _packed_forward(weights, layer.bias)(probe)
+                got = forward(probe)
                 if not torch.allclose(got, nn.functional.linear(probe, layer.weight, layer.bias),
                                       atol=1e-3, rtol=1e-3):  # fmt: skip
                     log.warning("oneDNN linear does not match F.linear; not packing")
@@ -63,6 +54,6 @@ def pack_linear_layers(model: nn.Module) -> int:
     except (RuntimeError, AttributeError) as exc:
         log.warning("oneDNN prepacking unavailable (%s); using F.linear", exc)
         return 0
-    for layer, weights in zip(linears, packed, strict=True):
-        layer.forward = _packed_forward(weights, layer.bias)  # type: ignore[method-assign]
+    for layer, forward in zip(linears, packed, strict=True):
+        layer.forward = forward  # type: ignore[method-assign,assignment]
     return len(linears)
