@@ -1,7 +1,8 @@
-"""How the transformers runtime uses CPU threads: how many, and how they wait.
+"""How many CPU threads the transformers runtime uses.
 
-Both decisions have to be made before torch starts its OpenMP threads, so
-:func:`configure_cpu_threads` runs before the first ``import torch`` of the runtime.
+:func:`configure_cpu_threads` sets the starting count before torch starts its OpenMP
+threads (so before the runtime's first ``import torch``); :class:`ThreadGovernor` then
+moves the batcher thread between one thread and that count by measured decode speed.
 """
 
 from __future__ import annotations
