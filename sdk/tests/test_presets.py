@@ -23,10 +23,10 @@ from kaito_sdk.presets import (
 from kaito_sdk.presets.catalog import data_dir
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "presets" / "models"
-FAMILIES = {"phi", "llama", "mistral", "qwen", "deepseek", "gemma", "falcon", "smollm2"}
+FAMILIES = {"phi", "llama", "mistral", "qwen", "deepseek", "gemma", "falcon", "smollm2", "openai"}
 # Models whose head_dim * heads is not hidden_size, by design of their config.json.
 WIDE_HEADS = {"qwen3-4b", "qwen3-32b", "mistral-nemo-instruct-2407"}
-WIDE_HEADS_PREFIXES = ("gemma-3-", "qwen3-30b", "mistral-small-")
+WIDE_HEADS_PREFIXES = ("gemma-3-", "qwen3-30b", "mistral-small-", "gpt-oss-", "ministral-3-")
 
 
 def catalog_files() -> list[Path]:
@@ -61,14 +61,16 @@ def test_architecture_figures_are_consistent(preset: Preset) -> None:
     assert preset.head_dim is not None
     assert preset.hidden_size is not None
     assert preset.num_attention_heads % preset.num_kv_heads == 0
-    if preset.name not in WIDE_HEADS and not preset.name.startswith(WIDE_HEADS_PREFIXES):
+    latent = preset.kv_lora_rank is not None  # latent attention: heads are not hidden/n
+    wide = preset.name in WIDE_HEADS or preset.name.startswith(WIDE_HEADS_PREFIXES)
+    if not latent and not wide:
         assert preset.head_dim * preset.num_attention_heads == preset.hidden_size
     assert preset.parameters is not None
     assert preset.weight_size_gib is not None
     assert preset.context_length is not None
     if preset.quantization is None:
-        # bf16 weights take 2 bytes a parameter: the two published figures must agree.
-        assert preset.dtype == "bfloat16"
+        # bf16/fp16 weights take 2 bytes a parameter: the two published figures must agree.
+        assert preset.dtype in ("bfloat16", "float16")
         assert math.isclose(preset.parameters * 2 / 1024**3, preset.weight_size_gib, rel_tol=0.01)
     else:
         assert preset.weight_size_gib < preset.parameters * 2 / 1024**3

@@ -165,7 +165,15 @@ def estimate_nodes(
         layout = f"tensor parallel {tensor_parallel} (GPUs per node), pipeline parallel {nodes}"
         if nodes > 1:
             layout += " (nodes, over Ray)"
+    experts: tuple[str, ...] = ()
+    if model.active_parameters is not None and model.parameters is not None:
+        experts = (
+            f"mixture of experts: sized by all {model.parameters / 1e9:.1f}B parameters' "
+            f"weights ({model.active_parameters / 1e9:.1f}B active per token; every expert "
+            "stays in GPU memory)",
+        )
     explanation = (
+        *experts,
         f"model size = {weights:g} GiB weights x {_WEIGHT_OVERHEAD} = {model_size:.2f} GiB",
         f"usable per GPU = {gpu_memory} GiB x {_GPU_MEMORY_UTILIZATION} = {usable:.2f} GiB",
         f"reserve per GPU = {_FIXED_RESERVE_GIB} GiB + {context} tokens x {bytes_per_token} "
@@ -176,12 +184,17 @@ def estimate_nodes(
         f"nodes = ceil({min_gpus} / {gpus_per_node} GPU(s) per node) = {nodes}",
         f"layout: {layout}",
     )
-    warnings: tuple[str, ...] = ()
+    warnings: list[str] = []
     heads = model.num_attention_heads
     if heads is not None and heads % tensor_parallel:
-        warnings = (
+        warnings.append(
             f"{model.name} has {heads} attention heads, not divisible by tensor parallel "
-            f"size {tensor_parallel}: vLLM will refuse this layout; pick another SKU",
+            f"size {tensor_parallel}: vLLM will refuse this layout; pick another SKU"
+        )
+    if nodes > 1 and not model.multi_node:
+        warnings.append(
+            f"{model.name} is served on one node only (no multi-node inference), but needs "
+            f"{nodes} nodes of {sku.name}; pick a SKU with more GPU memory per node"
         )
     return NodeEstimate(
         preset=model.name,
@@ -200,5 +213,5 @@ def estimate_nodes(
         reserve_per_gpu_gib=reserve,
         room_per_gpu_gib=room,
         explanation=explanation,
-        warnings=warnings,
+        warnings=tuple(warnings),
     )

@@ -70,8 +70,8 @@ class RuntimeDefaults(_Strict):
 class Quantization(_Strict):
     """How the published weights are quantized."""
 
-    method: Literal["awq", "gptq", "fp8"]
-    """Quantization scheme, as vLLM names it."""
+    method: Literal["awq", "gptq", "fp8", "mxfp4"]
+    """Quantization scheme, as vLLM names it (``mxfp4``: gpt-oss's 4-bit experts)."""
     bits: int = Field(gt=0, le=16)
     """Bits per weight."""
 
@@ -104,7 +104,10 @@ class Preset(_Strict):
     architecture: str | None = None
     """``architectures[0]`` of ``config.json`` (``LlamaForCausalLM``)."""
     parameters: int | None = Field(default=None, gt=0)
-    """Parameter count."""
+    """Parameter count (for a mixture of experts: every expert, all of which are loaded)."""
+    active_parameters: int | None = Field(default=None, gt=0)
+    """Mixture of experts only: parameters one token goes through. Informational: GPU
+    memory is sized by the total weights, since every expert stays resident."""
     weight_size_gib: float | None = Field(default=None, gt=0)
     """Size of the published weights on disk, in GiB."""
     context_length: int | None = Field(default=None, gt=0)
@@ -119,6 +122,11 @@ class Preset(_Strict):
     """Width of one attention head."""
     hidden_size: int | None = Field(default=None, gt=0)
     """Model width (``hidden_size``)."""
+    kv_lora_rank: int | None = Field(default=None, gt=0)
+    """Multi-head latent attention (DeepSeek-V3 and its kin): width of the compressed
+    key/value latent cached per token (``kv_lora_rank``)."""
+    qk_rope_head_dim: int | None = Field(default=None, gt=0)
+    """Multi-head latent attention: the rotary part of each key, cached beside the latent."""
     dtype: Literal["bfloat16", "float16", "float32"] | None = None
     """Storage dtype of the published weights (``torch_dtype``)."""
     quantization: Quantization | None = None
@@ -133,6 +141,9 @@ class Preset(_Strict):
     """Runtime used when the Workspace does not choose one."""
     tunable: bool = False
     """Whether a tuning Workspace (LoRA/QLoRA) may use it."""
+    multi_node: bool = True
+    """Whether vLLM may spread it over several nodes (pipeline parallel over Ray);
+    KAITO's ``supportDistributedInference``. False keeps it to one node."""
     runtime_defaults: RuntimeDefaults = RuntimeDefaults()
     """Runtime flags for this model."""
     deprecated: bool = False
@@ -155,6 +166,12 @@ class Preset(_Strict):
         if heads is not None and kv_heads is not None and heads % kv_heads:
             msg = f"num_attention_heads {heads} is not a multiple of num_kv_heads {kv_heads}"
             raise ValueError(msg)
+        if self.active_parameters is not None and (
+            self.parameters is None or self.active_parameters > self.parameters
+        ):
+            raise ValueError("active_parameters must not exceed parameters")
+        if (self.kv_lora_rank is None) != (self.qk_rope_head_dim is None):
+            raise ValueError("kv_lora_rank and qk_rope_head_dim go together (latent attention)")
         for alias in self.aliases:
             if alias != alias.lower() or not alias:
                 raise ValueError(f"aliases: {alias!r} must be a non-empty lower-case name")
@@ -169,8 +186,12 @@ class Preset(_Strict):
     def bytes_per_token(self) -> int | None:
         """KV-cache bytes one token takes: K and V, per layer, per KV head, 2-byte values.
 
-        ``2 * layers * kv_heads * head_dim * 2``; ``None`` when the architecture is unknown.
+        ``2 * layers * kv_heads * head_dim * 2``; with latent attention only the latent
+        and the rotary key are cached: ``(kv_lora_rank + qk_rope_head_dim) * layers * 2``.
+        ``None`` when the architecture is unknown.
         """
+        if self.num_layers is not None and self.kv_lora_rank and self.qk_rope_head_dim:
+            return (self.kv_lora_rank + self.qk_rope_head_dim) * self.num_layers * 2
         if self.num_layers is None or self.num_kv_heads is None or self.head_dim is None:
             return None
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * 2
