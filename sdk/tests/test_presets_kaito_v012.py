@@ -42,9 +42,11 @@ def test_gpt_oss_parsers_quantization_and_moe_figures() -> None:
         preset = resolve_preset(name)
         assert preset.runtime_defaults.tool_call_parser == "openai"
         assert preset.runtime_defaults.reasoning_parser == "openai_gptoss"
-        assert preset.quantization is not None and preset.quantization.method == "mxfp4"
+        assert preset.quantization is not None
+        assert preset.quantization.method == "mxfp4"
         assert set(preset.runtimes) == {Runtime.VLLM, Runtime.TRANSFORMERS}
-        assert preset.active_parameters is not None and preset.parameters is not None
+        assert preset.active_parameters is not None
+        assert preset.parameters is not None
         assert preset.active_parameters < preset.parameters / 5
         # 2 x layers x 8 KV heads x 64 x 2 bytes
         assert preset.bytes_per_token == 2 * preset.num_layers * 8 * 64 * 2  # type: ignore[operator]
@@ -63,7 +65,9 @@ def test_latent_attention_caches_only_the_latent_and_the_rotary_key() -> None:
 
 def test_phi_2_is_legacy_single_node_and_tunable() -> None:
     phi2 = resolve_preset("phi-2")
-    assert phi2.deprecated and phi2.tunable and not phi2.multi_node
+    assert phi2.deprecated
+    assert phi2.tunable
+    assert not phi2.multi_node
     assert phi2.context_length == 2048
     assert phi2.dtype == "float16"
 
