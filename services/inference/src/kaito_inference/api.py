@@ -40,11 +40,11 @@ def build_router(serving: OpenAIServing, settings: InferenceSettings) -> APIRout
 
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        return await respond(serving.prepare_chat(body), request)
+        return await respond(await serving.prepare_chat(body), request)
 
     @router.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
-        return await respond(serving.prepare_text(body), request)
+        return await respond(await serving.prepare_text(body), request)
 
     @router.get("/v1/models")
     async def models() -> ModelList:

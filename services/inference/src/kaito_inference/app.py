@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from kaito_inference.api import build_router
+from kaito_inference.body_limit import BodyLimitMiddleware, RequestBodyTooLarge, too_large
 from kaito_inference.engines.base import Engine
-from kaito_inference.errors import install_error_handlers
+from kaito_inference.errors import error_response, install_error_handlers
 from kaito_inference.metrics import InferenceMetrics
 from kaito_inference.serving import OpenAIServing
 from kaito_inference.settings import InferenceSettings
@@ -50,6 +52,12 @@ def create_app(
     app.state.engine = engine
     app.state.metrics = metrics
     install_error_handlers(app)
+
+    @app.exception_handler(RequestBodyTooLarge)
+    async def _too_large(_request: Request, exc: RequestBodyTooLarge) -> JSONResponse:
+        return error_response(too_large(exc.max_bytes))
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.include_router(build_router(serving, settings))
     return app
 

@@ -20,6 +20,7 @@ _TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     409: "invalid_request_error",
+    413: "invalid_request_error",
     429: "rate_limit_exceeded",
     503: "service_unavailable",
 }

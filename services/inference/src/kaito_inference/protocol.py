@@ -7,6 +7,7 @@ Every option we do not implement is either absent (so ``extra="forbid"`` turns i
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Literal
@@ -29,7 +30,18 @@ __all__ = [
 ]
 
 MAX_STOP_SEQUENCES = 4
+#: ``seed`` must fit a signed 64-bit integer (torch's generator seed, as in vLLM).
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 AdapterName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _require_unicode(texts: list[str]) -> None:
+    """Reject lone UTF-16 surrogates (``"\\ud800"`` in JSON): no tokenizer can encode them."""
+    if any(_SURROGATE.search(text) for text in texts):
+        raise ValueError("must be valid Unicode text (it contains a lone surrogate code point)")
 
 
 def new_id(prefix: str) -> str:
@@ -61,6 +73,12 @@ class ChatMessage(_Request):
     content: str | list[TextPart]
     name: str | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _unicode_content(cls, value: str | list[TextPart]) -> str | list[TextPart]:
+        _require_unicode([value] if isinstance(value, str) else [part.text for part in value])
+        return value
+
     def text(self) -> str:
         """The message content as one string."""
         if isinstance(self.content, str):
@@ -74,7 +92,7 @@ class _Sampling(_Request):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1)
@@ -104,6 +122,7 @@ class _Sampling(_Request):
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
+        _require_unicode(stops)
         return value
 
     @model_validator(mode="after")
@@ -153,6 +172,7 @@ class CompletionRequest(_Sampling):
     def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("exactly one prompt per request is supported")
+        _require_unicode([value] if isinstance(value, str) else value)
         return value
 
     def prompt_text(self) -> str:

@@ -67,15 +67,19 @@ class OpenAIServing:
             404, f"the model {model!r} does not exist", param="model", code="model_not_found"
         )
 
-    def prepare_chat(self, body: ChatCompletionRequest) -> Completion:
-        """Validate a chat request against the model and build its :class:`Completion`."""
+    async def prepare_chat(self, body: ChatCompletionRequest) -> Completion:
+        """Validate a chat request against the model and build its :class:`Completion`.
+
+        Tokenizing runs in a worker thread (the tokenizer releases the GIL), so a long
+        prompt never stalls ``/health`` or the other streams.
+        """
         self.require_ready()
         adapter = self.adapter_for(body.model)
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
         ]
-        ids = self.engine.encode_chat(messages)
+        ids = await asyncio.to_thread(self.engine.encode_chat, messages)
         return self._prepare(
             kind="chat",
             body=body,
@@ -85,11 +89,12 @@ class OpenAIServing:
             prompt_param="messages",
         )
 
-    def prepare_text(self, body: CompletionRequest) -> Completion:
-        """Validate a completion request and build its :class:`Completion`."""
+    async def prepare_text(self, body: CompletionRequest) -> Completion:
+        """Validate a completion request and build its :class:`Completion` (tokenized in a
+        worker thread)."""
         self.require_ready()
         adapter = self.adapter_for(body.model)
-        ids = self.engine.encode_prompt(body.prompt_text())
+        ids = await asyncio.to_thread(self.engine.encode_prompt, body.prompt_text())
         if not ids:
             raise OpenAIError(400, "prompt must not be empty", param="prompt", code="invalid_value")
         return self._prepare(
@@ -149,7 +154,11 @@ class OpenAIServing:
         )
 
     async def _deltas(self, job: Completion) -> AsyncGenerator[TextDelta, None]:
-        """The engine's deltas with metrics; 429 when the queue is full."""
+        """The engine's deltas with metrics; 429 when the queue is full.
+
+        A finished request is counted before its last delta is yielded: a stream's reader
+        stops at that delta and closes this generator, so code after the yield never runs.
+        """
         arrived = time.monotonic()
         try:
             stream = self.engine.generate(job.prompt_ids, job.params, adapter=job.adapter)
@@ -164,12 +173,13 @@ class OpenAIServing:
         delta = first
         try:
             while True:
-                yield delta
                 if delta.finish_reason is not None:
                     self.metrics.generation_tokens.inc(delta.completion_tokens)
                     self.metrics.e2e_latency.observe(time.monotonic() - arrived)
                     self.metrics.requests.labels(job.model, delta.finish_reason).inc()
+                    yield delta
                     return
+                yield delta
                 delta = await anext(stream)
         finally:
             await stream.aclose()

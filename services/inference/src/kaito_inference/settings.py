@@ -38,6 +38,11 @@ class InferenceSettings(BaseSettings):
         default=4096, ge=0, description="prompt-start tokens kept for reuse (0 turns it off)"
     )
     max_model_len: int | None = Field(default=None, ge=16)
+    max_request_body_bytes: int = Field(
+        default=16 * 2**20,
+        ge=1024,
+        description="larger request bodies get 413 before they are read in full (16 MiB)",
+    )
     enable_lora_runtime_loading: bool = False
     lora_root: Path | None = Field(
         default=None, description="runtime-loaded adapters must lie under this directory"
