@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,16 @@ from kaito_inference.settings import InferenceSettings
 if TYPE_CHECKING:
     from kaito_sdk.inference_config import InferenceConfig
 
-__all__ = ["KAITO_FLAGS", "apply_kaito_config", "build_parser", "main", "settings_from_args"]
+__all__ = [
+    "KAITO_FLAGS",
+    "apply_kaito_config",
+    "build_parser",
+    "fatal",
+    "listen_socket",
+    "main",
+    "serve_transformers",
+    "settings_from_args",
+]
 
 log = logging.getLogger("kaito_inference")
 
@@ -56,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-prefill-tokens", type=int, default=s, help="prompt tokens per prefill pass")
     add("--prefix-cache-tokens", type=int, default=s, help="prompt-start tokens kept (0: off)")
     add("--max-model-len", type=int, default=s)
+    add(
+        "--max-request-body-bytes",
+        type=int,
+        default=s,
+        help="request bodies over this size get 413 (default 16 MiB)",
+    )
     add("--enable-lora-runtime-loading", action="store_true", default=s)
     add("--lora-root", default=s, help="runtime-loaded adapters must be under this dir")
     add(
@@ -139,11 +155,22 @@ def _setting_error(error: Any) -> str:
 
 
 def serve_transformers(settings: InferenceSettings) -> int:
-    """Run the transformers runtime until interrupted."""
+    """Run the transformers runtime until interrupted; 1 when it cannot serve.
+
+    The port is bound before anything heavy is imported, so a taken port ends the
+    process at once; a model that fails to load stops the server and ends it too. Either
+    way the cause is the last line on stderr, so a pod's crash loop shows why.
+    """
+    try:
+        sock = listen_socket(settings.host, settings.port)
+    except OSError as exc:
+        return fatal(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     import uvicorn
 
     from kaito_inference.app import create_app
     from kaito_inference.engines.cpu_threads import configure_cpu_threads
+    from kaito_inference.engines.transformers_engine import TransformersEngine
+    from kaito_inference.metrics import InferenceMetrics
 
     configure_cpu_threads()
     if settings.kv_cache_cpu_memory_utilization > 0:
@@ -152,9 +179,44 @@ def serve_transformers(settings: InferenceSettings) -> int:
             KAITO_FLAGS["kv_cache_cpu_memory_utilization"],
             settings.kv_cache_cpu_memory_utilization,
         )
+    metrics = InferenceMetrics()
+    server: uvicorn.Server | None = None
+
+    def stop_serving(_error: BaseException) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    engine = TransformersEngine(settings, metrics, on_load_failure=stop_serving)
+    app = create_app(settings, engine=engine, metrics=metrics)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
     log.info("starting the transformers runtime on %s:%d", settings.host, settings.port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    with sock:
+        server.run(sockets=[sock])
+    if engine.load_error is not None:
+        error = engine.load_error
+        return fatal(f"the model failed to load: {type(error).__name__}: {error}")
     return 0
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv6 when ``host`` has a colon), as uvicorn
+    binds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def fatal(cause: str) -> int:
+    """Print ``cause`` as the last line on stderr and return exit status 1."""
+    print(f"kaito-inference: error: {cause}", file=sys.stderr, flush=True)
+    return 1
 
 
 def apply_kaito_config(

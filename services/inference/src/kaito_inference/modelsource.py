@@ -40,6 +40,8 @@ def resolve_model(spec: str | None, *, progress: bool = True) -> ResolvedModel:
     if spec is None:
         return ResolvedModel(str(embedded_model_dir(progress=progress)), EMBEDDED_MODEL_NAME)
     path = Path(spec).expanduser()
+    if spec.startswith(("/", ".", "~")) and not path.is_dir():
+        raise ModelSourceError(f"--model {spec}: no such directory")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"--model {spec}: directory has no config.json")

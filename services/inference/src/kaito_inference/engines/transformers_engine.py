@@ -42,7 +42,9 @@ class TransformersEngine:
 
     ``resolve`` turns ``settings.model`` into weights; tests pass a resolver for a tiny
     model. ``load_delay`` (seconds) keeps the engine in the loading state longer, so a
-    test can observe ``/health`` answering 503.
+    test can observe ``/health`` answering 503. ``on_load_failure`` is called (from the
+    loader thread) with the exception when the model cannot be loaded; ``kaito-inference
+    serve`` uses it to end the process.
     """
 
     def __init__(
@@ -52,11 +54,13 @@ class TransformersEngine:
         *,
         resolve: Callable[[str | None], ResolvedModel] = resolve_model,
         load_delay: float = 0.0,
+        on_load_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self._resolve = resolve
         self._load_delay = load_delay
+        self._on_load_failure = on_load_failure
         self._ready = threading.Event()
         self._adapters: dict[str, AdapterInfo] = {}
         self._batcher: ContinuousBatcher | None = None
@@ -105,9 +109,11 @@ class TransformersEngine:
     def _load(self) -> None:
         try:
             self._load_model()
-        except BaseException as exc:  # reported by /health and the logs, never raised
+        except BaseException as exc:  # reported by /health, the logs and the callback
             self.load_error = exc
             log.exception("loading the model failed")
+            if self._on_load_failure is not None:
+                self._on_load_failure(exc)
 
     def _load_model(self) -> None:
         configure_cpu_threads()
