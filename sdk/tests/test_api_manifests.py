@@ -46,7 +46,7 @@ def test_parse_manifest_dispatches_on_kind() -> None:
     ("manifest", "message"),
     [
         ({"apiVersion": "v1", "kind": "ConfigMap"}, "unknown kind v1 ConfigMap"),
-        ({"apiVersion": "kaito.sh/v1alpha1", "kind": "Workspace"}, "known kinds"),
+        ({"apiVersion": "kaito.sh/v1", "kind": "Workspace"}, "known kinds"),
         ({"kind": "Workspace"}, "apiVersion and kind are required"),
         (["not", "a", "mapping"], "must be a mapping"),
     ],

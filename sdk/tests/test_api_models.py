@@ -119,7 +119,7 @@ def test_wrong_kind_or_api_version_is_rejected() -> None:
     with pytest.raises(ValidationError, match="kind"):
         Workspace.from_manifest({**manifest, "kind": "RAGEngine"})
     with pytest.raises(ValidationError, match="apiVersion"):
-        Workspace.from_manifest({**manifest, "apiVersion": "kaito.sh/v1alpha1"})
+        Workspace.from_manifest({**manifest, "apiVersion": "kaito.sh/v1"})
 
 
 def test_status_uses_metav1_condition_shape() -> None:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from kaito_sdk.api import KubeModel, KubeObject, RAGEngine, Workspace
+from kaito_sdk.api import InferenceSet, KubeModel, KubeObject, RAGEngine, Workspace
 from kaito_sdk.crd import (
     CRD_FILES,
     HEADER,
@@ -27,7 +27,7 @@ from kaito_sdk.crd import (
 from kaito_sdk.crd.__main__ import main
 
 CHARTS = Path(__file__).resolve().parents[2] / "charts"
-KINDS = [Workspace, RAGEngine]
+KINDS = [Workspace, RAGEngine, InferenceSet]
 
 
 def _walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -136,8 +136,9 @@ def test_ragengine_keeps_kaito_spelling() -> None:
             ],
         ),
         (RAGEngine, ["rag"], ["Instance", "ResourceReady", "ServiceReady", "Age"]),
+        (InferenceSet, ["is", "isets"], ["Replicas", "ReadyReplicas", "Age"]),
     ],
-    ids=["Workspace", "RAGEngine"],
+    ids=["Workspace", "RAGEngine", "InferenceSet"],
 )
 def test_crd_names_columns_and_subresources(
     model: type[KubeObject], short_names: list[str], columns: list[str]
@@ -150,12 +151,15 @@ def test_crd_names_columns_and_subresources(
     assert spec["scope"] == "Namespaced"
     assert spec["names"]["shortNames"] == short_names
     assert spec["names"]["listKind"] == f"{info.kind}List"
-    (version,) = spec["versions"]
-    assert (version["name"], version["served"], version["storage"]) == ("v1beta1", True, True)
-    assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == columns
-    age = version["additionalPrinterColumns"][-1]
-    assert (age["type"], age["jsonPath"]) == ("date", ".metadata.creationTimestamp")
+    alpha, beta = spec["versions"]
+    assert (alpha["name"], alpha["served"], alpha["storage"]) == ("v1alpha1", True, False)
+    assert (beta["name"], beta["served"], beta["storage"]) == ("v1beta1", True, True)
+    assert spec["conversion"] == {"strategy": "None"}
+    for version in (alpha, beta):
+        assert version["subresources"]["status"] == {}
+        assert [c["name"] for c in version["additionalPrinterColumns"]] == columns
+        age = version["additionalPrinterColumns"][-1]
+        assert (age["type"], age["jsonPath"]) == ("date", ".metadata.creationTimestamp")
 
 
 @pytest.mark.parametrize("model", KINDS, ids=lambda m: m.api_info.kind)

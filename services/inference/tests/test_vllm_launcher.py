@@ -61,13 +61,19 @@ def test_adapters_become_lora_modules(tmp_path: Path) -> None:
     assert argv[start : start + 2] == [f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"]
 
 
-def test_strength_is_rejected_on_vllm(tmp_path: Path) -> None:
-    with pytest.raises(LaunchError, match="strength"):
-        build_vllm_argv(
+def test_strength_is_ignored_on_vllm_with_a_logged_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="kaito_inference.vllm_launcher"):
+        argv = build_vllm_argv(
             InferenceSettings(),
             resolved=ResolvedModel("m", "m"),
             adapters=[AdapterInfo("a", tmp_path, strength=0.5)],
         )
+    start = argv.index("--lora-modules") + 1
+    assert argv[start] == f"a={tmp_path}"  # loaded as it is: vLLM has no per-adapter scale
+    assert "a (0.5)" in caplog.text
+    assert "full strength" in caplog.text
 
 
 def test_gpu_preset_gets_parallelism_from_the_estimator() -> None:

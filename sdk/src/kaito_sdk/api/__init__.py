@@ -1,4 +1,5 @@
-"""Typed models of KAITO's API (``kaito.sh/v1beta1``): ``Workspace`` and ``RAGEngine``.
+"""Typed models of KAITO's API (``kaito.sh/v1beta1``, also served as ``v1alpha1``):
+``Workspace``, ``RAGEngine`` and ``InferenceSet``.
 
 Python names are snake_case, manifests camelCase::
 
@@ -22,6 +23,7 @@ from kaito_sdk.api.base import (
     ObjectMeta,
     OwnerReference,
     PrinterColumn,
+    ScaleSubresource,
 )
 from kaito_sdk.api.conditions import (
     ConditionReason,
@@ -29,6 +31,22 @@ from kaito_sdk.api.conditions import (
     RAGEngineConditionType,
     WorkspaceConditionType,
     WorkspaceState,
+)
+from kaito_sdk.api.inferenceset import (
+    ANNOTATION_SCALEDOBJECT_MAX_REPLICAS,
+    ANNOTATION_SCALEDOBJECT_METRICS,
+    ANNOTATION_SCALEDOBJECT_MIN_REPLICAS,
+    ANNOTATION_SCALEDOBJECT_SERVER_ADDRESS,
+    AUTO_UPGRADE_STRATEGIES,
+    AutoUpgradePolicy,
+    AutoUpgradeStatus,
+    InferenceSet,
+    InferenceSetResourceSpec,
+    InferenceSetSpec,
+    InferenceSetStatus,
+    InferenceSetTemplate,
+    MaintenanceWindow,
+    TemplateMetadata,
 )
 from kaito_sdk.api.manifests import (
     KINDS,
@@ -74,12 +92,19 @@ from kaito_sdk.api.workspace import (
 )
 
 __all__ = [
+    "ANNOTATION_SCALEDOBJECT_MAX_REPLICAS",
+    "ANNOTATION_SCALEDOBJECT_METRICS",
+    "ANNOTATION_SCALEDOBJECT_MIN_REPLICAS",
+    "ANNOTATION_SCALEDOBJECT_SERVER_ADDRESS",
+    "AUTO_UPGRADE_STRATEGIES",
     "KINDS",
     "MAX_ADAPTERS",
     "PARTITION_MODES",
     "VECTOR_DB_ENGINES",
     "AdapterSpec",
     "ApiInfo",
+    "AutoUpgradePolicy",
+    "AutoUpgradeStatus",
     "Condition",
     "ConditionReason",
     "ConditionStatus",
@@ -89,6 +114,11 @@ __all__ = [
     "EmbeddingSpec",
     "GuardrailsSpec",
     "InferenceServiceSpec",
+    "InferenceSet",
+    "InferenceSetResourceSpec",
+    "InferenceSetSpec",
+    "InferenceSetStatus",
+    "InferenceSetTemplate",
     "InferenceSpec",
     "KaitoObject",
     "KubeModel",
@@ -96,6 +126,7 @@ __all__ = [
     "LabelSelector",
     "LabelSelectorRequirement",
     "LocalEmbeddingSpec",
+    "MaintenanceWindow",
     "ManifestError",
     "ObjectMeta",
     "OwnerReference",
@@ -112,7 +143,9 @@ __all__ = [
     "RAGEngineStatus",
     "RemoteEmbeddingSpec",
     "ResourceSpec",
+    "ScaleSubresource",
     "StorageSpec",
+    "TemplateMetadata",
     "TuningSpec",
     "VectorDBSpec",
     "Workspace",

@@ -23,6 +23,7 @@ __all__ = [
     "ObjectMeta",
     "OwnerReference",
     "PrinterColumn",
+    "ScaleSubresource",
 ]
 
 
@@ -49,6 +50,15 @@ class PrinterColumn:
 
 
 @dataclass(frozen=True)
+class ScaleSubresource:
+    """The CRD ``scale`` subresource: where ``kubectl scale``, an HPA or KEDA read and write."""
+
+    spec_replicas_path: str = ".spec.replicas"
+    status_replicas_path: str = ".status.replicas"
+    label_selector_path: str | None = ".status.selector"
+
+
+@dataclass(frozen=True)
 class ApiInfo:
     """Everything about a kind that is not a field: group, version, names, CRD extras."""
 
@@ -62,11 +72,21 @@ class ApiInfo:
     categories: tuple[str, ...] = ()
     printer_columns: tuple[PrinterColumn, ...] = ()
     status_subresource: bool = True
+    scale_subresource: ScaleSubresource | None = None
+    older_versions: tuple[str, ...] = ()
+    """Versions served beside ``version`` (the storage version) with the same schema, so
+    the API server converts between them by rewriting ``apiVersion`` alone
+    (``conversion: None``)."""
 
     @property
     def api_version(self) -> str:
-        """``group/version``, as in a manifest's ``apiVersion``."""
+        """``group/version`` of the storage version, as in a manifest's ``apiVersion``."""
         return f"{self.group}/{self.version}"
+
+    @property
+    def api_versions(self) -> tuple[str, ...]:
+        """Every served ``group/version``, the older ones first, the storage version last."""
+        return tuple(f"{self.group}/{v}" for v in (*self.older_versions, self.version))
 
     @property
     def crd_name(self) -> str:

@@ -9,15 +9,47 @@ import yaml
 from pydantic import ValidationError
 
 from kaito_sdk.api.base import KubeObject
+from kaito_sdk.api.inferenceset import InferenceSet
 from kaito_sdk.api.ragengine import RAGEngine
 from kaito_sdk.api.workspace import Workspace
 
-__all__ = ["KINDS", "KaitoObject", "ManifestError", "dump_yaml", "load_yaml", "parse_manifest"]
+__all__ = [
+    "KINDS",
+    "NOT_SUPPORTED_KINDS",
+    "KaitoObject",
+    "ManifestError",
+    "dump_yaml",
+    "kaito_kind_problem",
+    "load_yaml",
+    "parse_manifest",
+]
 
-KaitoObject = Workspace | RAGEngine
-#: Every kind this SDK models, keyed by ``(apiVersion, kind)``.
-KINDS: dict[tuple[str, str], type[Workspace] | type[RAGEngine]] = {
-    (model.api_info.api_version, model.api_info.kind): model for model in (Workspace, RAGEngine)
+KaitoObject = Workspace | RAGEngine | InferenceSet
+#: Every kind this SDK models, keyed by ``(apiVersion, kind)``: each served version
+#: (``kaito.sh/v1alpha1`` and ``kaito.sh/v1beta1``) parses into the same model.
+KINDS: dict[tuple[str, str], type[Workspace] | type[RAGEngine] | type[InferenceSet]] = {
+    (api_version, model.api_info.kind): model
+    for model in (Workspace, RAGEngine, InferenceSet)
+    for api_version in model.api_info.api_versions
+}
+
+
+#: KAITO kinds this project does not serve yet, and why (``kaito validate`` says so
+#: rather than calling them unknown).
+NOT_SUPPORTED_KINDS: dict[str, str] = {
+    "MultiRoleInference": (
+        "prefill/decode disaggregation (two InferenceSets joined by an llm-d router and "
+        "NIXL KV transfer) is not implemented by this operator; serve the model with a "
+        "Workspace or an InferenceSet instead"
+    ),
+    "ModelMirror": (
+        "pre-downloading weights to a blob-backed volume is not implemented; the "
+        "inference pods download the weights themselves"
+    ),
+    "AutoIndexer": (
+        "scheduled indexing jobs are not implemented; send documents to the RAG "
+        "engine's /index endpoint"
+    ),
 }
 
 
@@ -37,11 +69,24 @@ def parse_manifest(manifest: dict[str, Any]) -> KaitoObject:
     kind = manifest.get("kind")
     if not api_version or not kind:
         raise ManifestError("apiVersion and kind are required to tell which kind this is")
-    model = KINDS.get((str(api_version), str(kind)))
-    if model is None:
-        known = ", ".join(f"{v} {k}" for v, k in KINDS)
-        raise ManifestError(f"unknown kind {api_version} {kind}; known kinds: {known}")
-    return model.from_manifest(manifest)
+    problem = kaito_kind_problem(str(api_version), str(kind))
+    if problem is not None:
+        raise ManifestError(problem)
+    return KINDS[(str(api_version), str(kind))].from_manifest(manifest)
+
+
+def kaito_kind_problem(api_version: str, kind: str) -> str | None:
+    """Why ``api_version``/``kind`` cannot be parsed here, or None for a kind in :data:`KINDS`.
+
+    A KAITO kind in :data:`NOT_SUPPORTED_KINDS` is named as not supported yet, with the
+    reason; anything else as unknown, with the known kinds.
+    """
+    if (api_version, kind) in KINDS:
+        return None
+    if kind in NOT_SUPPORTED_KINDS and api_version.startswith("kaito.sh/"):
+        return f"{kind} is not supported yet: {NOT_SUPPORTED_KINDS[kind]}"
+    known = ", ".join(f"{v} {k}" for v, k in KINDS)
+    return f"unknown kind {api_version} {kind}; known kinds: {known}"
 
 
 def load_yaml(text: str) -> list[KaitoObject]:

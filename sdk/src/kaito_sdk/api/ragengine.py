@@ -150,6 +150,7 @@ class RAGEngine(KubeObject):
     api_info: ClassVar[ApiInfo] = ApiInfo(
         group="kaito.sh",
         version="v1beta1",
+        older_versions=("v1alpha1",),
         kind="RAGEngine",
         plural="ragengines",
         singular="ragengine",
@@ -166,8 +167,9 @@ class RAGEngine(KubeObject):
         ),
     )
 
-    api_version: Literal["kaito.sh/v1beta1"] = "kaito.sh/v1beta1"
-    """Versioned schema of this object: ``kaito.sh/v1beta1``."""
+    api_version: Literal["kaito.sh/v1alpha1", "kaito.sh/v1beta1"] = "kaito.sh/v1beta1"
+    """Versioned schema of this object: ``kaito.sh/v1beta1`` (stored) or ``kaito.sh/v1alpha1``
+    (served with the same schema)."""
     kind: Literal["RAGEngine"] = "RAGEngine"
     """Kind of this object: ``RAGEngine``."""
     spec: RAGEngineSpec

@@ -218,6 +218,7 @@ class Workspace(KubeObject):
     api_info: ClassVar[ApiInfo] = ApiInfo(
         group="kaito.sh",
         version="v1beta1",
+        older_versions=("v1alpha1",),
         kind="Workspace",
         plural="workspaces",
         singular="workspace",
@@ -246,8 +247,9 @@ class Workspace(KubeObject):
         ),
     )
 
-    api_version: Literal["kaito.sh/v1beta1"] = "kaito.sh/v1beta1"
-    """Versioned schema of this object: ``kaito.sh/v1beta1``."""
+    api_version: Literal["kaito.sh/v1alpha1", "kaito.sh/v1beta1"] = "kaito.sh/v1beta1"
+    """Versioned schema of this object: ``kaito.sh/v1beta1`` (stored) or ``kaito.sh/v1alpha1``
+    (served with the same schema)."""
     kind: Literal["Workspace"] = "Workspace"
     """Kind of this object: ``Workspace``."""
     resource: ResourceSpec

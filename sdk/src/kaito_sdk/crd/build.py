@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from kaito_sdk.api import KubeObject, PrinterColumn
+from kaito_sdk.api import ApiInfo, KubeObject, PrinterColumn
 from kaito_sdk.crd.schema import structural_schema
 
 __all__ = ["build_crd"]
@@ -21,7 +22,13 @@ _ROOT_FIELDS = {
 
 def build_crd(model: type[KubeObject]) -> dict[str, Any]:
     """The CustomResourceDefinition for ``model``: its structural schema, names, status
-    subresource and printer columns, all taken from the model and its ``api_info``."""
+    and scale subresources and printer columns, all taken from the model and its
+    ``api_info``.
+
+    Every served version carries the same schema: the older versions are served, the
+    model's ``version`` is the storage version, and ``conversion: None`` (the API server
+    only rewrites ``apiVersion``) is all the conversion identical schemas need.
+    """
     info = model.api_info
     schema = structural_schema(model)
     properties = schema["properties"]
@@ -42,25 +49,47 @@ def build_crd(model: type[KubeObject]) -> dict[str, Any]:
         names["shortNames"] = list(info.short_names)
     if info.categories:
         names["categories"] = list(info.categories)
-    version: dict[str, Any] = {"name": info.version, "served": True, "storage": True}
-    if info.printer_columns:
-        version["additionalPrinterColumns"] = [
-            _printer_column(column) for column in info.printer_columns
-        ]
-    version["schema"] = {"openAPIV3Schema": schema}
-    if info.status_subresource:
-        version["subresources"] = {"status": {}}
+    versions = [
+        _version(info, name, schema, storage=name == info.version)
+        for name in (*info.older_versions, info.version)
+    ]
+    spec: dict[str, Any] = {
+        "group": info.group,
+        "names": names,
+        "scope": info.scope,
+        "versions": versions,
+    }
+    if info.older_versions:
+        spec["conversion"] = {"strategy": "None"}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": info.crd_name},
-        "spec": {
-            "group": info.group,
-            "names": names,
-            "scope": info.scope,
-            "versions": [version],
-        },
+        "spec": spec,
     }
+
+
+def _version(info: ApiInfo, name: str, schema: dict[str, Any], *, storage: bool) -> dict[str, Any]:
+    version: dict[str, Any] = {"name": name, "served": True, "storage": storage}
+    if info.printer_columns:
+        version["additionalPrinterColumns"] = [
+            _printer_column(column) for column in info.printer_columns
+        ]
+    version["schema"] = {"openAPIV3Schema": copy.deepcopy(schema)}
+    subresources: dict[str, Any] = {}
+    if info.status_subresource:
+        subresources["status"] = {}
+    if info.scale_subresource is not None:
+        scale = info.scale_subresource
+        subresources["scale"] = {
+            "specReplicasPath": scale.spec_replicas_path,
+            "statusReplicasPath": scale.status_replicas_path,
+        }
+        if scale.label_selector_path:
+            subresources["scale"]["labelSelectorPath"] = scale.label_selector_path
+    if subresources:
+        version["subresources"] = subresources
+    return version
 
 
 def _printer_column(column: PrinterColumn) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Final
 
 import yaml
 
-from kaito_sdk.api import KubeObject, RAGEngine, Workspace
+from kaito_sdk.api import InferenceSet, KubeObject, RAGEngine, Workspace
 from kaito_sdk.crd.build import build_crd
 
 __all__ = ["CRD_FILES", "HEADER", "CrdFile", "check_files", "render_crd", "write_files"]
@@ -32,6 +32,7 @@ class CrdFile:
 #: The CRD of every kind, and the chart that ships it.
 CRD_FILES: Final = (
     CrdFile(Workspace, "kaito-workspace/crds/kaito.sh_workspaces.yaml"),
+    CrdFile(InferenceSet, "kaito-workspace/crds/kaito.sh_inferencesets.yaml"),
     CrdFile(RAGEngine, "kaito-ragengine/crds/kaito.sh_ragengines.yaml"),
 )
 

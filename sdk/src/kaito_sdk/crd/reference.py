@@ -48,12 +48,17 @@ def _fields(node: dict[str, Any], prefix: str) -> Iterator[tuple[str, dict[str, 
 
 def _kind_section(crd: dict[str, Any]) -> list[str]:
     names = crd["spec"]["names"]
-    version = crd["spec"]["versions"][0]
+    versions = crd["spec"]["versions"]
+    version = next(v for v in versions if v["storage"])
     short = ", ".join(names.get("shortNames", [])) or "none"
+    served = ", ".join(f"`{crd['spec']['group']}/{v['name']}`" for v in versions if v["served"])
+    subresources = ", ".join(version.get("subresources", {})) or "none"
     lines = [
         f"## {names['kind']} (`{crd['spec']['group']}/{version['name']}`)",
         "",
-        f"Plural `{names['plural']}`, short names {short}, scope {crd['spec']['scope']}.",
+        f"Plural `{names['plural']}`, short names {short}, scope {crd['spec']['scope']}, "
+        f"subresources {subresources}. Served as {served} with one schema; "
+        f"`{version['name']}` is stored.",
         "",
         "| field | type | required | description |",
         "|---|---|---|---|",

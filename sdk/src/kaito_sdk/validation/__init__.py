@@ -8,22 +8,41 @@ path and the rule it breaks::
 
     for error in validate(workspace):
         print(error)  # inference.adapters[1].strength: must be between 0 and 1, got 1.5
+
+``check(obj)`` and ``check_manifest(dict)`` return a :class:`Report`: the errors, and the
+:class:`FieldWarning` s for what KAITO accepts but will not do what the user may expect
+(a gated model without a token Secret, an adapter strength under vLLM, a deprecated
+preset). Warnings never refuse an object; admission returns them to ``kubectl``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from kaito_sdk.api import KaitoObject, ManifestError, RAGEngine, Workspace, parse_manifest
-from kaito_sdk.validation.errors import FieldError
+from kaito_sdk.api import (
+    InferenceSet,
+    KaitoObject,
+    ManifestError,
+    RAGEngine,
+    Workspace,
+    parse_manifest,
+)
+from kaito_sdk.validation.errors import FieldError, FieldWarning
+from kaito_sdk.validation.inferenceset import check_inferenceset, check_inferenceset_update
 from kaito_sdk.validation.ragengine import check_ragengine
 from kaito_sdk.validation.update import check_ragengine_update, check_workspace_update
 from kaito_sdk.validation.workspace import check_workspace
+from kaito_sdk.validation.workspace_warnings import workspace_warnings
 
 __all__ = [
     "FieldError",
+    "FieldWarning",
+    "Report",
+    "check",
+    "check_manifest",
     "errors_from_validation_error",
     "validate",
     "validate_manifest",
@@ -37,7 +56,11 @@ def validate(obj: KaitoObject) -> list[FieldError]:
         return list(check_workspace(obj))
     if isinstance(obj, RAGEngine):
         return list(check_ragengine(obj))
-    raise TypeError(f"cannot validate {type(obj).__name__}; expected Workspace or RAGEngine")
+    if isinstance(obj, InferenceSet):
+        return list(check_inferenceset(obj))
+    raise TypeError(
+        f"cannot validate {type(obj).__name__}; expected Workspace, RAGEngine or InferenceSet"
+    )
 
 
 def validate_update(old: KaitoObject, new: KaitoObject) -> list[FieldError]:
@@ -47,6 +70,8 @@ def validate_update(old: KaitoObject, new: KaitoObject) -> list[FieldError]:
         return [*check_workspace(new), *check_workspace_update(old, new)]
     if isinstance(old, RAGEngine) and isinstance(new, RAGEngine):
         return [*check_ragengine(new), *check_ragengine_update(old, new)]
+    if isinstance(old, InferenceSet) and isinstance(new, InferenceSet):
+        return [*check_inferenceset(new), *check_inferenceset_update(old, new)]
     return [
         FieldError("kind", f"cannot change from {old.kind} to {new.kind}"),
     ]
@@ -61,6 +86,37 @@ def validate_manifest(manifest: dict[str, Any]) -> list[FieldError]:
     except ValidationError as exc:
         return errors_from_validation_error(exc)
     return validate(obj)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What checking one object found: errors refuse it, warnings do not."""
+
+    errors: list[FieldError] = field(default_factory=list)
+    """Rules it breaks (the same list :func:`validate` returns)."""
+    warnings: list[FieldWarning] = field(default_factory=list)
+    """What will not do what the user may expect; admitted all the same."""
+
+
+def warnings_for(obj: KaitoObject) -> list[FieldWarning]:
+    """The warnings for ``obj`` (only Workspaces have any so far)."""
+    return list(workspace_warnings(obj)) if isinstance(obj, Workspace) else []
+
+
+def check(obj: KaitoObject) -> Report:
+    """Errors and warnings for ``obj`` as a new object."""
+    return Report(validate(obj), warnings_for(obj))
+
+
+def check_manifest(manifest: dict[str, Any]) -> Report:
+    """Errors and warnings for a raw manifest: schema errors, or else :func:`check`."""
+    try:
+        obj = parse_manifest(manifest)
+    except ManifestError as exc:
+        return Report([FieldError("kind", str(exc))])
+    except ValidationError as exc:
+        return Report(errors_from_validation_error(exc))
+    return check(obj)
 
 
 def errors_from_validation_error(error: ValidationError) -> list[FieldError]:

@@ -1,4 +1,4 @@
-"""The error type every validation rule reports, and the name rules they share."""
+"""The error and warning types validation rules report, and the name rules they share."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ __all__ = [
     "DNS1123_LABEL_MAX",
     "DNS1123_SUBDOMAIN_MAX",
     "FieldError",
+    "FieldWarning",
     "dns1123_label_problem",
     "dns1123_subdomain_problem",
     "label_key_problem",
@@ -33,6 +34,23 @@ class FieldError:
     """Path of the field in the manifest, camelCase, with ``[i]`` for list items."""
     message: str
     """What rule the value breaks."""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWarning:
+    """Something KAITO accepts and so do we, that will not do what the user may expect.
+
+    Admission lets the object in and returns the warning (``kubectl`` prints it);
+    ``kaito validate`` prints it and still exits 0.
+    """
+
+    path: str
+    """Path of the field in the manifest, camelCase, with ``[i]`` for list items."""
+    message: str
+    """What will happen, and how to avoid it."""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

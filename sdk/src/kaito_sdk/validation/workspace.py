@@ -83,24 +83,12 @@ def _resolve(path: str, preset: PresetSpec) -> tuple[Preset | None, list[FieldEr
     except UnknownPresetError as exc:
         return None, [FieldError(f"{path}.name", str(exc))]
     errors: list[FieldError] = []
-    if found.deprecated:
-        errors.append(
-            FieldError(f"{path}.name", f"preset {preset.name!r} is deprecated; pick another model")
-        )
     if preset.access_mode is not None and preset.access_mode not in _ACCESS_MODES:
         errors.append(
             FieldError(f"{path}.accessMode", f"must be one of {', '.join(_ACCESS_MODES)}")
         )
     options = preset.preset_options
     secret = options.model_access_secret if options is not None else None
-    if found.gated and not secret:
-        errors.append(
-            FieldError(
-                f"{path}.presetOptions.modelAccessSecret",
-                f"is required: {found.hf_id} is gated on Hugging Face "
-                "(name a Secret with key HF_TOKEN)",
-            )
-        )
     if secret:
         errors.extend(
             check_object_name(f"{path}.presetOptions.modelAccessSecret", secret, required=False)
@@ -136,7 +124,7 @@ def _check_inference(workspace: Workspace, inference: InferenceSpec) -> Iterator
             )
     seen: set[str] = set()
     for index, adapter in enumerate(adapters):
-        yield from _check_adapter(f"inference.adapters[{index}]", adapter, seen, runtime)
+        yield from _check_adapter(f"inference.adapters[{index}]", adapter, seen)
 
 
 def _check_template(template: dict[str, object]) -> Iterator[FieldError]:
@@ -149,9 +137,7 @@ def _check_template(template: dict[str, object]) -> Iterator[FieldError]:
         )
 
 
-def _check_adapter(
-    path: str, adapter: AdapterSpec, seen: set[str], runtime: str
-) -> Iterator[FieldError]:
+def _check_adapter(path: str, adapter: AdapterSpec, seen: set[str]) -> Iterator[FieldError]:
     source = adapter.source
     if source is None:
         yield FieldError(f"{path}.source", "is required")
@@ -172,10 +158,10 @@ def _check_adapter(
                 f"{path}.source", "exactly one of image or volumeSource is required for an adapter"
             )
     if adapter.strength is not None:
-        yield from _check_strength(f"{path}.strength", adapter.strength, runtime)
+        yield from _check_strength(f"{path}.strength", adapter.strength)
 
 
-def _check_strength(path: str, strength: str, runtime: str) -> Iterator[FieldError]:
+def _check_strength(path: str, strength: str) -> Iterator[FieldError]:
     try:
         value = float(strength)
     except ValueError:
@@ -183,12 +169,6 @@ def _check_strength(path: str, strength: str, runtime: str) -> Iterator[FieldErr
         return
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         yield FieldError(path, f"must be between 0 and 1, got {strength}")
-    if runtime == RUNTIME_VLLM:
-        yield FieldError(
-            path,
-            "is only supported by the transformers runtime "
-            f"(set the {ANNOTATION_RUNTIME}: {RUNTIME_TRANSFORMERS} annotation)",
-        )
 
 
 def _check_tuning(tuning: TuningSpec) -> Iterator[FieldError]:

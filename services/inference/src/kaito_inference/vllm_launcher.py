@@ -84,11 +84,12 @@ def build_vllm_argv(
     if adapters or settings.enable_lora_runtime_loading:
         argv.append("--enable-lora")
     if adapters:
-        weighted = [a.name for a in adapters if a.strength != 1.0]
-        if weighted:
-            raise LaunchError(
-                f"adapters {', '.join(weighted)}: strength is not supported by the vLLM "
-                "runtime (use the transformers runtime or remove the strength)"
+        weighted = [f"{a.name} ({a.strength:g})" for a in adapters if a.strength != 1.0]
+        if weighted:  # KAITO admits it too; admission warned the user
+            log.warning(
+                "adapter strength is ignored by the vLLM runtime, which applies LoRA adapters "
+                "at full strength (1.0): %s",
+                ", ".join(weighted),
             )
         argv += ["--lora-modules", *(f"{a.name}={a.path}" for a in adapters)]
     if not settings.disable_rate_limit:
