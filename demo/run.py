@@ -27,14 +27,23 @@ import httpx
 from openai import OpenAI
 from rich.console import Console
 from rich.panel import Panel
-from rich.table import Table
 
 from kaito_sdk.contracts.ragengine import RagEngineConfig, env_vars
 
 ROOT = Path(__file__).resolve().parent.parent
 INDEX_NAME = "kaito-docs"
 DEFAULT_QUESTION = "What does the RAG engine store and search vectors with?"
-console = Console()
+MAX_ANSWER_TOKENS = 256
+LOG_TAIL_LINES = 30
+# soft_wrap: long lines (URLs above all) are never cut or folded, whatever the width, and
+# whether or not the output is a terminal.
+console = Console(soft_wrap=True, highlight=False)
+STARTED = time.monotonic()
+
+
+def phase(message: str) -> None:
+    """Print one progress line, stamped with the seconds since the demo started."""
+    console.print(f"[{time.monotonic() - STARTED:6.1f} s] {message}", markup=False)
 
 
 def free_port() -> int:
@@ -44,14 +53,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a service's log."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
 @contextlib.contextmanager
-def service(name: str, argv: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
+def service(
+    name: str, argv: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` in the background (output to ``log``) and stop it on exit."""
-    console.print(f"[bold]starting {name}[/]: {' '.join(argv)}  (log: {log})")
+    phase(f"starting {name}: {' '.join(argv)} (log: {log})")
     with log.open("wb") as sink:
         proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
     try:
-        yield
+        yield proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -60,79 +77,150 @@ def service(name: str, argv: list[str], env: dict[str, str], log: Path) -> Itera
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        console.print(f"stopped {name} (exit code {proc.returncode})")
+            phase(f"stopped {name} (exit code {proc.returncode})")
 
 
-def wait_healthy(name: str, url: str, log: Path, timeout_s: float) -> None:
-    """Poll ``url`` until it answers 200, showing the service's latest log line meanwhile."""
-    deadline = time.monotonic() + timeout_s
+def wait_healthy(
+    name: str, url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float
+) -> None:
+    """Poll ``url`` until it answers 200; fail at once, with its log, if ``proc`` dies.
+
+    A terminal shows a spinner with the service's latest log line; other output (a CI log,
+    a pipe) gets that line every 15 s instead.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    next_note = started + 15
     with console.status(f"waiting for {name}") as status:
         while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise SystemExit(
+                    f"{name} exited with code {code} before it became healthy. "
+                    f"The last lines of its log ({log}):\n{log_tail(log)}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=2).status_code == 200:
-                    console.print(f"[green]{name} is healthy[/] ({url})")
+                    phase(f"{name} is healthy after {time.monotonic() - started:.1f} s ({url})")
                     return
-            lines = log.read_text(errors="replace").strip().splitlines()
-            last = lines[-1][-100:] if lines else "starting"
+            last = (log_tail(log, 1) or "starting")[-120:]
             status.update(f"waiting for {name}: {last}")
-            time.sleep(1)
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    raise SystemExit(f"{name} did not become healthy within {timeout_s:.0f} s:\n{tail}")
+            if not console.is_terminal and time.monotonic() >= next_note:
+                phase(f"still waiting for {name}: {last}")
+                next_note += 15
+            time.sleep(0.5)
+    raise SystemExit(
+        f"{name} did not become healthy within {timeout_s:.0f} s. "
+        f"The last lines of its log ({log}):\n{log_tail(log)}"
+    )
+
+
+def unwrap(lines: list[str]) -> str:
+    """Join hard-wrapped Markdown lines into one line per paragraph or list item.
+
+    Code blocks, tables and headings keep their lines; a line that starts a list item, a
+    quote or a table row starts a new line. The model then quotes whole sentences instead
+    of the source's 90-column line breaks.
+    """
+    out: list[str] = []
+    in_code = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_code = not in_code
+            out.append(line)
+            continue
+        starts_block = (
+            in_code
+            or not stripped
+            or stripped.startswith(("#", "|", ">", "- ", "* "))
+            or stripped[:3].rstrip(".").isdigit()
+        )
+        previous = out[-1].strip() if out else ""
+        joinable = previous and not previous.startswith(("#", "|", "```")) and not in_code
+        if starts_block or not joinable:
+            out.append(line)
+        else:
+            out[-1] = f"{out[-1].rstrip()} {stripped}"
+    return "\n".join(out).strip()
 
 
 def documentation() -> list[dict[str, object]]:
-    """This project's Markdown documentation, one document per section of each file."""
+    """This project's Markdown documentation, one document per section of each file.
+
+    Each document's metadata names its file and its heading, so a source reads
+    ``README.md § Quick start on a cluster``.
+    """
     files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     documents: list[dict[str, object]] = []
     for path in files:
         section: list[str] = []
+        heading = ""
         in_code = False
         for line in [*path.read_text().splitlines(), "# end"]:
             if line.startswith("```"):
                 in_code = not in_code
-            if line.startswith("#") and not in_code and section:
-                text = "\n".join(section).strip()
+            if line.startswith("#") and not in_code:
+                text = unwrap(section)
                 if len(text) > 80:
-                    documents.append(
-                        {"text": text, "metadata": {"source": str(path.relative_to(ROOT))}}
-                    )
+                    metadata = {"source": str(path.relative_to(ROOT)), "heading": heading}
+                    documents.append({"text": text, "metadata": metadata})
                 section = []
+                heading = line.lstrip("#").strip()
             section.append(line)
     return documents
+
+
+def describe_source(rank: int, node: dict[str, object]) -> str:
+    """One line per source: rank, similarity, file and heading, and the text's start."""
+    metadata = node.get("metadata") or {}
+    assert isinstance(metadata, dict)
+    where = str(metadata.get("source", "?"))
+    if metadata.get("heading"):
+        where += f" § {metadata['heading']}"
+    dense = node.get("dense_score")
+    similarity = (
+        f"similarity {float(str(dense)):.2f}"
+        if dense is not None
+        else f"score {float(str(node.get('score') or 0)):.3f}"
+    )
+    text = " ".join(str(node.get("text", "")).split())[:100]
+    return f"  {rank}. {where} ({similarity}): {text}"
 
 
 def ask(rag_url: str, question: str, model: str) -> None:
     """Index the docs, ask ``question`` through RAG chat and print the answer and sources."""
     docs = documentation()
+    phase(f"indexing {len(docs)} documentation sections into '{INDEX_NAME}'")
+    started = time.monotonic()
     with console.status(f"indexing {len(docs)} documentation sections"):
-        started = time.monotonic()
         response = httpx.post(
             f"{rag_url}/index", json={"index_name": INDEX_NAME, "documents": docs}, timeout=600
         )
         response.raise_for_status()
-    console.print(
-        f"indexed {len(response.json())} documents into '{INDEX_NAME}' "
-        f"in {time.monotonic() - started:.1f} s"
-    )
+    phase(f"indexed {len(response.json())} documents in {time.monotonic() - started:.1f} s")
     client = OpenAI(base_url=f"{rag_url}/v1", api_key="not-needed")
-    console.print(Panel(question, title="question"))
+    console.print(Panel(question, title="question"), soft_wrap=False)
+    phase("asking the RAG engine (retrieval + SmolLM2 on CPU)")
+    started = time.monotonic()
     with console.status("asking the RAG engine (retrieval + SmolLM2 on CPU)"):
         completion = client.chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": question}],
-            max_tokens=64,
+            max_tokens=MAX_ANSWER_TOKENS,
             temperature=0,
             stop=["\n\n"],  # one paragraph: a 135M model rambles after its answer
             extra_body={"index_name": INDEX_NAME},
         )
-    answer = completion.choices[0].message.content or ""
-    console.print(Panel(answer.strip(), title="answer"))
-    sources = Table("score", "source", "text", title="top sources")
-    for node in (completion.model_extra or {}).get("source_nodes", [])[:5]:
-        text = " ".join(str(node.get("text", "")).split())[:90]
-        source = str((node.get("metadata") or {}).get("source", "?"))
-        sources.add_row(f"{float(node.get('score') or 0):.3f}", source, text)
-    console.print(sources)
+    phase(f"answered in {time.monotonic() - started:.1f} s")
+    choice = completion.choices[0]
+    answer = " ".join((choice.message.content or "").split())
+    if choice.finish_reason == "length":
+        answer += f" [cut: the answer reached max_tokens={MAX_ANSWER_TOKENS}]"
+    console.print(Panel(answer, title="answer"), soft_wrap=False)
+    console.print("top sources (similarity: cosine of question and passage, -1 to 1):")
+    for rank, node in enumerate((completion.model_extra or {}).get("source_nodes", [])[:5], 1):
+        console.print(describe_source(rank, node), markup=False)
     if completion.usage:
         console.print(
             f"usage: {completion.usage.prompt_tokens} prompt + "
@@ -174,29 +262,32 @@ def main() -> None:
             ["kaito-inference", "serve", "--host", "127.0.0.1", "--port", str(inference_port)],
             env,
             inference_log,
-        ),
+        ) as inference,
         service(
             "kaito-ragengine",
             ["kaito-ragengine", "serve", "--host", "127.0.0.1", "--port", str(rag_port)],
             rag_env,
             rag_log,
-        ),
+        ) as ragengine,
     ):
-        # The first run converts SmolLM2 from GGUF into the cache; later runs reuse it.
-        wait_healthy("kaito-inference", f"{inference_url}/health", inference_log, 900)
-        wait_healthy("kaito-ragengine", f"{rag_url}/health", rag_log, 300)
+        # The first run converts SmolLM2 from GGUF into the cache (about 40 s on 2 cores);
+        # later runs reuse it.
+        wait_healthy("kaito-inference", f"{inference_url}/health", inference, inference_log, 900)
+        wait_healthy("kaito-ragengine", f"{rag_url}/health", ragengine, rag_log, 300)
         model = OpenAI(base_url=f"{inference_url}/v1", api_key="x").models.list().data[0].id
         ask(rag_url, args.question, model)
-        endpoints = Table("service", "OpenAI base URL", "health", "metrics", title="endpoints")
+        console.print("endpoints:")
         for name, url in (("kaito-inference", inference_url), ("kaito-ragengine", rag_url)):
-            endpoints.add_row(name, f"{url}/v1", f"{url}/health", f"{url}/metrics")
-        console.print(endpoints)
+            console.print(
+                f"  {name}: OpenAI base URL {url}/v1  health {url}/health  metrics {url}/metrics",
+                markup=False,
+            )
         if args.keep_serving:
             console.print("serving until Ctrl-C")
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
-    console.print("[bold green]demo finished[/]")
+    phase("demo finished")
 
 
 if __name__ == "__main__":

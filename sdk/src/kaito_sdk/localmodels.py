@@ -183,28 +183,50 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _convert_gguf(gguf: Path, out_dir: Path, *, progress: bool) -> None:
-    """Dequantise ``gguf`` into a float32 Hugging Face model directory at ``out_dir``."""
+    """Dequantise ``gguf`` into a float32 Hugging Face model directory at ``out_dir``.
+
+    With ``progress`` a terminal gets a live progress bar on stderr; anything else (a log
+    file, a pipe, a pod's log) gets one plain line per step with the time it took, so a
+    reader of the log sees the conversion advance.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     steps = ("import torch/transformers", "tokenizer", "dequantise weights", "write model")
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    live = progress and console.is_terminal
     display = Progress(
         SpinnerColumn(),
         TextColumn("[bold]SmolLM2-135M-Instruct[/] {task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not progress,
+        console=console,
+        disable=not live,
         transient=False,
     )
     started = time.monotonic()
+    step_started = started
+    if progress and not live:
+        console.print(
+            f"converting the embedded SmolLM2-135M-Instruct from {gguf.name} "
+            f"({len(steps)} steps, about 40 s on 2 cores)",
+            markup=False,
+        )
     with display:
         task = display.add_task(f"converting: {steps[0]}", total=len(steps))
 
         def advance(done: int) -> None:
+            nonlocal step_started
             label = steps[done] if done < len(steps) else "done"
             display.update(task, completed=done, description=f"converting: {label}")
+            if progress and not live:
+                now = time.monotonic()
+                console.print(
+                    f"  step {done}/{len(steps)} {steps[done - 1]}: {now - step_started:.1f} s",
+                    markup=False,
+                )
+                step_started = now
 
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -237,6 +259,10 @@ def _convert_gguf(gguf: Path, out_dir: Path, *, progress: bool) -> None:
         del loaded, fresh
         advance(4)
         display.update(task, description=f"converted in {time.monotonic() - started:.0f} s")
+    if progress and not live:
+        console.print(
+            f"converted SmolLM2-135M-Instruct in {time.monotonic() - started:.1f} s", markup=False
+        )
 
 
 def _tiny_corpus(lines: int = 400) -> list[str]:
