@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kaito_ragengine.embeddings.base import Embedder, build_embedder
-from kaito_ragengine.errors import install_exception_handlers
+from kaito_ragengine.errors import StartupError, install_exception_handlers
 from kaito_ragengine.metrics import Metrics, RequestMetricsMiddleware
 from kaito_ragengine.routers import chat, health, indexes, retrieve
 from kaito_ragengine.serving.chat import ChatService
@@ -37,11 +37,26 @@ def create_app(
     settings = settings or Settings()
     metrics = Metrics()
 
+    async def load_embedder() -> Embedder:
+        own = embedder or build_embedder(settings)
+        if embedder is None and settings.embedding_source == "local":
+            try:
+                await own.embed(["warm-up"])  # load the model before /health answers
+            except Exception as exc:
+                await own.aclose()
+                raise StartupError(
+                    f"embedding model {settings.embedding_model_id!r} could not be loaded: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        return own
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own_embedder = embedder or build_embedder(settings)
-        if embedder is None and settings.embedding_source == "local":
-            await own_embedder.embed(["warm-up"])  # load the model before /health answers
+        try:
+            own_embedder = await load_embedder()
+        except Exception as exc:
+            app.state.startup_error = exc  # ``kaito-ragengine serve`` prints it last
+            raise
         own_llm = llm
         if own_llm is None and settings.llm_inference_url:
             own_llm = LLMClient(

@@ -30,6 +30,9 @@ class Settings(RagEngineConfig, BaseSettings):
     """Interface the server binds to."""
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
     """Texts per embedding call when indexing (also the query micro-batch limit)."""
+    embedding_batch_chars: int = Field(default=16_384, ge=256)
+    """Most characters of document chunks embedded in one call: a query waits behind at
+    most one such slice (about 0.5 s for MiniLM on two cores)."""
     chunk_size: int = Field(default=256, ge=32, le=8192)
     """Sentence-splitter chunk size in tokens (MiniLM reads 256 word pieces)."""
     chunk_overlap: int = Field(default=32, ge=0, le=1024)

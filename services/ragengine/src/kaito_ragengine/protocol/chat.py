@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kaito_ragengine.protocol.documents import MetadataValue
+from kaito_ragengine.protocol.documents import IndexName, MetadataValue
 
 __all__ = ["ChatCompletionRequest", "ChatCompletionResponse", "SourceNode"]
 
@@ -24,7 +24,7 @@ class ChatCompletionRequest(BaseModel):
     """Stream server-sent events (on the RAG path too)."""
     max_tokens: int | None = Field(default=None, ge=1)
     """Most tokens to generate; also reserved out of the context budget."""
-    index_name: str | None = Field(default=None, min_length=1, max_length=128)
+    index_name: IndexName | None = None
     """Index to ground the answer in; without it the request passes through to the LLM."""
     context_token_ratio: float = Field(default=0.5, ge=0.2, le=0.8)
     """Share of the free context window filled with retrieved chunks."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 __all__ = [
+    "INDEX_NAME_PATTERN",
     "DeleteDocumentsRequest",
     "DeleteDocumentsResponse",
     "Document",
     "DocumentInput",
+    "IndexName",
     "IndexRequest",
     "ListDocumentsResponse",
     "MessageResponse",
+    "Metadata",
     "MetadataValue",
     "UpdateDocumentInput",
     "UpdateDocumentsRequest",
@@ -22,7 +26,27 @@ __all__ = [
 
 #: Metadata values are flat JSON scalars so that filters compare them exactly.
 MetadataValue = str | int | float | bool | None
-IndexName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+#: 1-128 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit.
+INDEX_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+IndexName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=INDEX_NAME_PATTERN)
+]
+
+
+def refuse_non_finite(metadata: Any) -> Any:
+    """Refuse NaN and Infinity in metadata: JSON has no such numbers and filters need equality."""
+    if isinstance(metadata, dict):
+        for key, value in metadata.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(
+                    f"metadata[{key!r}] is {value}: NaN and Infinity are not allowed "
+                    "(send a finite number, a string or null)"
+                )
+    return metadata
+
+
+#: Flat metadata whose numbers are finite.
+Metadata = Annotated[dict[str, MetadataValue], BeforeValidator(refuse_non_finite)]
 
 
 class DocumentInput(BaseModel):
@@ -32,7 +56,7 @@ class DocumentInput(BaseModel):
 
     text: str = Field(min_length=1)
     """The document text; its sha256 becomes the document id."""
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     """Flat metadata; ``split_type: "code"`` with ``language`` selects the code splitter."""
 
 
@@ -82,7 +106,7 @@ class UpdateDocumentInput(BaseModel):
     """The id of the document to replace."""
     text: str = Field(min_length=1)
     """The new text."""
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     """The new metadata."""
 
 

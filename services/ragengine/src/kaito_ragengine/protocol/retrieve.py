@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kaito_ragengine.protocol.documents import MetadataValue
+from kaito_ragengine.protocol.documents import IndexName, Metadata, MetadataValue
 
 __all__ = ["RetrieveRequest", "RetrieveResponse", "RetrievedNode"]
 
@@ -16,13 +16,13 @@ class RetrieveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    index_name: str = Field(min_length=1, max_length=128)
+    index_name: IndexName
     """The index to search."""
     query: str = Field(min_length=1)
     """The query text."""
     max_node_count: int = Field(default=5, ge=1)
     """How many chunks to return (at most the server's ``max_top_k``, 300 by default)."""
-    metadata_filter: dict[str, MetadataValue] | None = None
+    metadata_filter: Metadata | None = None
     """Only chunks whose document metadata equals every given key/value pair."""
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from kaito_ragengine.errors import error_responses
 from kaito_ragengine.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from kaito_ragengine.routers.deps import chat_service
 from kaito_ragengine.serving.chat import ChatService
@@ -25,7 +26,11 @@ async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[str]:
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletionResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **error_responses(400, 404, 413, 422, 502, 503),
+        "4XX": {"description": "The LLM's own 4xx, relayed with its status and message"},
+    },
 )
 async def chat_completions(
     body: ChatCompletionRequest, chat: Annotated[ChatService, Depends(chat_service)]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from kaito_ragengine.errors import UnprocessableError
+from kaito_ragengine.errors import UnprocessableError, error_responses
 from kaito_ragengine.protocol.documents import (
+    INDEX_NAME_PATTERN,
     DeleteDocumentsRequest,
     DeleteDocumentsResponse,
     Document,
@@ -25,10 +26,26 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["indexes"])
 Rag = Annotated[RagService, Depends(rag_service)]
+IndexNamePath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        pattern=INDEX_NAME_PATTERN,
+        description="Index name: 1-128 letters, digits, '.', '_' or '-', first a letter or digit",
+    ),
+]
 PathParam = Annotated[
     str | None,
-    Query(description="Snapshot directory inside the persistence root; default <root>/<name>"),
+    Query(
+        description="Snapshot directory inside the persistence root (default <root>/<name>); "
+        "at most 1024 characters, no control characters; it belongs to one index",
+    ),
 ]
+
+
+def _no_nan(constant: str) -> Any:
+    raise ValueError(f"{constant} is not allowed")
 
 
 def metadata_filter_param(
@@ -40,7 +57,7 @@ def metadata_filter_param(
     if metadata_filter is None:
         return None
     try:
-        parsed = json.loads(metadata_filter)
+        parsed = json.loads(metadata_filter, parse_constant=_no_nan)
     except ValueError as exc:
         raise UnprocessableError(f"metadata_filter: not valid JSON ({exc})") from exc
     if not isinstance(parsed, dict) or any(isinstance(v, dict | list) for v in parsed.values()):
@@ -48,7 +65,7 @@ def metadata_filter_param(
     return parsed
 
 
-@router.post("/index")
+@router.post("/index", responses=error_responses(413, 422, 502, 503))
 async def index_documents(body: IndexRequest, rag: Rag) -> list[Document]:
     """Add documents to an index (created if missing); known texts are skipped."""
     return await rag.add_documents(body.index_name, body.documents)
@@ -60,9 +77,9 @@ async def list_indexes(rag: Rag) -> list[str]:
     return sorted(rag.indexes)
 
 
-@router.get("/indexes/{index_name}/documents")
+@router.get("/indexes/{index_name}/documents", responses=error_responses(404, 422))
 async def list_documents(  # noqa: PLR0917 - FastAPI passes query parameters by name
-    index_name: str,
+    index_name: IndexNamePath,
     rag: Rag,
     metadata_filter: Annotated[dict[str, Any] | None, Depends(metadata_filter_param)],
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -79,40 +96,44 @@ async def list_documents(  # noqa: PLR0917 - FastAPI passes query parameters by 
     )
 
 
-@router.post("/indexes/{index_name}/documents")
+@router.post("/indexes/{index_name}/documents", responses=error_responses(404, 413, 422, 502, 503))
 async def update_documents(
-    index_name: str, body: UpdateDocumentsRequest, rag: Rag
+    index_name: IndexNamePath, body: UpdateDocumentsRequest, rag: Rag
 ) -> UpdateDocumentsResponse:
     """Replace documents' text and metadata by id."""
     return await rag.update_documents(index_name, body.documents)
 
 
-@router.post("/indexes/{index_name}/documents/delete")
+@router.post(
+    "/indexes/{index_name}/documents/delete", responses=error_responses(404, 413, 422, 503)
+)
 async def delete_documents(
-    index_name: str, body: DeleteDocumentsRequest, rag: Rag
+    index_name: IndexNamePath, body: DeleteDocumentsRequest, rag: Rag
 ) -> DeleteDocumentsResponse:
     """Delete documents by id."""
     deleted, missing = await rag.delete_documents(index_name, body.doc_ids)
     return DeleteDocumentsResponse(deleted_doc_ids=deleted, not_found_doc_ids=missing)
 
 
-@router.delete("/indexes/{index_name}")
-async def delete_index(index_name: str, rag: Rag) -> MessageResponse:
-    """Delete an index from memory (snapshots on disk are kept)."""
+@router.delete("/indexes/{index_name}", responses=error_responses(404, 422, 500, 503))
+async def delete_index(index_name: IndexNamePath, rag: Rag) -> MessageResponse:
+    """Delete an index; its snapshots stay on disk but are not restored on start."""
     await rag.delete_index(index_name)
     return MessageResponse(message=f"Successfully deleted index {index_name}.")
 
 
-@router.post("/persist/{index_name}")
-async def persist_index(index_name: str, rag: Rag, path: PathParam = None) -> MessageResponse:
+@router.post("/persist/{index_name}", responses=error_responses(400, 404, 409, 413, 422, 500))
+async def persist_index(
+    index_name: IndexNamePath, rag: Rag, path: PathParam = None
+) -> MessageResponse:
     """Write an atomic snapshot of the index."""
     final = await rag.persist(index_name, path)
     return MessageResponse(message=f"Successfully persisted index {index_name} to {final}.")
 
 
-@router.post("/load/{index_name}")
+@router.post("/load/{index_name}", responses=error_responses(400, 404, 409, 413, 422, 503))
 async def load_index(
-    index_name: str, rag: Rag, path: PathParam = None, overwrite: bool = False
+    index_name: IndexNamePath, rag: Rag, path: PathParam = None, overwrite: bool = False
 ) -> MessageResponse:
     """Load the newest complete snapshot (409 if the index exists and not ``overwrite``)."""
     count = await rag.load(index_name, path, overwrite=overwrite)

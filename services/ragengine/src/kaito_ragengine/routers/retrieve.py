@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from kaito_ragengine.errors import error_responses
 from kaito_ragengine.protocol.retrieve import RetrieveRequest, RetrieveResponse
 from kaito_ragengine.routers.deps import rag_service
 from kaito_ragengine.serving.rag import RagService
@@ -16,7 +17,9 @@ __all__ = ["router"]
 router = APIRouter(tags=["retrieve"])
 
 
-@router.post("/retrieve", response_model=RetrieveResponse)
+@router.post(
+    "/retrieve", response_model=RetrieveResponse, responses=error_responses(404, 413, 422, 502)
+)
 async def retrieve(
     body: RetrieveRequest, rag: Annotated[RagService, Depends(rag_service)]
 ) -> Response:

@@ -17,6 +17,7 @@ from kaito_ragengine.errors import (
     ConflictError,
     NotFoundError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     StorageError,
     UnprocessableError,
 )
@@ -55,6 +56,9 @@ class RagService:
 
     Embedding and chunking run before an index's write lock is taken; the lock is held
     only to splice the results in, so searches keep running during bulk indexing.
+    Documents are embedded in slices of bounded size, so a query waits behind at most one
+    slice. Once :meth:`begin_shutdown` is called, writes that have not been spliced in
+    are refused with 503 (nothing of them is stored) and new ones are refused at once.
     """
 
     def __init__(self, settings: Settings, embedder: Embedder, metrics: Metrics) -> None:
@@ -70,7 +74,20 @@ class RagService:
             on_batch=metrics.query_batch_size.observe,
         )
         self._persist_locks: dict[str, asyncio.Lock] = {}
+        self.draining = False
+        """True once the server is stopping: writes are refused (503)."""
         set_faiss_threads(settings.faiss_threads)
+
+    def begin_shutdown(self) -> None:
+        """Refuse every write not yet applied (called from the SIGTERM handler)."""
+        self.draining = True
+
+    def _refuse_if_draining(self) -> None:
+        if self.draining:
+            raise ServiceUnavailableError(
+                "the server is shutting down: this request was not applied (nothing of it "
+                "was stored); retry it after the restart or on another replica"
+            )
 
     def get(self, name: str) -> RagIndex:
         """The index called ``name`` (404 if there is none)."""
@@ -101,7 +118,7 @@ class RagService:
         )
         flat = [chunk for chunks in chunked for chunk in chunks]
         started = time.perf_counter()
-        matrix = await self.embedder.embed(flat) if flat else np.zeros((0, 0), dtype=np.float32)
+        matrix = await self._embed_in_slices(flat)
         elapsed = time.perf_counter() - started
         self.metrics.embedding_seconds.labels("document").observe(elapsed)
         self.metrics.embedded_texts.labels("document").inc(len(flat))
@@ -118,6 +135,30 @@ class RagService:
             row += len(chunks)
         return result
 
+    async def _embed_in_slices(self, texts: list[str]) -> np.ndarray:
+        """Embed longest first, in slices of at most ``embedding_batch_size`` texts and
+        ``embedding_batch_chars`` characters, checking for shutdown before each slice."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        parts: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            self._refuse_if_draining()
+            end, chars = start + 1, len(texts[order[start]])
+            while (
+                end < len(order)
+                and end - start < self.settings.embedding_batch_size
+                and chars + len(texts[order[end]]) <= self.settings.embedding_batch_chars
+            ):
+                chars += len(texts[order[end]])
+                end += 1
+            parts.append(await self.embedder.embed([texts[i] for i in order[start:end]]))
+            start = end
+        matrix = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        matrix[order] = np.vstack(parts)
+        return matrix
+
     def _index_for_write(self, name: str, dim: int) -> RagIndex:
         index = self.indexes.get(name)
         if index is None:
@@ -131,6 +172,7 @@ class RagService:
     async def add_documents(self, name: str, documents: list[DocumentInput]) -> list[Document]:
         """Index new texts (creating the index); texts already stored are skipped."""
         validate_index_name(name)
+        self._refuse_if_draining()
         self._check_limits([d.text for d in documents])
         existing = self.indexes.get(name)
         todo: dict[str, DocumentInput] = {}
@@ -143,6 +185,7 @@ class RagService:
         while True:
             index = self._index_for_write(name, dim) if dim else self.get(name)
             async with index.lock.write():
+                self._refuse_if_draining()
                 if self.indexes.get(name) is not index:
                     continue  # deleted or replaced meanwhile: splice into the live one
                 for (text_hash, doc), (chunks, matrix) in zip(todo.items(), embedded, strict=True):
@@ -157,6 +200,7 @@ class RagService:
     ) -> UpdateDocumentsResponse:
         """Replace text and metadata of documents by id, keeping their ids."""
         index = self.get(name)
+        self._refuse_if_draining()
         self._check_limits([u.text for u in updates])
         changed: list[UpdateDocumentInput] = []
         unchanged: list[Document] = []
@@ -172,6 +216,7 @@ class RagService:
         embedded = await self._embed_documents([(u.text, u.metadata) for u in changed])
         updated: list[Document] = []
         async with index.lock.write():
+            self._refuse_if_draining()
             for update, (chunks, matrix) in zip(changed, embedded, strict=True):
                 if index.remove(update.doc_id) is None:
                     not_found.append(update)
@@ -190,7 +235,9 @@ class RagService:
         index = self.get(name)
         deleted: list[str] = []
         missing: list[str] = []
+        self._refuse_if_draining()
         async with index.lock.write():
+            self._refuse_if_draining()
             for doc_id in doc_ids:
                 (deleted if index.remove(doc_id) is not None else missing).append(doc_id)
             self.metrics.documents.labels(name).set(len(index.documents))
@@ -213,9 +260,20 @@ class RagService:
         return ListDocumentsResponse(documents=page, count=len(page), total_items=len(matching))
 
     async def delete_index(self, name: str) -> None:
-        """Forget an index (its snapshots stay on disk)."""
+        """Forget an index; its snapshots stay on disk but are not restored on start."""
         index = self.get(name)
-        async with index.lock.write():
+        self._refuse_if_draining()
+        location = self.snapshots.location(name)
+        persist_lock = self._persist_locks.setdefault(str(location), asyncio.Lock())
+        async with persist_lock, index.lock.write():
+            self._refuse_if_draining()
+            if self.indexes.get(name) is not index:
+                raise NotFoundError(f"index {name!r} not found")
+            try:
+                await asyncio.to_thread(self.snapshots.mark_deleted, name)
+            except OSError as exc:
+                message = f"could not record the deletion under {location}: {exc}"
+                raise StorageError(message) from exc
             self.indexes.pop(name, None)
         with contextlib.suppress(KeyError):
             self.metrics.documents.remove(name)
@@ -245,7 +303,15 @@ class RagService:
         """Snapshot one index atomically; returns the snapshot directory."""
         index = self.get(name)
         location = self.snapshots.location(name, path)
+        place = location.relative_to(self.snapshots.root.resolve()).parts[0]
+        if place != name and place in self.indexes:
+            raise ConflictError(
+                f"path: {path!r} is inside the snapshot directory of index {place!r}; "
+                f"choose another path for {name!r}"
+            )
         async with self._persist_locks.setdefault(str(location), asyncio.Lock()):
+            if self.indexes.get(name) is not index:
+                raise NotFoundError(f"index {name!r} not found")
             async with index.lock.read():  # writers wait; the copy runs off the event loop
                 snapshot = await asyncio.to_thread(
                     IndexSnapshot.capture, index, self.embedder.model_id
@@ -261,6 +327,7 @@ class RagService:
 
     async def load(self, name: str, path: str | None = None, *, overwrite: bool = False) -> int:
         """Replace or create ``name`` from its newest complete snapshot; returns its size."""
+        self._refuse_if_draining()
         location = self.snapshots.location(name, path)
         if name in self.indexes and not overwrite:
             raise ConflictError(f"index {name!r} already exists; pass overwrite=true to replace it")
@@ -269,9 +336,15 @@ class RagService:
         snapshot = await asyncio.to_thread(
             self.snapshots.read_latest, location, embedding_model_id=self.embedder.model_id
         )
+        if path is None and snapshot.name != name:
+            raise ConflictError(
+                f"{location} holds snapshots of index {snapshot.name!r}, not of {name!r}"
+            )
         index = await asyncio.to_thread(snapshot.build, name)
+        self._refuse_if_draining()
         if name in self.indexes and not overwrite:
             raise ConflictError(f"index {name!r} already exists; pass overwrite=true to replace it")
+        await asyncio.to_thread(self.snapshots.unmark_deleted, name)
         self.indexes[name] = index
         self.metrics.documents.labels(name).set(len(index.documents))
         self.metrics.snapshots.labels("restore", "ok").inc()

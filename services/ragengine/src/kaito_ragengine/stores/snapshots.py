@@ -1,6 +1,9 @@
 """Crash-safe snapshots of indexes under one persistence root.
 
 Layout: ``<root>/<index>/snapshots/<UTC timestamp>/{vectors.faiss,state.json,manifest.json}``.
+Each snapshot directory (``<root>/<index>`` or a custom ``path``) holds an ``owner`` file
+naming the one index allowed to write there; ``<root>/<index>/deleted`` marks an index
+that was deleted, so that restore-on-start skips it.
 A snapshot is written into ``<root>/<index>/.tmp-<random>/``, every file and the
 directory are fsynced, and the directory is renamed into ``snapshots/`` (then the parent
 is fsynced): a process killed at any point leaves either the old set of snapshots or the
@@ -22,7 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kaito_ragengine.errors import InvalidRequestError, NotFoundError, UnprocessableError
+from kaito_ragengine.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    UnprocessableError,
+)
+from kaito_ragengine.protocol.documents import INDEX_NAME_PATTERN
 from kaito_ragengine.stores.index import DocumentRecord, RagIndex
 from kaito_ragengine.stores.vectors import FaissVectors
 
@@ -32,13 +41,21 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
 _MAX_PATH, _MAX_PART = 1024, 255
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VECTORS, _STATE, _MANIFEST, _SNAPSHOTS = (
+_NAME = re.compile(INDEX_NAME_PATTERN)
+_VECTORS, _STATE, _MANIFEST, _SNAPSHOTS, _OWNER, _DELETED = (
     "vectors.faiss",
     "state.json",
     "manifest.json",
     "snapshots",
+    "owner",
+    "deleted",
 )
+
+
+def _is_control(char: str) -> bool:
+    """C0 and C1 control characters and DEL."""
+    code = ord(char)
+    return code < 32 or 127 <= code < 160
 
 
 def validate_index_name(name: str) -> str:
@@ -127,11 +144,11 @@ class SnapshotStore:
         if (
             len(path) > _MAX_PATH
             or any(len(part.encode()) > _MAX_PART for part in candidate.parts)
-            or any(ord(c) < 32 or ord(c) == 127 for c in path)
+            or any(_is_control(c) for c in path)
         ):
             raise InvalidRequestError(
                 f"path must be at most {_MAX_PATH} characters, {_MAX_PART} bytes per component, "
-                "without control characters"
+                "without control characters (C0, DEL or C1)"
             )
         resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
         if resolved == root or not resolved.is_relative_to(root):
@@ -140,9 +157,74 @@ class SnapshotStore:
             )
         return resolved
 
+    def owner(self, location: Path) -> str | None:
+        """The index whose snapshots ``location`` holds (None if it holds none)."""
+        try:
+            return (location / _OWNER).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            pass
+        except NotADirectoryError:
+            return None
+        for snapshot_dir in self.snapshots_of(location):  # written before owner files existed
+            try:
+                return str(json.loads((snapshot_dir / _STATE).read_bytes())["name"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return None
+
+    def check_owner(self, location: Path, name: str) -> None:
+        """409 unless ``location`` may hold snapshots of ``name``.
+
+        A snapshot directory belongs to one index: no directory at or above ``location``
+        (below the root) and none below it may hold another index's snapshots.
+        """
+        root = self.root.resolve()
+        places = [location, *(p for p in location.parents if p != root and p.is_relative_to(root))]
+        if location.is_dir():
+            places += [marker.parent for marker in location.rglob(_OWNER)]
+        for place in places:
+            other = self.owner(place)
+            if other is not None and other != name:
+                raise ConflictError(
+                    f"path: {place} holds snapshots of index {other!r}; a snapshot directory "
+                    f"belongs to one index, choose another path for {name!r}"
+                )
+
+    def _claim(self, location: Path, name: str) -> None:
+        self.check_owner(location, name)
+        try:
+            fd = os.open(location / _OWNER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            self.check_owner(location, name)  # another writer claimed it meanwhile
+            return
+        try:
+            os.write(fd, name.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(location)
+
+    def mark_deleted(self, name: str) -> None:
+        """Record that ``name`` was deleted, so that :meth:`discover` skips it."""
+        location = self.root.resolve() / name
+        if self.snapshots_of(location) and not (location / _DELETED).exists():
+            _write(location / _DELETED, b"")
+            _fsync_dir(location)
+
+    def unmark_deleted(self, name: str) -> None:
+        """Undo :meth:`mark_deleted` (the index is live again)."""
+        location = self.root.resolve() / name
+        if (location / _DELETED).exists():
+            (location / _DELETED).unlink()
+            _fsync_dir(location)
+
     def write(self, location: Path, snapshot: IndexSnapshot) -> Path:
-        """Write ``snapshot`` atomically under ``location`` and prune old ones."""
+        """Write ``snapshot`` atomically under ``location`` and prune old ones.
+
+        Raises 409 if ``location`` belongs to another index (see :meth:`check_owner`).
+        """
         location.mkdir(parents=True, exist_ok=True)
+        self._claim(location, snapshot.name)
         for stale in location.glob(".tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = location / f".tmp-{uuid.uuid4().hex}"
@@ -172,6 +254,8 @@ class SnapshotStore:
         _fsync_dir(snapshots)
         for old in self.snapshots_of(location)[self.retention :]:
             shutil.rmtree(old, ignore_errors=True)
+        if location == self.root.resolve() / snapshot.name:
+            self.unmark_deleted(snapshot.name)
         return final
 
     def snapshots_of(self, location: Path) -> list[Path]:
@@ -223,9 +307,11 @@ class SnapshotStore:
         raise NotFoundError(f"no readable snapshot found at {location}")
 
     def discover(self) -> list[str]:
-        """Index names that have at least one snapshot under the root."""
+        """Index names that have at least one snapshot under the root and were not deleted."""
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir() if _NAME.fullmatch(p.name) and self.snapshots_of(p)
+            p.name
+            for p in self.root.iterdir()
+            if _NAME.fullmatch(p.name) and self.snapshots_of(p) and not (p / _DELETED).exists()
         )
