@@ -135,9 +135,42 @@ def test_up_serves_the_model_and_the_hostpath_adapter(
         reply = client.completions.create(model="counting", prompt="Count to 3.", max_tokens=4)
         assert reply.usage is not None
         assert reply.usage.completion_tokens >= 1
+        deadline = time.monotonic() + 5  # the ready line comes from kaito up's own poller
+        while "ready: serve-tiny serves at" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert f"ready: serve-tiny serves at http://127.0.0.1:{port}/v1 after" in log.read_text()
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_up_ends_at_once_with_the_cause_when_the_server_cannot_start(tmp_path: Path) -> None:
+    """A model directory that cannot load: kaito up exits non-zero within seconds and
+    repeats the server's last lines (the cause) after its own error line."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ this is not json")
+    ws = manifest(
+        tmp_path / "broken.yaml",
+        {"inference": {"preset": {"name": "smollm2-135m-instruct"}}},
+    )
+    argv = [kaito(), "up", str(ws), "--model-dir", str(broken), "--port", str(free_port())]
+    argv += ["--workdir", str(tmp_path / "w")]
+    started = time.monotonic()
+    done = subprocess.run(
+        argv,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1, (done.stdout + done.stderr)[-3000:]
+    assert elapsed < 60, elapsed
+    assert "error: kaito-inference exited with code" in done.stderr
+    assert "config.json" in done.stderr.split("its last lines:", 1)[1]
+    assert "ready:" not in done.stdout

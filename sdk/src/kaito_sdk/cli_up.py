@@ -14,7 +14,9 @@ __all__ = ["up_command"]
 
 
 def _abort(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(message)}"
+    )
     return typer.Exit(code=1)
 
 
@@ -86,11 +88,22 @@ def up_command(
     if dry_run:
         return
     if plan.url:
-        console.print(f"serving {name} at {plan.url} (Ctrl-C stops it)", markup=False)
+        console.print(f"starting {name}; it will serve at {plan.url}", markup=False)
+
+    def ready(seconds: float) -> None:
+        console.print(
+            f"ready: {name} serves at {plan.url} after {seconds:.1f} s (Ctrl-C stops it)",
+            markup=False,
+        )
+
     try:
-        code = run_plan(plan)
+        outcome = run_plan(plan, on_ready=ready)
     except LocalRunError as err:
         raise _abort(str(err)) from None
-    if plan.output_dir is not None and code == 0:
+    if outcome.code not in (0, 130):
+        program = Path(outcome.argv[0]).name
+        last = "\n".join(outcome.tail[-10:])
+        raise _abort(f"{program} exited with code {outcome.code}; its last lines:\n{last}")
+    if plan.output_dir is not None and outcome.code == 0:
         console.print(f"adapter written to {plan.output_dir}", markup=False)
-    raise typer.Exit(code=code)
+    raise typer.Exit(code=outcome.code)

@@ -14,10 +14,16 @@ or any preset with ``--model-dir`` pointing at a local model directory.
 
 from __future__ import annotations
 
+import collections
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +38,7 @@ __all__ = [
     "LocalOptions",
     "LocalPlan",
     "LocalRunError",
+    "StepOutcome",
     "default_workdir",
     "plan_local_run",
     "run_plan",
@@ -80,6 +87,20 @@ class LocalPlan:
     """Tuning only: where the adapter will be."""
     url: str | None = None
     """Inference only: the OpenAI base URL once the server is up."""
+    health_url: str | None = None
+    """Inference only: the server's ``/health`` probe."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How the last process ``kaito up`` ran ended."""
+
+    argv: list[str]
+    """Its command line."""
+    code: int
+    """Its exit code (130 after Ctrl-C)."""
+    tail: list[str]
+    """The last lines it printed (stdout and stderr together)."""
 
 
 def _host_path(volume: dict[str, object] | None, field_path: str) -> Path:
@@ -148,6 +169,7 @@ def _plan_inference(workspace: Workspace, options: LocalOptions) -> LocalPlan:
         adapter_links=links,
         adapters_dir=Path(launch.adapters_dir),
         url=f"http://{options.host}:{options.port}/v1",
+        health_url=f"http://{options.host}:{options.port}/health",
     )
 
 
@@ -220,19 +242,71 @@ def _executable(script: str) -> str:
     return found
 
 
-def run_plan(plan: LocalPlan) -> int:
-    """Run every step in the foreground; return the workload's exit code."""
+TAIL_LINES = 30
+HEALTH_POLL_S = 0.5
+
+
+def _announce_when_healthy(
+    url: str, proc: subprocess.Popen[bytes], on_ready: Callable[[float], None]
+) -> None:
+    """Poll ``url`` while ``proc`` runs; call ``on_ready(seconds)`` once it answers 200."""
+    started = time.monotonic()
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    on_ready(time.monotonic() - started)
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(HEALTH_POLL_S)
+
+
+def _run_step(
+    argv: list[str],
+    *,
+    health_url: str | None = None,
+    on_ready: Callable[[float], None] | None = None,
+) -> StepOutcome:
+    """Run ``argv``, copying its output to ours line by line and keeping the last lines."""
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    proc = subprocess.Popen(  # noqa: S603 - argv built from the launch contracts
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    if health_url is not None and on_ready is not None:
+        watcher = threading.Thread(
+            target=_announce_when_healthy, args=(health_url, proc, on_ready), daemon=True
+        )
+        watcher.start()
+    out = sys.stdout.buffer
+    try:
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            tail.append(line.decode(errors="replace").rstrip("\n"))
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+        code = 130
+    return StepOutcome(argv=argv, code=code, tail=list(tail))
+
+
+def run_plan(plan: LocalPlan, on_ready: Callable[[float], None] | None = None) -> StepOutcome:
+    """Run every step in the foreground; return how the last step run ended.
+
+    Preparation steps stop the plan at the first non-zero exit; the workload runs until it
+    exits or Ctrl-C. ``on_ready(seconds)`` is called once the inference server's
+    ``/health`` answers 200.
+    """
     steps = [[_executable(argv[0]), *argv[1:]] for argv in plan.steps]
     _link_adapters(plan)
     *preparation, workload = steps
     for argv in preparation:
-        code = subprocess.call(argv)  # noqa: S603 - argv built from the launch contracts
-        if code != 0:
-            return code
-    try:
-        return subprocess.call(workload)  # noqa: S603
-    except KeyboardInterrupt:
-        return 130
+        outcome = _run_step(argv)
+        if outcome.code != 0:
+            return outcome
+    return _run_step(workload, health_url=plan.health_url, on_ready=on_ready)
 
 
 def default_workdir(name: str) -> Path:
