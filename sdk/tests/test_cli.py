@@ -159,8 +159,78 @@ def test_validate_reports_every_rule_broken(
     assert any(line.startswith("  metadata.name: ") for line in lines)
     assert any(line.startswith("  inference.adapters[0].strength: ") for line in lines)
     assert "  extra: unknown field (not part of the KAITO API)" in lines
-    # The third: strength needs the transformers runtime, and vLLM is the default.
-    assert "document 1 (Workspace Bad_Name): 3 error(s)" in result.stdout
+    # Strength 1.5 is out of range: an error, and no vLLM warning on top of it.
+    assert "document 1 (Workspace Bad_Name): 2 error(s)" in result.stdout
+    assert "warning:" not in result.stdout
+
+
+def test_validate_passes_other_kinds_over_checks_their_configmap_and_warns(
+    app: typer.Typer, runner: CliRunner, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "mixed.yaml"
+    manifest.write_text(
+        textwrap.dedent(
+            """            apiVersion: v1
+            kind: Secret
+            metadata: {name: hf-token}
+            stringData: {HF_TOKEN: placeholder}
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: serving}
+            data:
+              inference_config.yaml: |
+                vllm:
+                  max-model-len: 4096
+            ---
+            apiVersion: kaito.sh/v1beta1
+            kind: Workspace
+            metadata: {name: llama}
+            resource:
+              instanceType: Standard_NC24ads_A100_v4
+              labelSelector: {matchLabels: {apps: llama}}
+            inference:
+              preset: {name: llama-3.1-8b-instruct}
+              config: serving
+            """
+        )
+    )
+    result = runner.invoke(app, ["validate", str(manifest)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("document 1 (Secret hf-token): passed over")
+    assert (
+        lines[1]
+        == "  note: v1 Secret is not a KAITO kind: passed over (kubectl applies it as it is)"
+    )
+    assert "document 2 (ConfigMap serving): passed over" in result.stdout
+    assert "  note: checked as the inference.config of Workspace llama" in lines
+    assert "document 3 (Workspace llama): valid, 1 warning(s)" in result.stdout
+    assert any(
+        line.startswith("  warning: inference.preset.presetOptions.modelAccessSecret: is not set")
+        for line in lines
+    )
+    # A config the serving schema refuses fails the file, on the ConfigMap's document.
+    manifest.write_text(manifest.read_text().replace("max-model-len: 4096", "port: 9000"))
+    result = runner.invoke(app, ["validate", str(manifest)], env=WIDE)
+    assert result.exit_code == 1
+    assert "document 2 (ConfigMap serving): 1 error(s)" in result.stdout
+    assert "  data[inference_config.yaml]: vllm: 'port' is set by the operator" in result.stdout
+
+
+def test_validate_names_multirole_inference_as_not_supported_yet(
+    app: typer.Typer, runner: CliRunner, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "mri.yaml"
+    manifest.write_text(
+        "apiVersion: kaito.sh/v1alpha1\nkind: MultiRoleInference\nmetadata: {name: pd}\n"
+        "spec: {model: {name: phi-4-mini-instruct}}\n"
+    )
+    result = runner.invoke(app, ["validate", str(manifest)], env=WIDE)
+    assert result.exit_code == 1
+    assert "document 1 (MultiRoleInference pd): 1 error(s)" in result.stdout
+    assert "  kind: MultiRoleInference is not supported yet: prefill/decode" in result.stdout
+    assert "unknown kind" not in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -169,7 +239,8 @@ def test_validate_reports_every_rule_broken(
         ("kind: [unclosed\n", "not valid YAML at line 2, column 1"),
         ("", "no YAML documents"),
         ("- just\n- a list\n", "(root): a manifest must be a mapping, not list"),
-        ("apiVersion: v1\nkind: Pod\n", "kind: unknown kind v1 Pod"),
+        ("apiVersion: kaito.sh/v1beta1\nkind: Pod\n", "kind: unknown kind kaito.sh/v1beta1 Pod"),
+        ("kind: Pod\n", "kind: apiVersion and kind are required"),
     ],
 )
 def test_validate_bad_files_give_messages_not_tracebacks(

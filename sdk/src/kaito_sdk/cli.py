@@ -79,6 +79,11 @@ def _notes(preset: Preset) -> str:
     return ", ".join(name for name, on in flags if on)
 
 
+#: Narrow preset table: longer HF ids break after the org, and notes that would make a
+#: line longer go on their own line.
+_NARROW_ID_WIDTH = 40
+
+
 def _presets_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     family: Annotated[str | None, typer.Option(help="Only this family (qwen, llama...).")] = None,
@@ -126,7 +131,10 @@ def _preset_table(presets: list[Preset], *, wide: bool) -> Table:
         if wide:
             first, last = [p.name, p.hf_id], [notes]
         else:
-            second = f"{p.hf_id} ({notes})" if notes else p.hf_id
+            hf_id = p.hf_id if len(p.hf_id) <= _NARROW_ID_WIDTH else p.hf_id.replace("/", "/\n")
+            last_line = hf_id.rpartition("\n")[2]
+            joiner = " " if len(last_line) + len(notes) + 3 <= _NARROW_ID_WIDTH else "\n"
+            second = f"{hf_id}{joiner}({notes})" if notes else hf_id
             first, last = [f"{escape(p.name)}\n[dim]{escape(second)}[/]"], []
         table.add_row(
             *first,
@@ -227,17 +235,17 @@ def _read_documents(file: str) -> list[Any] | None:
     return documents
 
 
-def _describe(document: dict[str, Any]) -> str:
-    metadata = document.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    return f"{document.get('kind', '?')} {name or '(no name)'}"
-
-
 def _validate_command(
     files: Annotated[list[str], typer.Argument(help="Manifest files (YAML, multi-document ok).")],
 ) -> None:
-    """Check Workspace and RAGEngine manifests against KAITO's rules; exit 1 on any error."""
-    from kaito_sdk.validation import validate_manifest  # noqa: PLC0415 (pydantic models: lazy)
+    """Check KAITO manifests against KAITO's rules; exit 1 on any error.
+
+    Other kinds in a file (ConfigMap, Secret, PVC, Deployment...) are passed over with a
+    note; a ConfigMap a Workspace of the file names as its inference or tuning config is
+    checked against that config's schema. Warnings are printed and do not fail the file.
+    """
+    # pydantic models: imported lazily, so `kaito presets` starts fast
+    from kaito_sdk.validation.documents import check_documents  # noqa: PLC0415
 
     console, failed = _console(), False
     for file in files:
@@ -245,20 +253,24 @@ def _validate_command(
         if documents is None:
             failed = True
             continue
-        for number, document in enumerate(documents, start=1):
-            if not isinstance(document, dict):
-                errors = [f"(root): a manifest must be a mapping, not {type(document).__name__}"]
-                label = f"document {number}"
-            else:
-                errors = [str(error) for error in validate_manifest(document)]
-                label = f"document {number} ({_describe(document)})"
-            if errors:
+        for report in check_documents(documents):
+            label = f"{file} document {report.number} ({report.kind} {report.name})"
+            if report.errors:
                 failed = True
-                console.print(f"{file} {label}: {len(errors)} error(s)", markup=False)
-                for error in errors:
-                    console.print(f"  {error}", markup=False)
+                summary = f"{len(report.errors)} error(s)"
+            elif any("passed over" in note for note in report.notes):
+                summary = "passed over"
             else:
-                console.print(f"{file} {label}: valid", markup=False)
+                summary = "valid"
+            if report.warnings:
+                summary += f", {len(report.warnings)} warning(s)"
+            console.print(f"{label}: {summary}", markup=False)
+            for error in report.errors:
+                console.print(f"  {error}", markup=False)
+            for warning in report.warnings:
+                console.print(f"  warning: {warning}", markup=False)
+            for note in report.notes:
+                console.print(f"  note: {note}", markup=False)
     if failed:
         raise typer.Exit(code=1)
 
