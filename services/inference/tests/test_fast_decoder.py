@@ -86,6 +86,12 @@ def test_float32_matches_the_transformers_forward(kind: str) -> None:
         torch.testing.assert_close(have, want, atol=1e-4, rtol=1e-4)
 
 
+#: What oneDNN's bfloat16 matmul needs on x86 (torch refuses to reorder bf16 weights
+#: without it): AVX-512 BW/VL/DQ, or AVX-NE-CONVERT (AVX2-only CPUs such as some EPYCs lack both).
+ONEDNN_BF16 = ("avx512bw avx512vl avx512dq", "avx_ne_convert")
+
+
+@pytest.mark.requires_cpu(*ONEDNN_BF16, why="oneDNN's bfloat16 matmul")
 def test_bfloat16_linears_stay_close() -> None:
     model = tiny("llama")
     fast = FastDecoder.build(model, torch.bfloat16)
@@ -93,6 +99,24 @@ def test_bfloat16_linears_stay_close() -> None:
     expected = run(hf_forward(model), model.config, steps=0)[0]
     got = run(fast, model.config, steps=0)[0]
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_bfloat16_builds_where_onednn_supports_it_else_falls_back(
+    cpu_flags: frozenset[str],
+) -> None:
+    """Every CPU: a bf16 fast decoder exactly where the CPU has the feature, else ``None``
+    (the engine then runs the transformers forward), never an exception."""
+    supported = any(set(option.split()) <= cpu_flags for option in ONEDNN_BF16)
+    assert (FastDecoder.build(tiny("llama"), torch.bfloat16) is not None) == supported
+
+
+def test_cpu_flags_agree_with_torch(cpu_flags: frozenset[str]) -> None:
+    """The flags the ``requires_cpu`` marker reads are the ones torch dispatches on."""
+    capability = torch.backends.cpu.get_cpu_capability()  # what torch found by CPUID
+    if capability in {"AVX2", "AVX512"}:
+        assert {"avx2", "fma"} <= cpu_flags
+    if capability == "AVX512":
+        assert {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags
 
 
 def test_lora_rows_match_peft_in_a_mixed_batch() -> None:
