@@ -152,6 +152,33 @@ async def test_handler_refuses_with_422(api: tuple[KubernetesEmulator, KubeClien
     assert "exactly one of inference and tuning" in str(refused.value)
 
 
+async def test_handler_admits_what_kaito_admits_with_warnings(
+    api: tuple[KubernetesEmulator, KubeClient],
+) -> None:
+    _, client = api
+    memo = kopf.Memo(kube=client)
+    warnings: list[str] = []
+    gated = workspace(inference={"preset": {"name": "llama-3.1-8b-instruct"}})
+    await validate(body=kopf.Body(gated), memo=memo, old=None, warnings=warnings)
+    [warning] = warnings
+    assert warning.startswith("inference.preset.presetOptions.modelAccessSecret: is not set")
+    assert "gated" in warning
+    # Refused objects carry their warnings too; a clean one has none.
+    warnings.clear()
+    with pytest.raises(kopf.AdmissionError):
+        await validate(
+            body=kopf.Body(workspace(inference={"preset": {"name": "falcon-7b"}, "replicas": 2})),
+            memo=memo,
+            old=None,
+            warnings=warnings,
+        )
+    warnings.clear()
+    await validate(
+        body=kopf.Body(workspace(inference=PRESET)), memo=memo, old=None, warnings=warnings
+    )
+    assert warnings == []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -214,8 +241,15 @@ async def test_webhook_server_answers_admission_reviews(tls_dir: Path, repo_root
             refused = (await client.post(url, json=request)).json()["response"]
             request["request"]["object"] = workspace(inference=PRESET)
             admitted = (await client.post(url, json=request)).json()["response"]
+            gated = {"preset": {"name": "llama-3.1-8b-instruct"}}  # no modelAccessSecret
+            request["request"]["object"] = workspace(inference=gated)
+            warned = (await client.post(url, json=request)).json()["response"]
     assert refused["uid"] == "0000-1111"
     assert refused["allowed"] is False
     assert refused["status"]["code"] == 422
     assert "no-such-model" in refused["status"]["message"]
     assert admitted["allowed"] is True
+    assert "warnings" not in admitted
+    assert warned["allowed"] is True
+    [warning] = warned["warnings"]
+    assert warning.startswith("inference.preset.presetOptions.modelAccessSecret: is not set")

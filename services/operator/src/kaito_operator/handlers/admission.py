@@ -14,6 +14,7 @@ import kopf
 
 from kaito_operator import admission
 from kaito_operator.settings import OperatorSettings
+from kaito_sdk.validation import check_manifest
 
 __all__ = ["WEBHOOK_IDS", "register", "validate", "webhook_server"]
 
@@ -21,10 +22,20 @@ __all__ = ["WEBHOOK_IDS", "register", "validate", "webhook_server"]
 WEBHOOK_IDS = {"workspaces": "validate-workspace", "ragengines": "validate-ragengine"}
 
 
-async def validate(*, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """Refuse the object with every rule it breaks (HTTP 422 to the API server)."""
+async def validate(
+    *, body: kopf.Body, memo: Any, warnings: list[str] | None = None, **kwargs: Any
+) -> None:
+    """Refuse the object with every rule it breaks (HTTP 422 to the API server).
+
+    What KAITO admits but will not do what the user may expect (a gated model without a
+    token Secret, an adapter strength under vLLM, a deprecated preset) is admitted with
+    warnings: kopf returns them in the AdmissionReview response, and kubectl prints them.
+    """
     old = kwargs.get("old")  # the stored object, on UPDATE
-    problems = await admission.review(memo.kube, dict(body), dict(old) if old else None)
+    manifest = {key: value for key, value in dict(body).items() if key != "status"}
+    if warnings is not None:
+        warnings.extend(str(warning) for warning in check_manifest(manifest).warnings)
+    problems = await admission.review(memo.kube, manifest, dict(old) if old else None)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
