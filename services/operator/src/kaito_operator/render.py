@@ -1,8 +1,9 @@
 """``kaito render FILE``: print the objects the operator would create, without a cluster.
 
 Workspaces and RAGEngines in the file go through the same planning and builders as the
-operator; ConfigMaps in the same file stand in for the cluster's. Every built-in object is
-checked with kubernetes-validate (strict) before it is printed.
+operator; ConfigMaps in the same file stand in for the cluster's, and other kinds are
+passed over with a note on stderr. Every built-in object is checked with
+kubernetes-validate (strict) before it is printed.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from kaito_operator.errors import InvalidSpecError
 from kaito_operator.reconcilers import plan
 from kaito_operator.settings import NodeProvisioner, OperatorSettings
 from kaito_sdk.api import RAGEngine, Workspace, parse_manifest
+from kaito_sdk.api.manifests import kaito_kind_problem
 from kaito_sdk.images import image_for
 from kaito_sdk.inference_config import CONFIG_KEY
 from kaito_sdk.skus import find_sku
 from kaito_sdk.tuning_config import CONFIG_FILE_NAME
+from kaito_sdk.validation.documents import is_kaito_api_version
 
 __all__ = ["RenderError", "register", "render_manifests", "validate_objects"]
 
@@ -134,9 +137,17 @@ def render_manifests(
     }
     rendered: list[dict[str, Any]] = []
     for document in documents:
-        if document.get("kind") not in {"Workspace", "RAGEngine"}:
-            continue
         label = f"{document.get('kind')} {(document.get('metadata') or {}).get('name', '?')}"
+        api_version = str(document.get("apiVersion") or "")
+        if not is_kaito_api_version(api_version):
+            print(f"note: {api_version} {label}: not a KAITO kind, passed over", file=sys.stderr)
+            continue
+        problem = kaito_kind_problem(api_version, str(document.get("kind") or ""))
+        if problem is not None:
+            raise RenderError(f"{label}: {problem}")
+        if document.get("kind") not in {"Workspace", "RAGEngine"}:
+            print(f"note: {label}: the operator renders no children for it", file=sys.stderr)
+            continue
         try:
             obj = parse_manifest(_with_identity(document))
             if isinstance(obj, Workspace):
