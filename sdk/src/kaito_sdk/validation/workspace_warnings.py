@@ -61,8 +61,9 @@ def _preset_warnings(path: str, spec: PresetSpec, preset: Preset) -> Iterator[Fi
     if preset.deprecated:
         yield FieldWarning(
             f"{path}.name",
-            f"preset {spec.name!r} is deprecated: it is still served, for old manifests, "
-            "but gets no new runtime defaults; prefer a current model (`kaito presets`)",
+            f"preset {spec.name!r} is deprecated: it is still served, and stays in the "
+            "catalog only so that old manifests keep working; prefer a current model "
+            "(`kaito presets`)",
         )
     options = spec.preset_options
     if preset.gated and not (options is not None and options.model_access_secret):
