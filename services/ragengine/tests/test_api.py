@@ -320,26 +320,34 @@ async def test_persist_and_load_contract(client: httpx.AsyncClient, tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("path", "needle"),
+    ("path", "status", "needle"),
     [
-        ("/etc", "persistence root"),
-        ("../outside", "persistence root"),
-        ("copies/../../outside", "persistence root"),
-        ("/tmp", "persistence root"),
-        ("a" * 300, "per component"),
-        ("a/" * 600, "at most 1024"),
-        ("bad\x01name", "control characters"),
+        ("/etc", 400, "persistence root"),
+        ("../outside", 400, "persistence root"),
+        ("copies/../../outside", 400, "persistence root"),
+        ("/tmp", 400, "persistence root"),
+        (".", 400, "persistence root"),
+        ("a" * 300, 400, "per component"),
+        ("a/" * 600, 422, "at most 1024 characters"),
+        ("", 422, "at least 1 character"),
+        ("bad\x01name", 422, "should match pattern"),
+        ("bad\x85name", 422, "should match pattern"),  # C1 (NEL)
+        ("bad\x9bname", 422, "should match pattern"),  # C1 (CSI)
+        ("bad\x7fname", 422, "should match pattern"),
     ],
 )
 async def test_persist_path_must_stay_under_root(
-    client: httpx.AsyncClient, path: str, needle: str
+    client: httpx.AsyncClient, tmp_path: Path, path: str, status: int, needle: str
 ) -> None:
     await _index(client)
     response = await client.post("/persist/docs", params={"path": path})
-    assert response.status_code == 400, response.text
-    assert needle in response.json()["detail"]
+    assert response.status_code == status, response.text
+    assert needle in response.text
+    assert '"loc":["query","path"]' in response.text or "path" in response.json()["detail"]
     response = await client.post("/load/x", params={"path": path})
-    assert response.status_code == 400
+    assert response.status_code == status
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.faiss"))
+    assert not (tmp_path / "outside").exists()
 
 
 async def test_unwritable_persistence_root_is_a_clear_error(

@@ -12,6 +12,7 @@ from kaito_ragengine.embeddings.base import Embedder, build_embedder
 from kaito_ragengine.errors import StartupError, install_exception_handlers
 from kaito_ragengine.metrics import Metrics, RequestMetricsMiddleware
 from kaito_ragengine.routers import chat, health, indexes, retrieve
+from kaito_ragengine.routers.openapi import install_openapi
 from kaito_ragengine.serving.chat import ChatService
 from kaito_ragengine.serving.llm import LLMClient
 from kaito_ragengine.serving.rag import RagService
@@ -91,6 +92,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.settings = settings
     install_exception_handlers(app)
+    install_openapi(app, settings)
     for module in (retrieve, health, indexes, chat):  # the hot route is matched first
         app.include_router(module.router)
     app.add_middleware(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from kaito_ragengine.protocol.documents import IndexName, MetadataValue
 
@@ -20,7 +20,7 @@ class ChatCompletionRequest(BaseModel):
     """The conversation, OpenAI format."""
     model: str | None = None
     """Model name at the LLM; the LLM's first model when omitted."""
-    stream: bool = False
+    stream: StrictBool = False
     """Stream server-sent events (on the RAG path too)."""
     max_tokens: int | None = Field(default=None, ge=1)
     """Most tokens to generate; also reserved out of the context budget."""

@@ -38,8 +38,12 @@ IndexNamePath = Annotated[
 PathParam = Annotated[
     str | None,
     Query(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$",
         description="Snapshot directory inside the persistence root (default <root>/<name>); "
-        "at most 1024 characters, no control characters; it belongs to one index",
+        "no control characters; one directory holds the snapshots of one index (else 409); "
+        "a path outside the root is refused with 400",
     ),
 ]
 
@@ -65,7 +69,7 @@ def metadata_filter_param(
     return parsed
 
 
-@router.post("/index", responses=error_responses(413, 422, 502, 503))
+@router.post("/index", responses=error_responses(400, 413, 422, 502, 503))
 async def index_documents(body: IndexRequest, rag: Rag) -> list[Document]:
     """Add documents to an index (created if missing); known texts are skipped."""
     return await rag.add_documents(body.index_name, body.documents)
@@ -96,7 +100,9 @@ async def list_documents(  # noqa: PLR0917 - FastAPI passes query parameters by 
     )
 
 
-@router.post("/indexes/{index_name}/documents", responses=error_responses(404, 413, 422, 502, 503))
+@router.post(
+    "/indexes/{index_name}/documents", responses=error_responses(400, 404, 413, 422, 502, 503)
+)
 async def update_documents(
     index_name: IndexNamePath, body: UpdateDocumentsRequest, rag: Rag
 ) -> UpdateDocumentsResponse:
@@ -105,7 +111,8 @@ async def update_documents(
 
 
 @router.post(
-    "/indexes/{index_name}/documents/delete", responses=error_responses(404, 413, 422, 503)
+    "/indexes/{index_name}/documents/delete",
+    responses=error_responses(400, 404, 413, 422, 503),
 )
 async def delete_documents(
     index_name: IndexNamePath, body: DeleteDocumentsRequest, rag: Rag

@@ -18,7 +18,7 @@ router = APIRouter(tags=["retrieve"])
 
 
 @router.post(
-    "/retrieve", response_model=RetrieveResponse, responses=error_responses(404, 413, 422, 502)
+    "/retrieve", response_model=RetrieveResponse, responses=error_responses(400, 404, 413, 422, 502)
 )
 async def retrieve(
     body: RetrieveRequest, rag: Annotated[RagService, Depends(rag_service)]
