@@ -83,8 +83,16 @@ def test_configuration_targets_the_service_and_the_kind(render: Any, chart: str)
     assert target["path"] == "/" + WEBHOOK_IDS[CHART_KINDS[chart]]
     [rule] = webhook["rules"]
     assert rule["apiGroups"] == ["kaito.sh"]
-    [crd] = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
-    assert rule["apiVersions"] == [v["name"] for v in crd["spec"]["versions"] if v["served"]]
+    [crd] = [
+        o
+        for o in objects
+        if o["kind"] == "CustomResourceDefinition"
+        and o["spec"]["names"]["plural"] == CHART_KINDS[chart]
+    ]
+    # The storage version only: with the default matchPolicy (Equivalent) the API server
+    # sends requests made in the other served versions converted to it.
+    assert rule["apiVersions"] == [v["name"] for v in crd["spec"]["versions"] if v["storage"]]
+    assert webhook.get("matchPolicy", "Equivalent") == "Equivalent"
     assert rule["resources"] == [CHART_KINDS[chart]]
     assert set(rule["operations"]) == {"CREATE", "UPDATE"}
     assert webhook["failurePolicy"] == "Fail"

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILES = [
     REPO / "charts" / "kaito-workspace" / "crds" / "kaito.sh_workspaces.yaml",
+    REPO / "charts" / "kaito-workspace" / "crds" / "kaito.sh_inferencesets.yaml",
     REPO / "charts" / "kaito-ragengine" / "crds" / "kaito.sh_ragengines.yaml",
 ]
 K8S_VERSION = "1.32"

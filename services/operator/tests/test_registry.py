@@ -21,7 +21,7 @@ def test_workspace_chart_watches_workspace_kinds_only(monkeypatch: pytest.Monkey
     monkeypatch.setenv("KAITO_OPERATOR_CONTROLLERS", '["workspace"]')
     settings = OperatorSettings()
     assert settings.controllers == frozenset({"workspace"})
-    assert watched(settings) == {"workspaces", "statefulsets", "jobs", "pods"}
+    assert watched(settings) == {"workspaces", "inferencesets", "statefulsets", "jobs", "pods"}
 
 
 def test_ragengine_chart_watches_ragengine_kinds_only() -> None:

@@ -8,8 +8,10 @@ The annotations under ``scaledobject.kaito.sh/`` ask the operator for a KEDA
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal
 
+import yaml
 from pydantic import Field
 
 from kaito_sdk.api.base import (
@@ -37,6 +39,7 @@ __all__ = [
     "ANNOTATION_SCALEDOBJECT_MIN_REPLICAS",
     "ANNOTATION_SCALEDOBJECT_SERVER_ADDRESS",
     "AUTO_UPGRADE_STRATEGIES",
+    "METRIC_TYPES",
     "AutoUpgradePolicy",
     "AutoUpgradeStatus",
     "InferenceSet",
@@ -45,9 +48,12 @@ __all__ = [
     "InferenceSetStatus",
     "InferenceSetTemplate",
     "MaintenanceWindow",
+    "ScalingMetric",
     "TemplateMetadata",
     "member_name",
     "member_workspace",
+    "scaling_bounds",
+    "scaling_metrics",
 ]
 
 #: A YAML list of ``{name, type, upthreshold, downthreshold}``: one KEDA trigger per entry.
@@ -58,6 +64,8 @@ ANNOTATION_SCALEDOBJECT_MAX_REPLICAS: Final = "scaledobject.kaito.sh/max-replica
 ANNOTATION_SCALEDOBJECT_MIN_REPLICAS: Final = "scaledobject.kaito.sh/min-replicas"
 #: The Prometheus server KEDA queries.
 ANNOTATION_SCALEDOBJECT_SERVER_ADDRESS: Final = "scaledobject.kaito.sh/server-address"
+#: KEDA metric types a scaling metric may use.
+METRIC_TYPES: Final = ("AverageValue", "Value")
 #: How a base image upgrade replaces Workspaces.
 AUTO_UPGRADE_STRATEGIES: Final = ("InPlace", "Surge")
 
@@ -228,3 +236,73 @@ def member_workspace(inference_set: InferenceSet, index: int) -> Workspace:
         ),
         inference=template.inference.model_copy(deep=True),
     )
+
+
+@dataclass(frozen=True)
+class ScalingMetric:
+    """One entry of the ``scaledobject.kaito.sh/metrics`` annotation."""
+
+    name: str
+    """Prometheus metric name (``kaito_inference_requests_waiting``, ...)."""
+    type: str
+    """KEDA metric type: ``AverageValue`` (per replica, the default) or ``Value``."""
+    upthreshold: float
+    """Scale up when the metric (per replica for ``AverageValue``) goes above this."""
+    downthreshold: float
+    """Scale down only when the metric falls below this (at most ``upthreshold``)."""
+
+
+def scaling_metrics(inference_set: InferenceSet) -> list[ScalingMetric]:
+    """The metrics of the ``scaledobject.kaito.sh/metrics`` annotation (empty without it).
+
+    Raises :class:`ValueError` saying what is wrong with the annotation's YAML.
+    """
+    text = (inference_set.metadata.annotations or {}).get(ANNOTATION_SCALEDOBJECT_METRICS)
+    if text is None:
+        return []
+    try:
+        entries = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(
+            "must be a non-empty YAML list of {name, type, upthreshold, downthreshold}"
+        )
+    metrics = []
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ValueError(f"entry {number}: must be a mapping with a metric name")
+        unknown = set(entry) - {"name", "type", "upthreshold", "downthreshold"}
+        if unknown:
+            raise ValueError(f"entry {number}: unknown keys {', '.join(sorted(unknown))}")
+        kind = entry.get("type", "AverageValue")
+        if kind not in METRIC_TYPES:
+            raise ValueError(f"entry {number}: type must be one of {', '.join(METRIC_TYPES)}")
+        up, down = entry.get("upthreshold"), entry.get("downthreshold", entry.get("upthreshold"))
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (up, down)):
+            raise ValueError(f"entry {number}: upthreshold and downthreshold must be numbers")
+        if not 0 <= down <= up or up <= 0:
+            raise ValueError(
+                f"entry {number}: want 0 <= downthreshold <= upthreshold and upthreshold > 0"
+            )
+        metrics.append(ScalingMetric(entry["name"], kind, float(up), float(down)))
+    return metrics
+
+
+def _replica_bound(inference_set: InferenceSet, key: str, default: int) -> int:
+    text = (inference_set.metadata.annotations or {}).get(key)
+    if text is None:
+        return default
+    if not text.strip().isdigit():
+        raise ValueError(f"{key} must be a whole number, got {text!r}")
+    return int(text)
+
+
+def scaling_bounds(inference_set: InferenceSet) -> tuple[int, int]:
+    """``(min, max)`` replicas of the ScaledObject: the ``scaledobject.kaito.sh/min-replicas``
+    and ``max-replicas`` annotations, 1 and 10 by default. Raises :class:`ValueError`."""
+    low = _replica_bound(inference_set, ANNOTATION_SCALEDOBJECT_MIN_REPLICAS, 1)
+    high = _replica_bound(inference_set, ANNOTATION_SCALEDOBJECT_MAX_REPLICAS, 10)
+    if high < max(low, 1):
+        raise ValueError(f"max-replicas ({high}) must be at least min-replicas ({low}) and 1")
+    return low, high

@@ -29,10 +29,11 @@ class CrdFile:
     relative_path: str
 
 
-#: The CRD of every kind, and the chart that ships it.
+#: The CRD of every kind, and the chart that ships it (in the order helm renders a
+#: chart's ``crds/`` folder: by file name).
 CRD_FILES: Final = (
-    CrdFile(Workspace, "kaito-workspace/crds/kaito.sh_workspaces.yaml"),
     CrdFile(InferenceSet, "kaito-workspace/crds/kaito.sh_inferencesets.yaml"),
+    CrdFile(Workspace, "kaito-workspace/crds/kaito.sh_workspaces.yaml"),
     CrdFile(RAGEngine, "kaito-ragengine/crds/kaito.sh_ragengines.yaml"),
 )
 

@@ -8,7 +8,13 @@ from collections.abc import Iterator
 from typing import Final
 
 from kaito_sdk.api import InferenceSet
-from kaito_sdk.api.inferenceset import member_name, member_workspace
+from kaito_sdk.api.inferenceset import (
+    ANNOTATION_SCALEDOBJECT_METRICS,
+    member_name,
+    member_workspace,
+    scaling_bounds,
+    scaling_metrics,
+)
 from kaito_sdk.validation.common import check_metadata
 from kaito_sdk.validation.errors import DNS1123_LABEL_MAX, FieldError
 from kaito_sdk.validation.workspace import check_workspace
@@ -45,6 +51,7 @@ def check_inferenceset(inference_set: InferenceSet) -> Iterator[FieldError]:
             )
     yield from _check_update_strategy(inference_set)
     yield from _check_auto_upgrade(inference_set)
+    yield from _check_autoscaling(inference_set)
     if inference_set.metadata.name:
         for error in check_workspace(member_workspace(inference_set, 0)):
             if error.path != "metadata.name":
@@ -56,6 +63,17 @@ def _set_path(member_path: str) -> str:
         if member_path == prefix or member_path.startswith((f"{prefix}.", f"{prefix}[")):
             return replacement + member_path[len(prefix) :]
     return f"spec.template.{member_path}"
+
+
+def _check_autoscaling(inference_set: InferenceSet) -> Iterator[FieldError]:
+    try:
+        scaling_metrics(inference_set)
+    except ValueError as exc:
+        yield FieldError(f"metadata.annotations[{ANNOTATION_SCALEDOBJECT_METRICS}]", str(exc))
+    try:
+        scaling_bounds(inference_set)
+    except ValueError as exc:
+        yield FieldError("metadata.annotations", str(exc))
 
 
 def _check_update_strategy(inference_set: InferenceSet) -> Iterator[FieldError]:

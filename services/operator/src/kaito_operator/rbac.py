@@ -30,8 +30,12 @@ _COMMON = [
     _rule("", ["namespaces"], _WATCH),
 ]
 _WORKSPACE = [
-    _rule("kaito.sh", ["workspaces"], ["get", *_WATCH, "patch"]),
+    # Workspaces: watched, and created, rewritten and deleted as InferenceSet members.
+    _rule("kaito.sh", ["workspaces"], ["get", *_WATCH, *_APPLY, "delete"]),
     _rule("kaito.sh", ["workspaces/status"], ["patch"]),
+    _rule("kaito.sh", ["inferencesets"], ["get", *_WATCH, "patch"]),
+    _rule("kaito.sh", ["inferencesets/status"], ["patch"]),
+    _rule("keda.sh", ["scaledobjects"], [*_APPLY, "delete"]),
     _rule("apps", ["statefulsets"], ["get", *_WATCH, *_APPLY]),
     _rule("batch", ["jobs"], ["get", *_WATCH, *_APPLY, "delete"]),
     _rule("", ["services"], _APPLY),

@@ -146,6 +146,9 @@ def inference_statefulset(ws: Workspace, plan: InferencePlan) -> dict[str, Any]:
     _placement(ws, template["spec"], gpu=gpu, spread=plan.nodes > 1)
     meta = template.setdefault("metadata", {})
     meta["labels"] = {**(meta.get("labels") or {}), **selector_labels(ws)}
+    created_by = (ws.metadata.labels or {}).get(labels.LABEL_INFERENCESET_CREATED_BY)
+    if created_by:  # the InferenceSet's Service selects its members' pods by this label
+        meta["labels"][labels.LABEL_INFERENCESET_CREATED_BY] = created_by
     meta["annotations"] = {
         **(meta.get("annotations") or {}),
         labels.ANNOTATION_WORKSPACE_HASH: plan.revision,

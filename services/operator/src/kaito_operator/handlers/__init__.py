@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kopf
 
-from kaito_operator.handlers import admission, lifecycle, ragengine, workspace
+from kaito_operator.handlers import admission, inferenceset, lifecycle, ragengine, workspace
 from kaito_operator.settings import OperatorSettings
 
 __all__ = ["build_registry"]
@@ -16,6 +16,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     lifecycle.register(registry)
     if "workspace" in settings.controllers:
         workspace.register(registry, settings)
+        inferenceset.register(registry)
     if "ragengine" in settings.controllers:
         ragengine.register(registry)
     if settings.webhook_enabled:

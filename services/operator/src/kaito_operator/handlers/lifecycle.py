@@ -14,6 +14,7 @@ from kaito_operator.handlers.workspace import WORKSPACE_CHILDREN
 from kaito_operator.kube import ClusterConnection, KubeClient
 from kaito_operator.metrics import OperatorMetrics, serve_metrics
 from kaito_operator.persistence import MemoryDiffBaseStorage
+from kaito_operator.reconcilers.inferenceset import InferenceSetReconciler
 from kaito_operator.reconcilers.nodes import NodeProvisioner
 from kaito_operator.reconcilers.observe import StatusObserver
 from kaito_operator.reconcilers.ragengine import RAGEngineReconciler
@@ -105,6 +106,8 @@ async def startup(
     memo.kube = kube
     memo.workspaces = WorkspaceReconciler(kube, config)
     memo.ragengines = RAGEngineReconciler(kube, config)
+    memo.inferencesets = InferenceSetReconciler(kube)
+    memo.inferenceset_wakeups = {}
     children = {
         kind: kwargs[index]
         for kind, index in (("Workspace", WORKSPACE_CHILDREN), ("RAGEngine", RAGENGINE_CHILDREN))

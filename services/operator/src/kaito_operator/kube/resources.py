@@ -39,6 +39,8 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("karpenter.sh/v1", "NodeClaim", "nodeclaims", namespaced=False),
     ResourceType("kaito.sh/v1beta1", "Workspace", "workspaces"),
     ResourceType("kaito.sh/v1beta1", "RAGEngine", "ragengines"),
+    ResourceType("kaito.sh/v1beta1", "InferenceSet", "inferencesets"),
+    ResourceType("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
 )
 
 _BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
