@@ -161,3 +161,25 @@ def test_multirole_inference_is_named_as_not_supported_yet() -> None:
     assert "unknown kind" not in error.message
     unknown = check_manifest({"apiVersion": "kaito.sh/v1beta1", "kind": "Nonesuch"})
     assert unknown.errors[0].message.startswith("unknown kind kaito.sh/v1beta1 Nonesuch")
+
+
+def test_an_inferenceset_warns_about_its_member_workspaces() -> None:
+    report = check_manifest(
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "InferenceSet",
+            "metadata": {"name": "pool"},
+            "spec": {
+                "replicas": 2,
+                "labelSelector": {"matchLabels": {"apps": "pool"}},
+                "template": {
+                    "resource": {"instanceType": "Standard_NC24ads_A100_v4"},
+                    "inference": {"preset": {"name": "llama-3.1-8b-instruct"}},
+                },
+            },
+        }
+    )
+    assert report.errors == []
+    assert [w.path for w in report.warnings] == [
+        "spec.template.inference.preset.presetOptions.modelAccessSecret"
+    ]

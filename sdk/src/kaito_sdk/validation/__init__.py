@@ -30,6 +30,7 @@ from kaito_sdk.api import (
     Workspace,
     parse_manifest,
 )
+from kaito_sdk.api.inferenceset import member_workspace
 from kaito_sdk.validation.errors import FieldError, FieldWarning
 from kaito_sdk.validation.inferenceset import check_inferenceset, check_inferenceset_update
 from kaito_sdk.validation.ragengine import check_ragengine
@@ -99,8 +100,17 @@ class Report:
 
 
 def warnings_for(obj: KaitoObject) -> list[FieldWarning]:
-    """The warnings for ``obj`` (only Workspaces have any so far)."""
-    return list(workspace_warnings(obj)) if isinstance(obj, Workspace) else []
+    """The warnings for ``obj``: a Workspace's, or those of an InferenceSet's members
+    (reported on ``spec.template``)."""
+    if isinstance(obj, Workspace):
+        return list(workspace_warnings(obj))
+    if isinstance(obj, InferenceSet):
+        member = member_workspace(obj, 0)
+        return [
+            FieldWarning(f"spec.template.{warning.path}", warning.message)
+            for warning in workspace_warnings(member)
+        ]
+    return []
 
 
 def check(obj: KaitoObject) -> Report:
