@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -147,9 +148,11 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _printable(value: Any) -> Any:
-    """``value`` with lone UTF-16 surrogates escaped, so that it encodes as UTF-8."""
+    """``value`` as strict JSON: lone UTF-16 surrogates escaped, NaN and Infinity as text."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, dict):
         return {_printable(k): _printable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from kaito_ragengine.protocol.documents import IndexName, MetadataValue
+from kaito_ragengine.protocol.documents import IndexName, MetadataValue, refuse_invalid_json
 
 __all__ = ["ChatCompletionRequest", "ChatCompletionResponse", "SourceNode"]
 
@@ -28,6 +28,15 @@ class ChatCompletionRequest(BaseModel):
     """Index to ground the answer in; without it the request passes through to the LLM."""
     context_token_ratio: float = Field(default=0.5, ge=0.2, le=0.8)
     """Share of the free context window filled with retrieved chunks."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_only(cls, data: Any) -> Any:
+        """Refuse NaN, Infinity and lone surrogates anywhere: the body goes on to the LLM."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                refuse_invalid_json(value, str(key))
+        return data
 
     def llm_fields(self) -> dict[str, Any]:
         """The body to send to the LLM: every field except the RAG-only ones."""

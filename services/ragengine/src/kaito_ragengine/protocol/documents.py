@@ -33,20 +33,46 @@ IndexName = Annotated[
 ]
 
 
-def refuse_non_finite(metadata: Any) -> Any:
-    """Refuse NaN and Infinity in metadata: JSON has no such numbers and filters need equality."""
-    if isinstance(metadata, dict):
-        for key, value in metadata.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(
-                    f"metadata[{key!r}] is {value}: NaN and Infinity are not allowed "
-                    "(send a finite number, a string or null)"
-                )
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def refuse_invalid_json(value: Any, where: str) -> None:
+    """Raise naming ``where`` if ``value`` holds NaN, Infinity or a lone UTF-16 surrogate.
+
+    Python's JSON parser accepts all three, but they are not JSON (or not Unicode): they
+    could not be stored faithfully, compared in filters or sent on to another service.
+    """
+    if isinstance(value, str):
+        if not _encodable(value):
+            raise ValueError(f"{where} holds a lone UTF-16 surrogate, which is not valid Unicode")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{where} is {value}: NaN and Infinity are not allowed "
+                "(send a finite number, a string or null)"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_invalid_json(key, f"{where} key")
+            refuse_invalid_json(item, f"{where}[{key!r}]")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            refuse_invalid_json(item, f"{where}[{i}]")
+
+
+def check_metadata(metadata: Any) -> Any:
+    """Metadata with finite numbers and valid Unicode only (see :func:`refuse_invalid_json`)."""
+    refuse_invalid_json(metadata, "metadata")
     return metadata
 
 
-#: Flat metadata whose numbers are finite.
-Metadata = Annotated[dict[str, MetadataValue], BeforeValidator(refuse_non_finite)]
+#: Flat metadata with finite numbers and valid Unicode strings.
+Metadata = Annotated[dict[str, MetadataValue], BeforeValidator(check_metadata)]
 
 
 class DocumentInput(BaseModel):
