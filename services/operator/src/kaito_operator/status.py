@@ -13,6 +13,7 @@ from typing import Any
 from kaito_sdk.api import ConditionReason, WorkspaceState
 
 __all__ = [
+    "APPLY_FAILED",
     "FLAP_RESTARTS",
     "FLAP_WINDOW",
     "NodeState",
@@ -22,6 +23,7 @@ __all__ = [
     "inference_status",
     "merge_conditions",
     "pod_is_ready",
+    "report_apply_failure",
     "rollout_done",
     "timestamp",
     "tuning_status",
@@ -31,6 +33,16 @@ __all__ = [
 FLAP_WINDOW = datetime.timedelta(minutes=5)
 FLAP_RESTARTS = 3
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+#: Condition reason when the API server refuses the operator's write of a child object.
+APPLY_FAILED = "ApplyFailed"
+#: The conditions an apply failure is reported on: the workload's and the summary.
+_APPLY_CONDITIONS = {
+    "InferenceReady",
+    "JobStarted",
+    "ServiceReady",
+    "WorkspaceSucceeded",
+    "RAGEngineSucceeded",
+}
 _START_FAILURES = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
 
@@ -355,3 +367,20 @@ def tuning_status(
             ),
         ],
     }
+
+
+def report_apply_failure(
+    status: dict[str, Any], message: str, *, generation: int | None, now: str
+) -> None:
+    """Put the API server's refusal of a child write (``message``) on the workload's and
+    the summary condition: both False with reason ``ApplyFailed``. Whatever still runs
+    from an earlier write is not what the spec asks for, so a Ready state becomes NotReady.
+    """
+    status["conditions"] = [
+        condition(c["type"], False, APPLY_FAILED, message, generation=generation, now=now)
+        if c["type"] in _APPLY_CONDITIONS
+        else c
+        for c in status["conditions"]
+    ]
+    if status.get("state") == WorkspaceState.READY.value:
+        status["state"] = WorkspaceState.NOT_READY.value

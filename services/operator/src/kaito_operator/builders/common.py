@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kaito_sdk import labels
@@ -15,6 +18,9 @@ from kaito_sdk.api import KubeObject, LabelSelector
 __all__ = [
     "GPU_RESOURCE",
     "GPU_TOLERATIONS",
+    "NEWEST",
+    "OLDEST_SUPPORTED",
+    "KubeVersion",
     "config_hash",
     "node_affinity",
     "object_meta",
@@ -31,6 +37,37 @@ GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
 ]
+
+
+@dataclass(frozen=True, order=True)
+class KubeVersion:
+    """A Kubernetes API server version (major, minor): which API fields it knows.
+
+    Builders set a field newer than :data:`OLDEST_SUPPORTED` only when the server's
+    version has it; a real API server refuses a server-side apply with an unknown field.
+    """
+
+    major: int
+    minor: int
+
+    @classmethod
+    def from_version_info(cls, info: Mapping[str, Any]) -> KubeVersion:
+        """From the body of ``GET /version`` (``{"major": "1", "minor": "20+"}``)."""
+        try:
+            major = int(re.sub(r"\D", "", str(info["major"])))
+            minor = int(re.sub(r"\D", "", str(info["minor"])))
+        except (KeyError, ValueError):
+            raise ValueError(f"not a /version answer: {dict(info)!r}") from None
+        return cls(major, minor)
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+#: The oldest Kubernetes the operator and the charts support (Chart.yaml kubeVersion).
+OLDEST_SUPPORTED = KubeVersion(1, 20)
+#: Assumed when the server's version is unknown (``kaito render``): every field is set.
+NEWEST = KubeVersion(1, 10_000)
 
 
 def owner_reference(owner: KubeObject) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from kaito_operator.builders import serving
 from kaito_operator.builders.common import (
     GPU_RESOURCE,
     GPU_TOLERATIONS,
+    NEWEST,
+    KubeVersion,
     node_affinity,
     object_meta,
     selector_labels,
@@ -22,9 +24,11 @@ from kaito_sdk.api import Workspace
 from kaito_sdk.contracts import inference as contract
 from kaito_sdk.presets import Preset
 
-__all__ = ["InferencePlan", "inference_statefulset", "probes"]
+__all__ = ["PVC_RETENTION_SINCE", "InferencePlan", "inference_statefulset", "probes"]
 
 _PROBE_PERIOD_S = 10
+#: The first version with ``StatefulSet.spec.persistentVolumeClaimRetentionPolicy``.
+PVC_RETENTION_SINCE = KubeVersion(1, 23)
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,14 @@ def _template_pod(ws: Workspace) -> dict[str, Any]:
     return template
 
 
-def inference_statefulset(ws: Workspace, plan: InferencePlan) -> dict[str, Any]:
-    """The StatefulSet ``<ws>``: the preset's server (or the user's template) on its nodes."""
+def inference_statefulset(
+    ws: Workspace, plan: InferencePlan, *, server: KubeVersion = NEWEST
+) -> dict[str, Any]:
+    """The StatefulSet ``<ws>``: the preset's server (or the user's template) on its nodes.
+
+    ``persistentVolumeClaimRetentionPolicy`` (Kubernetes 1.23+) is set only when
+    ``server`` has it.
+    """
     assert ws.inference is not None
     template = _preset_pod(ws, plan) if plan.preset is not None else _template_pod(ws)
     gpu = plan.gpus_per_node is not None or (
@@ -159,9 +169,13 @@ def inference_statefulset(ws: Workspace, plan: InferencePlan) -> dict[str, Any]:
         "serviceName": headless_service_name(ws),
         "podManagementPolicy": "Parallel" if plan.nodes > 1 else "OrderedReady",
         "selector": {"matchLabels": selector_labels(ws)},
-        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
         "template": template,
     }
+    if server >= PVC_RETENTION_SINCE:
+        spec["persistentVolumeClaimRetentionPolicy"] = {
+            "whenDeleted": "Delete",
+            "whenScaled": "Retain",
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 
+from kaito_operator.builders.common import NEWEST
 from kaito_operator.handlers.admission import webhook_server
 from kaito_operator.handlers.ragengine import RAGENGINE_CHILDREN
 from kaito_operator.handlers.workspace import WORKSPACE_CHILDREN
@@ -105,6 +106,7 @@ async def startup(
         memo.metrics_server = await serve_metrics(memo.metrics, config.metrics_port)
     memo.kube = kube
     memo.workspaces = WorkspaceReconciler(kube, config)
+    server = await memo.workspaces.server()  # read once: newer fields only where it has them
     memo.ragengines = RAGEngineReconciler(kube, config)
     memo.inferencesets = InferenceSetReconciler(kube)
     memo.inferenceset_wakeups = {}
@@ -114,7 +116,11 @@ async def startup(
         if index in kwargs
     }
     memo.observer = StatusObserver(kube, NodeProvisioner(kube, config), memo.metrics, children)
-    logger.info("kaito-operator started: node provisioner %s", config.node_provisioner)
+    logger.info(
+        "kaito-operator started: node provisioner %s, Kubernetes %s",
+        config.node_provisioner,
+        "unknown (every field set)" if server == NEWEST else server,
+    )
 
 
 async def cleanup(*, memo: Any, **_: Any) -> None:

@@ -9,6 +9,7 @@ import kopf
 import pydantic
 
 from kaito_operator.errors import InvalidSpecError
+from kaito_operator.kube import KubeApiError
 from kaito_sdk import labels
 from kaito_sdk.api import RAGEngine
 
@@ -45,9 +46,14 @@ async def reconcile_ragengine(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         await memo.observer.report_invalid(body, exc)
         raise
     written = None
+    key = (str(body.metadata.namespace), str(body.metadata.name))
     try:
         with memo.metrics.reconcile("RAGEngine"):
             written = await memo.ragengines.reconcile(engine)
+        memo.observer.report_apply_failed("RAGEngine", *key, None)
+    except KubeApiError as exc:  # kopf retries; the status says why meanwhile
+        memo.observer.report_apply_failed("RAGEngine", *key, str(exc))
+        raise
     except InvalidSpecError as exc:
         await memo.observer.report_invalid(body, exc)
         raise

@@ -10,6 +10,7 @@ import kopf
 import pydantic
 
 from kaito_operator.errors import InvalidSpecError, NotReadyError
+from kaito_operator.kube import KubeApiError
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk import labels
 from kaito_sdk.api import Workspace
@@ -55,6 +56,10 @@ async def reconcile_workspace(*, body: kopf.Body, memo: Any, **_: Any) -> None:
         with memo.metrics.reconcile("Workspace"):
             done = await memo.workspaces.reconcile(ws)
         memo.observer.report_waiting("Workspace", namespace, name, None)
+        memo.observer.report_apply_failed("Workspace", namespace, name, None)
+    except KubeApiError as exc:  # kopf retries; the status says why meanwhile
+        memo.observer.report_apply_failed("Workspace", namespace, name, str(exc))
+        raise
     except NotReadyError as exc:
         memo.observer.report_waiting("Workspace", namespace, name, str(exc))
         raise
@@ -96,6 +101,10 @@ async def resync_workspace(
             target = None
             try:
                 target = (await memo.workspaces.reconcile(parse_workspace(raw))).target
+                memo.observer.report_apply_failed("Workspace", namespace, name, None)
+            except KubeApiError as exc:
+                memo.observer.report_apply_failed("Workspace", namespace, name, str(exc))
+                logger.warning("resync of %s/%s refused: %s", namespace, name, exc)
             except (kopf.PermanentError, kopf.TemporaryError) as exc:
                 logger.info("resync of %s/%s postponed: %s", namespace, name, exc)
             await memo.observer.sync_workspace(namespace, name, target=target)

@@ -197,15 +197,24 @@ class KubeClient:
         resource = _kind_of(obj)
         meta = obj["metadata"]
         url = url_for(resource, meta.get("namespace"), meta["name"], subresource)
-        result = await self._request(
-            "PATCH",
-            url + self._apply_query,
-            # JSON is YAML: the apply body needs no YAML encoder (and no anchors).
-            headers={"Content-Type": "application/apply-patch+yaml"},
-            data=json.dumps(obj).encode(),
-        )
+        try:
+            result = await self._request(
+                "PATCH",
+                url + self._apply_query,
+                # JSON is YAML: the apply body needs no YAML encoder (and no anchors).
+                headers={"Content-Type": "application/apply-patch+yaml"},
+                data=json.dumps(obj).encode(),
+            )
+        except KubeApiError as exc:
+            # Say which object: the message ends up in the owner's status conditions.
+            subject = f"{obj['kind']} {meta['name']}" + (f" {subresource}" if subresource else "")
+            raise KubeApiError(exc.status, exc.reason, f"{subject}: {exc.message}") from None
         assert result is not None
         return result
+
+    async def server_version(self) -> dict[str, Any] | None:
+        """The API server's ``GET /version`` answer (None when it has no such endpoint)."""
+        return await self._request("GET", "/version", missing_ok=True)
 
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None

@@ -36,6 +36,7 @@ from kaito_operator.status import (
     inference_status,
     merge_conditions,
     pod_is_ready,
+    report_apply_failure,
     rollout_done,
     timestamp,
     tuning_status,
@@ -84,6 +85,7 @@ class StatusObserver:
         self.metrics = metrics
         self._invalid: dict[tuple[str, str, str], tuple[int | None, str]] = {}
         self._waiting: dict[tuple[str, str, str], str] = {}
+        self._refused: dict[tuple[str, str, str], str] = {}
         self._pending: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._targets: dict[tuple[str, str, str], int] = {}
         self._versions = ChildVersions()
@@ -163,6 +165,15 @@ class StatusObserver:
         else:
             self._waiting[key] = reason
 
+    def report_apply_failed(self, kind: str, namespace: str, name: str, error: str | None) -> None:
+        """Record the API server's refusal of the last reconcile's writes (None: they went
+        through); shown on the workload and summary conditions until a reconcile succeeds."""
+        key = (kind, namespace, name)
+        if error is None:
+            self._refused.pop(key, None)
+        else:
+            self._refused[key] = error
+
     async def report_invalid(self, body: Mapping[str, Any], error: InvalidSpecError) -> None:
         """Record that this generation of an object cannot be reconciled, and say why."""
         meta = body["metadata"]
@@ -239,6 +250,10 @@ class StatusObserver:
                     else WorkspaceState.NOT_READY.value
                 )
         meta = obj["metadata"]
+        refused = self._refused.get((obj["kind"], meta["namespace"], meta["name"]))
+        if refused is not None and invalid is None:
+            generation = meta.get("generation")
+            report_apply_failure(status, refused, generation=generation, now=_now())
         state = status.get("state")
         if state is None:  # RAGEngine: ready or not
             by_type = {c["type"]: c["status"] for c in status["conditions"]}

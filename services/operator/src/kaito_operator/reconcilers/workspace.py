@@ -14,8 +14,9 @@ from typing import Any
 from kaito_operator.builders import inference as inference_builders
 from kaito_operator.builders import services as service_builders
 from kaito_operator.builders import tuning as tuning_builders
+from kaito_operator.builders.common import NEWEST, KubeVersion
 from kaito_operator.errors import InvalidSpecError, NotReadyError, refuse_invalid
-from kaito_operator.kube import KubeClient
+from kaito_operator.kube import KubeApiError, KubeClient
 from kaito_operator.reconcilers import plan
 from kaito_operator.reconcilers.freshness import ChildEvent
 from kaito_operator.reconcilers.nodes import NodeProvisioner, gpu_sku_from_labels
@@ -50,6 +51,18 @@ class WorkspaceReconciler:
         self.kube = kube
         self.settings = settings
         self.nodes = NodeProvisioner(kube, settings)
+        self._server: KubeVersion | None = None
+
+    async def server(self) -> KubeVersion:
+        """The API server's version, read once (at startup; unknown: :data:`NEWEST`): the
+        builders set fields newer than the oldest supported Kubernetes only where it has them."""
+        if self._server is None:
+            try:
+                info = await self.kube.server_version()
+                self._server = KubeVersion.from_version_info(info) if info else NEWEST
+            except (KubeApiError, ValueError):
+                self._server = NEWEST
+        return self._server
 
     def image(self, service: str) -> str:
         """The image of one of the project's services, from the configured registry and tag."""
@@ -90,7 +103,7 @@ class WorkspaceReconciler:
         children = (
             service_builders.headless_service(ws, ray=multi_node),
             service_builders.service(ws, leader_only=multi_node, load_balancer=load_balancer),
-            inference_builders.inference_statefulset(ws, inference),
+            inference_builders.inference_statefulset(ws, inference, server=await self.server()),
         )
         # Independent objects: applied concurrently (one round trip, not three).
         *_, statefulset = await asyncio.gather(*(self.kube.apply(child) for child in children))
