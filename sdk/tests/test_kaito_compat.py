@@ -104,8 +104,8 @@ def test_render_builds_valid_objects_for_what_validate_admits(path: Path) -> Non
     result = CliRunner().invoke(build_app(), ["render", str(path)])
     assert "Traceback" not in result.output
     if expected.refused is not None:  # the webhook refuses it: the operator never builds it
-        if result.exit_code:
-            assert expected.refused in result.stderr
+        assert result.exit_code == 1
+        assert expected.refused in result.stderr
         return
     assert result.exit_code == 0, result.output
     assert "invalid:" not in result.output
@@ -118,3 +118,4 @@ def test_render_builds_valid_objects_for_what_validate_admits(path: Path) -> Non
     workloads = [o for o in objects if o["kind"] in ("StatefulSet", "Job", "Deployment")]
     assert len(workloads) == len(kaito_objects)
     assert result.stderr.count("not a KAITO kind, passed over") == expected.passed_over
+    assert result.stderr.count("warning: ") == len(expected.warnings)

@@ -40,4 +40,4 @@ def test_render_names_the_problem(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(build_app(), ["render", str(bad)])
     assert result.exit_code == 1
-    assert "Workspace w: preset.name" in result.output
+    assert "Workspace w: inference.preset.name: unknown preset" in result.output

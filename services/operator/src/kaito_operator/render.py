@@ -1,8 +1,9 @@
 """``kaito render FILE``: print the objects the operator would create, without a cluster.
 
 Workspaces and RAGEngines in the file go through the same planning and builders as the
-operator; ConfigMaps in the same file stand in for the cluster's, and other kinds are
-passed over with a note on stderr. Every built-in object is checked with
+operator, after the admission rules (an object admission would refuse is an error; its
+warnings go to stderr); ConfigMaps in the same file stand in for the cluster's, and other
+kinds are passed over with a note on stderr. Every built-in object is checked with
 kubernetes-validate (strict) before it is printed.
 """
 
@@ -29,6 +30,7 @@ from kaito_sdk.images import image_for
 from kaito_sdk.inference_config import CONFIG_KEY
 from kaito_sdk.skus import find_sku
 from kaito_sdk.tuning_config import CONFIG_FILE_NAME
+from kaito_sdk.validation import check_manifest
 from kaito_sdk.validation.documents import is_kaito_api_version
 
 __all__ = ["RenderError", "register", "render_manifests", "validate_objects"]
@@ -148,6 +150,11 @@ def render_manifests(
         if document.get("kind") not in {"Workspace", "RAGEngine"}:
             print(f"note: {label}: the operator renders no children for it", file=sys.stderr)
             continue
+        report = check_manifest(_with_identity(document))
+        if report.errors:  # admission would refuse it: the operator never builds it
+            raise RenderError(f"{label}: " + "; ".join(str(error) for error in report.errors))
+        for warning in report.warnings:
+            print(f"warning: {label}: {warning}", file=sys.stderr)
         try:
             obj = parse_manifest(_with_identity(document))
             if isinstance(obj, Workspace):
