@@ -15,6 +15,7 @@ import kmock
 import kopf
 import pytest
 import pytest_asyncio
+import yaml
 
 from kaito_operator.admission import review
 from kaito_operator.handlers.admission import validate
@@ -177,6 +178,70 @@ async def test_handler_admits_what_kaito_admits_with_warnings(
         body=kopf.Body(workspace(inference=PRESET)), memo=memo, old=None, warnings=warnings
     )
     assert warnings == []
+
+
+CORPUS = Path(__file__).resolve().parents[3] / "sdk" / "tests" / "data" / "kaito_compat"
+
+
+def corpus_expectation(path: Path) -> tuple[str | None, set[str]]:
+    """The corpus file's ``# expect:`` (None: admitted, else the refusal's text) and the
+    warning paths of its ``# warnings:`` line (see the corpus README)."""
+    refused, warnings = None, set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# expect: refused: "):
+            refused = line.removeprefix("# expect: refused: ")
+        elif line.startswith("# warnings: "):
+            warnings = {w.strip() for w in line.removeprefix("# warnings: ").split(",")}
+    return refused, warnings
+
+
+def corpus_cluster_objects(path: Path, repo_root: Path) -> tuple[list[Any], list[Any]]:
+    """The corpus file's documents, and the ConfigMaps the cluster holds for it: the
+    file's own and the chart's parameter templates (a tuning Workspace may name them)."""
+    documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    config_maps = [
+        config_map(
+            f"{method}-params-template",
+            "training_config.yaml",
+            (repo_root / "presets" / "tuning" / f"{method}-params.yaml").read_text(),
+        )
+        for method in ("lora", "qlora")
+    ]
+    config_maps += [in_default(d) for d in documents if d["kind"] == "ConfigMap"]
+    return documents, config_maps
+
+
+def in_default(document: dict[str, Any]) -> dict[str, Any]:
+    return {**document, "metadata": {**document["metadata"], "namespace": "default"}}
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.glob("*.yaml")), ids=lambda p: p.stem)
+async def test_the_webhook_agrees_with_kaito_validate_on_the_compat_corpus(
+    api: tuple[KubernetesEmulator, KubeClient], path: Path, repo_root: Path
+) -> None:
+    """The admission handler over the KAITO-shaped corpus, its ConfigMaps in the cluster."""
+    emu, client = api
+    documents, config_maps = corpus_cluster_objects(path, repo_root)
+    for item in config_maps:
+        await emu.create_object(item)
+    memo = kopf.Memo(kube=client)
+    refusals: list[tuple[int | None, str]] = []
+    warnings: list[str] = []
+    for document in documents:
+        if not document["apiVersion"].startswith("kaito.sh/"):
+            continue
+        body = kopf.Body(in_default(document))
+        try:
+            await validate(body=body, memo=memo, old=None, warnings=warnings)
+        except kopf.AdmissionError as refused:
+            refusals.append((refused.code, str(refused)))
+    expected_refusal, expected_warnings = corpus_expectation(path)
+    if expected_refusal is None:
+        assert refusals == []
+    else:
+        assert any(expected_refusal in text for _, text in refusals), refusals
+        assert {code for code, _ in refusals} == {422}
+    assert {warning.partition(": ")[0] for warning in warnings} == expected_warnings
 
 
 def free_port() -> int:
