@@ -49,12 +49,12 @@ def _fatal(cause: str) -> NoReturn:
 
 def _check_persist_dir(path: Path) -> None:
     """The persistence root must be (or become) a directory this process can use."""
+    if path.exists() and not path.is_dir():
+        _fatal(f"persistence directory {path} is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fatal(f"persistence directory {path} cannot be created: {exc.strerror or exc}")
-    if not path.is_dir():
-        _fatal(f"persistence directory {path} is not a directory")
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         _fatal(f"persistence directory {path} is not readable and writable by this process")
     try:
