@@ -514,6 +514,23 @@ CASES = [
         None,
         id="performance-mode-ok",
     ),
+    # the node image family, in any case, as KAITO normalises it
+    *[
+        case(
+            INF,
+            {"metadata": {"annotations": {"kaito.sh/node-image-family": family}}},
+            None,
+            id=f"image-family-{family}",
+        )
+        for family in ("ubuntu", "AzureLinux", "Ubuntu")
+    ],
+    case(
+        INF,
+        {"metadata": {"annotations": {"kaito.sh/node-image-family": "windows"}}},
+        "metadata.annotations[kaito.sh/node-image-family]",
+        "ubuntu, azurelinux",
+        id="image-family-bad",
+    ),
 ]
 
 

@@ -37,6 +37,7 @@ _ANNOTATION_VALUES: Final = {
     ANNOTATION_PERFORMANCE_MODE: ("balanced", "interactivity", "throughput"),
     ANNOTATION_NODE_IMAGE_FAMILY: ("ubuntu", "azurelinux"),
 }
+_CASE_INSENSITIVE_ANNOTATIONS: Final = frozenset({ANNOTATION_NODE_IMAGE_FAMILY})
 _ACCESS_MODES: Final = ("public", "private")
 
 
@@ -67,6 +68,8 @@ def check_workspace(workspace: Workspace) -> Iterator[FieldError]:
 def _check_annotations(annotations: dict[str, str]) -> Iterator[FieldError]:
     for key, allowed in _ANNOTATION_VALUES.items():
         value = annotations.get(key)
+        if value is not None and key in _CASE_INSENSITIVE_ANNOTATIONS:
+            value = value.lower()  # KAITO normalises the image family (AzureLinux)
         if value is not None and value not in allowed:
             yield FieldError(
                 f"metadata.annotations[{key}]",

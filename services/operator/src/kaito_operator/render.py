@@ -28,6 +28,7 @@ from kaito_sdk.api import RAGEngine, Workspace, parse_manifest
 from kaito_sdk.api.manifests import kaito_kind_problem
 from kaito_sdk.images import image_for
 from kaito_sdk.inference_config import CONFIG_KEY
+from kaito_sdk.labels import ANNOTATION_NODE_IMAGE_FAMILY
 from kaito_sdk.skus import find_sku
 from kaito_sdk.tuning_config import CONFIG_FILE_NAME
 from kaito_sdk.validation import check_manifest
@@ -93,6 +94,8 @@ def _render_workspace(
             )
         else:
             storage = preset.disk_storage_requirement if preset is not None else "100Gi"
+            annotations = ws.metadata.annotations or {}
+            family = annotations.get(ANNOTATION_NODE_IMAGE_FAMILY, "ubuntu").lower()
             objects += [
                 node_builders.nodeclaim(
                     ws,
@@ -100,6 +103,7 @@ def _render_workspace(
                     instance_type=ws.resource.instance_type,
                     storage=storage,
                     node_class=node_class,
+                    image_family=family,
                 )
                 for name in node_builders.nodeclaim_names(ws, target)
             ]

@@ -101,7 +101,8 @@ class NodeProvisioner:
             )
             await self.kube.apply(pool)
             return
-        family = (ws.metadata.annotations or {}).get(labels.ANNOTATION_NODE_IMAGE_FAMILY, "ubuntu")
+        annotations = ws.metadata.annotations or {}
+        family = annotations.get(labels.ANNOTATION_NODE_IMAGE_FAMILY, "ubuntu").lower()
         for name in builders.nodeclaim_names(ws, nodes):
             claim = builders.nodeclaim(
                 ws,
