@@ -19,12 +19,13 @@ def test_bm25_ranks_and_updates_incrementally() -> None:
     bm25 = BM25Index()
     bm25.add("a", "the quick brown fox jumps")
     bm25.add("b", "a lazy dog sleeps all day, the dog snores")
-    bm25.add("c", "foxes and dogs are animals")
-    assert tokenize("The Dog's bowl") == ["dog", "s", "bowl"]
+    bm25.add("c", "foxes and cats are animals")
+    assert tokenize("The Dog's bowls") == ["dog", "s", "bowl"]
     assert [key for key, _ in bm25.scores("dog").top(5)] == ["b"]
     assert bm25.scores("dog").get("a") == 0.0
     assert bm25.scores("dog").get("unknown") == 0.0
     assert bm25.scores("quick fox").top(1)[0][0] == "a"
+    assert [key for key, _ in bm25.scores("cat").top(5)] == ["c"]  # plural stemmed
     bm25.remove("b")
     assert bm25.scores("dog").top(5) == []
     assert len(bm25) == 2

@@ -33,10 +33,12 @@ class Settings(RagEngineConfig, BaseSettings):
     embedding_batch_chars: int = Field(default=16_384, ge=256)
     """Most characters of document chunks embedded in one call: a query waits behind at
     most one such slice (about 0.5 s for MiniLM on two cores)."""
-    chunk_size: int = Field(default=256, ge=32, le=8192)
-    """Sentence-splitter chunk size in tokens (MiniLM reads 256 word pieces)."""
+    chunk_size: int = Field(default=250, ge=32, le=8192)
+    """Largest chunk in word pieces, heading path included (MiniLM reads 256, two of
+    them its own [CLS] and [SEP])."""
     chunk_overlap: int = Field(default=32, ge=0, le=1024)
-    """Tokens shared by consecutive chunks."""
+    """Word pieces shared by consecutive chunks of plain text (Markdown chunks hold
+    whole blocks and do not overlap)."""
     max_top_k: int = Field(default=300, ge=1, le=10_000)
     """Upper bound of ``max_node_count`` in /retrieve."""
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
@@ -45,8 +47,9 @@ class Settings(RagEngineConfig, BaseSettings):
     """Most documents in one index or update request (413 above)."""
     max_document_chars: int = Field(default=1_000_000, ge=1)
     """Longest accepted document text in characters (422 above)."""
-    rrf_k: int = Field(default=60, ge=1)
-    """Reciprocal rank fusion constant: score = sum of 1 / (rrf_k + rank)."""
+    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    """Share of the cosine similarity in a result's relevance score (the rest is BM25
+    relative to the query's best keyword match)."""
     llm_timeout_s: float = Field(default=300.0, gt=0)
     """Timeout of one LLM request."""
     chat_min_similarity: float = Field(default=0.0, ge=-1.0, le=1.0)

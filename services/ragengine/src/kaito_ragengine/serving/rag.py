@@ -293,7 +293,7 @@ class RagService:
         self.metrics.embedded_texts.labels("query").inc()
         async with index.lock.read():
             results = index.hybrid_search(
-                query, vector, k, metadata_filter, rrf_k=self.settings.rrf_k
+                query, vector, k, metadata_filter, dense_weight=self.settings.dense_weight
             )
         if results:
             self.metrics.retrieve_top_score.observe(max(r["dense_score"] for r in results))

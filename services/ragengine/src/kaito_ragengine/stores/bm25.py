@@ -1,5 +1,8 @@
 """An incrementally maintained BM25 index (Okapi BM25, k1=1.2, b=0.75).
 
+Terms are lower-cased words without English stop words, reduced by Harman's "S"
+stemmer (plural endings only: ``nodes`` and ``node``, ``policies`` and ``policy`` match).
+
 Adding or removing a chunk touches only that chunk's terms, so queries never rebuild
 anything. Each chunk gets a slot (never reused); a query adds, per query term, the
 term's contribution to a dense score vector with numpy, from per-term posting arrays
@@ -15,7 +18,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-__all__ = ["BM25Index", "SparseScores", "tokenize"]
+__all__ = ["BM25Index", "SparseScores", "stem", "tokenize"]
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _STOPWORD_TEXT = (
@@ -28,9 +31,20 @@ K1 = 1.2
 B = 0.75
 
 
+def stem(word: str) -> str:
+    """Harman's S stemmer: ``-ies`` to ``-y``, ``-es`` to ``-e``, drop a final ``-s``."""
+    if len(word) <= 3 or not word.endswith("s") or word.endswith(("us", "ss")):
+        return word
+    if word.endswith("ies") and not word.endswith(("eies", "aies")):
+        return word[:-3] + "y"
+    if word.endswith("es") and not word.endswith(("aes", "ees", "oes")):
+        return word[:-1]
+    return word[:-1]
+
+
 def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens without English stop words."""
-    return [t for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
+    """Lower-cased, stemmed word tokens without English stop words."""
+    return [stem(t) for t in _TOKEN.findall(text.lower()) if t not in _STOPWORDS]
 
 
 class SparseScores:

@@ -18,7 +18,12 @@ from kaito_ragengine.stores.bm25 import BM25Index
 from kaito_ragengine.stores.rwlock import ReadWriteLock
 from kaito_ragengine.stores.vectors import FaissVectors
 
-__all__ = ["DocumentRecord", "NodeRecord", "RagIndex", "content_hash"]
+__all__ = ["DENSE_WEIGHT", "DocumentRecord", "NodeRecord", "RagIndex", "content_hash"]
+
+DENSE_WEIGHT = 0.6
+"""Share of the cosine similarity in a result's relevance (the rest is BM25)."""
+MIN_POOL = 30
+"""Fewest candidates taken from each ranking, whatever ``k`` is."""
 
 
 def content_hash(text: str) -> str:
@@ -121,31 +126,37 @@ class RagIndex:
         k: int,
         metadata_filter: Mapping[str, Any] | None = None,
         *,
-        rrf_k: int = 60,
+        dense_weight: float = DENSE_WEIGHT,
     ) -> list[dict[str, Any]]:
-        """Fuse the dense and BM25 rankings with reciprocal rank fusion; best first.
+        """The ``k`` most relevant chunks, best first: dense and BM25 scores combined.
 
-        Each ranking contributes ``1 / (rrf_k + rank)`` (rank from 1) for its top
-        ``3 * k`` candidates. Every result also carries its cosine similarity and BM25
-        score, whichever ranking found it.
+        Candidates are the top ``max(3 * k, MIN_POOL)`` of each ranking. Each gets the
+        relevance ``dense_weight * max(cosine, 0) + (1 - dense_weight) * bm25 / best``
+        (``best``: the query's highest BM25 score among the searchable chunks), a number
+        in [0, 1]: the cosine part is absolute, the keyword part relative to the best
+        keyword match. Results also carry the cosine and the raw BM25 score.
         """
         allowed = self.allowed_nodes(metadata_filter)
         if allowed is not None and not allowed:
             return []
-        pool = 3 * k
+        pool = max(3 * k, MIN_POOL)
         dense = self.vectors.search(vector, pool, allowed)
         sparse_all = self.bm25.scores(query, allowed)
         sparse = sparse_all.top(pool)
-        fused: dict[str, float] = {}
-        for ranking in (dense, sparse):
-            for rank, (node_id, _) in enumerate(ranking, start=1):
-                fused[node_id] = fused.get(node_id, 0.0) + 1.0 / (rrf_k + rank)
-        best = sorted(fused.items(), key=lambda item: item[1], reverse=True)[:k]
         dense_ids = {node_id for node_id, _ in dense}
         sparse_ids = {node_id for node_id, _ in sparse}
-        cosines = self.vectors.similarities(vector, [node_id for node_id, _ in best])
+        candidates = list(dict.fromkeys([n for n, _ in dense] + [n for n, _ in sparse]))
+        cosines = dict(zip(candidates, self.vectors.similarities(vector, candidates), strict=True))
+        best = sparse[0][1] if sparse else 0.0
+        sparse_weight = 1.0 - dense_weight
+
+        def relevance(node_id: str) -> float:
+            lexical = sparse_all.get(node_id) / best if best > 0 else 0.0
+            return dense_weight * max(cosines[node_id], 0.0) + sparse_weight * lexical
+
+        scored = sorted(((relevance(n), n) for n in candidates), key=lambda item: -item[0])
         results = []
-        for (node_id, score), cosine in zip(best, cosines, strict=True):
+        for score, node_id in scored[:k]:
             node = self.nodes[node_id]
             in_dense, in_sparse = node_id in dense_ids, node_id in sparse_ids
             results.append(
@@ -153,8 +164,8 @@ class RagIndex:
                     "doc_id": node.doc_id,
                     "node_id": node_id,
                     "text": node.text,
-                    "score": score,
-                    "dense_score": cosine,
+                    "score": round(score, 6),
+                    "dense_score": cosines[node_id],
                     "sparse_score": sparse_all.get(node_id),
                     "source": "both"
                     if in_dense and in_sparse
