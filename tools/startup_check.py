@@ -1,0 +1,246 @@
+"""Prove that one package, installed alone without extras, starts its real startup path.
+
+Run by ``nox -s install_check`` inside a fresh virtualenv that holds only the package (and
+the SDK it depends on), never a test extra, so a runtime dependency that only a test extra
+installs fails here instead of in a user's hands:
+
+- ``sdk``: every ``kaito_sdk`` module imports; ``kaito presets``, ``kaito validate`` and
+  ``kaito estimate`` run.
+- ``services/operator``: every module imports; the kopf registry builds from the default
+  settings (all the operator does before it contacts a cluster); ``kaito render`` prints
+  an example's objects.
+- ``services/inference``: ``kaito-inference serve`` converts the embedded SmolLM2 into an
+  empty cache, answers ``/health`` and one chat completion, and stops on SIGINT.
+- ``services/ragengine``: ``kaito-ragengine serve`` loads MiniLM, indexes a document,
+  retrieves it, and stops on SIGINT.
+- ``services/tuning``: ``kaito-tuning run`` converts the embedded SmolLM2 and trains a
+  one-step LoRA adapter.
+
+Only the standard library is used here: the check must not bring in what it checks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 600
+# Test support that needs the [test] extra; it moves out of the shipped package with the
+# real-cluster work (issue 16). Everything else must import.
+TEST_SUPPORT = ("kaito_operator.testing",)
+
+
+def log(message: str) -> None:
+    """One progress line, flushed at once (nox shows it as it comes)."""
+    print(f"startup_check: {message}", flush=True)
+
+
+def run(*argv: str, env: dict[str, str] | None = None) -> str:
+    """Run a console script of this venv; fail with its output when it fails."""
+    command = [str(BIN / argv[0]), *argv[1:]]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # noqa: S603
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    log(f"{' '.join(argv)}: ok")
+    return done.stdout
+
+
+def import_all(package: str) -> None:
+    """Import every module of ``package`` except the test support named above."""
+    root = importlib.import_module(package)
+    count = 1
+    for module in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+        if module.name.startswith(TEST_SUPPORT):
+            continue
+        importlib.import_module(module.name)
+        count += 1
+    log(f"imported {count} modules of {package}")
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def request(url: str, body: dict[str, object] | None = None, timeout: float = 300) -> object:
+    """GET (or POST ``body`` as JSON) and return the decoded JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    message = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(message, timeout=timeout) as response:  # noqa: S310
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        raise SystemExit(f"{url} answered {error.code}: {error.read().decode()}") from None
+
+
+def serve(
+    argv: list[str], env: dict[str, str], port: int, workdir: Path
+) -> subprocess.Popen[bytes]:
+    """Start a server and wait for ``/health``; exit with its log if it dies or hangs."""
+    log_path = workdir / f"{argv[0]}.log"
+    with log_path.open("wb") as sink:
+        proc = subprocess.Popen(  # noqa: S603
+            [str(BIN / argv[0]), *argv[1:]], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    started = time.monotonic()
+    while time.monotonic() - started < START_TIMEOUT_S:
+        if proc.poll() is not None:
+            sys.exit(f"{argv[0]} exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            health = f"http://127.0.0.1:{port}/health"
+            with urllib.request.urlopen(health, timeout=2):
+                pass
+        except (urllib.error.URLError, OSError):  # not listening yet, or 503 while loading
+            time.sleep(1)
+            continue
+        log(f"{argv[0]} is healthy after {time.monotonic() - started:.1f} s")
+        return proc
+    proc.kill()
+    sys.exit(f"{argv[0]} not healthy in {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes], name: str) -> None:
+    """SIGINT, then expect a clean exit."""
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=60)
+    if code != 0:
+        sys.exit(f"{name} exited {code} on SIGINT")
+    log(f"{name} stopped cleanly")
+
+
+def check_sdk(_: Path, env: dict[str, str]) -> None:
+    """SDK: imports, catalog, validation and estimation from the console script."""
+    import_all("kaito_sdk")
+    run("kaito", "presets", env=env)
+    run("kaito", "validate", str(ROOT / "examples" / "workspace-smollm2-cpu.yaml"), env=env)
+    run("kaito", "estimate", "llama-3.1-8b-instruct", "--instance-type", "Standard_NC24ads_A100_v4")
+
+
+def check_operator(_: Path, env: dict[str, str]) -> None:
+    """Operator: imports, the kopf registry from default settings, ``kaito render``."""
+    import_all("kaito_operator")
+    from kaito_operator.handlers import build_registry  # noqa: PLC0415
+    from kaito_operator.settings import OperatorSettings  # noqa: PLC0415
+
+    registry = build_registry(OperatorSettings())
+    log(f"kopf registry built ({type(registry).__name__})")
+    out = run("kaito", "render", str(ROOT / "examples" / "workspace-smollm2-cpu.yaml"), env=env)
+    if "kind: StatefulSet" not in out:
+        sys.exit(f"kaito render printed no StatefulSet:\n{out}")
+
+
+def check_inference(workdir: Path, env: dict[str, str]) -> None:
+    """Inference: the embedded model converts into an empty cache and answers a chat."""
+    import_all("kaito_inference")
+    port = free_port()
+    proc = serve(["kaito-inference", "serve", "--port", str(port)], env, port, workdir)
+    try:
+        answer = request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            {
+                "model": "smollm2-135m-instruct",
+                "messages": [{"role": "user", "content": "Say hello."}],
+                "max_tokens": 8,
+            },
+        )
+        assert isinstance(answer, dict)
+        log(f"chat completion: {answer['choices'][0]['message']['content']!r}")
+    finally:
+        stop(proc, "kaito-inference")
+
+
+def check_ragengine(workdir: Path, env: dict[str, str]) -> None:
+    """RAG engine: MiniLM loads; one document is indexed and retrieved."""
+    import_all("kaito_ragengine")
+    port = free_port()
+    argv = ["kaito-ragengine", "serve", "--port", str(port), "--persist-dir", str(workdir / "p")]
+    proc = serve(argv, env, port, workdir)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        document = {"text": "FAISS keeps the vectors of every chunk.", "metadata": {"n": 1}}
+        request(f"{base}/index", {"index_name": "check", "documents": [document]})
+        found = request(f"{base}/retrieve", {"index_name": "check", "query": "vectors"})
+        assert isinstance(found, dict)
+        if not found.get("results"):
+            sys.exit(f"retrieve found nothing: {found}")
+        log(f"retrieved {len(found['results'])} chunk(s)")
+    finally:
+        stop(proc, "kaito-ragengine")
+
+
+def check_tuning(workdir: Path, env: dict[str, str]) -> None:
+    """Tuning: a one-step LoRA run on the embedded SmolLM2 writes an adapter."""
+    import_all("kaito_tuning")
+    data = workdir / "data"
+    data.mkdir()
+    rows = [
+        {"prompt": f"Count to {n}.", "completion": " ".join(map(str, range(n)))}
+        for n in range(2, 8)
+    ]
+    (data / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = workdir / "training_config.yaml"
+    config.write_text(
+        "training_config:\n"
+        "  LoraConfig: {r: 4, lora_alpha: 8, target_modules: [q_proj, v_proj]}\n"
+        "  TrainingArguments: {max_steps: 1, per_device_train_batch_size: 2, max_length: 32}\n"
+        "  DatasetConfig: {train_test_split: 1}\n"
+    )
+    output = workdir / "adapter"
+    tuning_env = {**env, "KAITO_TUNING_METRICS_PORT": "0"}
+    run(
+        "kaito-tuning", "run", "--preset", "smollm2-135m-instruct", "--config", str(config),
+        "--input", str(data), "--output", str(output), env=tuning_env,
+    )  # fmt: skip
+    if not (output / "adapter_config.json").is_file():
+        sys.exit(f"no adapter in {output}")
+
+
+CHECKS = {
+    "sdk": check_sdk,
+    "services/operator": check_operator,
+    "services/inference": check_inference,
+    "services/ragengine": check_ragengine,
+    "services/tuning": check_tuning,
+}
+
+
+def main() -> None:
+    """Run the check of one package in a fresh working directory and an empty model cache."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("package", choices=sorted(CHECKS))
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="kaito-startup-check-"))
+    env = {
+        **os.environ,
+        "KAITO_CACHE_DIR": str(workdir / "cache"),  # empty: the conversion runs
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    started = time.monotonic()
+    try:
+        CHECKS[args.package](workdir, env)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log(f"{args.package}: startup path ok in {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
