@@ -61,12 +61,19 @@ def ready_condition(cluster: OperatorHarness, name: str) -> dict[str, Any]:
     return {}
 
 
-async def serve(cluster: OperatorHarness, member: str) -> dict[str, Any]:
-    """Play kubelet and StatefulSet controller for one member: its pod runs and is ready."""
+async def serve(
+    cluster: OperatorHarness, member: str, *, newer_than: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Play kubelet and StatefulSet controller for one member: its pod runs and is ready
+    (with ``newer_than``: once the member's StatefulSet is a later generation than that)."""
     emu = cluster.emulator
-    sts = await cluster.wait_for(
-        lambda: emu.read_object(*STS, "default", member), message=f"StatefulSet {member}"
-    )
+    before = newer_than["metadata"]["generation"] if newer_than else 0
+
+    def current() -> dict[str, Any] | None:
+        sts = emu.read_object(*STS, "default", member)
+        return sts if sts and sts["metadata"]["generation"] > before else None
+
+    sts = await cluster.wait_for(current, message=f"StatefulSet {member}")
     existing = emu.read_object("v1", "pods", "default", f"{member}-0")
     pod = existing or (await kubelet.create_pods(emu, sts, 1, node=f"node-{member}"))[0]
     await kubelet.set_pod_state(emu, pod, ready=True)
@@ -156,6 +163,7 @@ async def test_rolling_update_rewrites_one_member_at_a_time(cluster: OperatorHar
     }
     assert len(set(old.values())) == 1
 
+    old_sets = {n: emu.read_object(*STS, "default", n) for n in ("roll-0", "roll-1")}
     # A template change that reaches the pods: the member's StatefulSet rolls.
     adapter = [{"source": {"name": "a1", "image": "registry.example.com/a1:1"}}]
     patch = {"spec": {"template": {"inference": {"adapters": adapter}}}}
@@ -176,9 +184,9 @@ async def test_rolling_update_rewrites_one_member_at_a_time(cluster: OperatorHar
     # roll-0 is not ready on its new generation: roll-1 keeps the old template meanwhile.
     await asyncio.sleep(1.5)
     assert rewritten() == ["roll-0"]
-    await serve(cluster, "roll-0")
+    await serve(cluster, "roll-0", newer_than=old_sets["roll-0"])
     await cluster.wait_for(lambda: rewritten() == ["roll-0", "roll-1"], message="second member")
-    await serve(cluster, "roll-1")
+    await serve(cluster, "roll-1", newer_than=old_sets["roll-1"])
     await cluster.wait_for(
         lambda: ready_condition(cluster, "roll").get("status") == "True", message="rolled"
     )
@@ -228,3 +236,47 @@ async def test_scaledobject_follows_the_annotation_and_requests_fit_the_rbac(
     await emu.delete_object(*IS, "default", "auto")
     await cluster.wait_for(lambda: not members(cluster, "auto"), message="members gone")
     assert rbac_violations(cluster, "workspace") == []
+
+
+async def test_a_change_to_an_immutable_field_replaces_members_one_at_a_time(
+    cluster: OperatorHarness,
+) -> None:
+    emu = cluster.emulator
+    await emu.create_object(inference_set("swap", 2))
+    await cluster.wait_for(lambda: len(members(cluster, "swap")) == 2, message="members")
+    for name in ("swap-0", "swap-1"):
+        await serve(cluster, name)
+    await cluster.wait_for(
+        lambda: ready_condition(cluster, "swap").get("status") == "True", message="ready"
+    )
+    original_uids = {ws["metadata"]["uid"] for ws in members(cluster, "swap").values()}
+    # A Workspace's node selector is fixed at creation: the member is replaced, not edited.
+    selector = {"matchLabels": {"apps": "swap", "pool": "b"}}
+    await emu.patch_object(*IS, "default", "swap", {"spec": {"labelSelector": selector}})
+
+    def with_new_selector() -> list[str]:
+        return sorted(
+            name
+            for name, ws in members(cluster, "swap").items()
+            if ws["resource"]["labelSelector"] == selector
+            and not ws["metadata"].get("deletionTimestamp")
+        )
+
+    [replacement] = await cluster.wait_for(with_new_selector, message="a replacement")
+    assert replacement != "swap-1"
+    # A new object (swap-0 again, once the old one is gone, or the next free index).
+    assert members(cluster, "swap")[replacement]["metadata"]["uid"] not in original_uids
+    # The other member keeps serving until the replacement is ready.
+    await asyncio.sleep(1.0)
+    assert members(cluster, "swap")["swap-1"]["resource"]["labelSelector"] != selector
+    await serve(cluster, replacement)
+    await cluster.wait_for(lambda: len(with_new_selector()) == 2, message="second replacement")
+    for name in with_new_selector():
+        await serve(cluster, name)
+    await cluster.wait_for(
+        lambda: (
+            ready_condition(cluster, "swap").get("status") == "True"
+            and len(members(cluster, "swap")) == 2
+        ),
+        message="replaced",
+    )

@@ -89,6 +89,7 @@ async def resync_inferenceset(
             wake.clear()
             raw = await memo.kube.get("kaito.sh/v1beta1", "InferenceSet", name, namespace)
             if raw is None or raw["metadata"].get("deletionTimestamp"):
+                memo.inferencesets.forget(namespace, name)
                 return
             try:
                 await _reconcile(memo, raw)

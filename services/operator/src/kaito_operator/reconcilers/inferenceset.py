@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from collections.abc import Mapping
+from typing import Any
 
 from kaito_operator.builders import inferenceset as builders
 from kaito_operator.errors import InvalidSpecError, NotReadyError, refuse_invalid
@@ -17,9 +19,10 @@ from kaito_operator.kube import KubeApiError, KubeClient
 from kaito_operator.reconcilers import plan
 from kaito_operator.status import timestamp
 from kaito_sdk import labels
-from kaito_sdk.api import InferenceSet
+from kaito_sdk.api import InferenceSet, Workspace
 from kaito_sdk.api.inferenceset import member_name, member_workspace
 from kaito_sdk.validation import validate
+from kaito_sdk.validation.update import check_workspace_update
 
 __all__ = ["InferenceSetReconciler"]
 
@@ -34,9 +37,22 @@ class InferenceSetReconciler:
         self.kube = kube
         # Sets known to have no ScaledObject (saves a DELETE per reconcile).
         self._without_scaler: set[tuple[str | None, str | None]] = set()
+        # One reconcile of a set at a time: the change handler and the resync daemon
+        # must not interleave their writes.
+        self._locks: dict[tuple[str | None, str | None], asyncio.Lock] = {}
+
+    def forget(self, namespace: str | None, name: str | None) -> None:
+        """Drop what is kept about a set that is gone."""
+        self._locks.pop((namespace, name), None)
+        self._without_scaler.discard((namespace, name))
 
     async def reconcile(self, inference_set: InferenceSet) -> builders.MemberPlan:
         """One step towards the desired members; returns what it did."""
+        key = (inference_set.metadata.namespace, inference_set.metadata.name)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            return await self._reconcile(inference_set)
+
+    async def _reconcile(self, inference_set: InferenceSet) -> builders.MemberPlan:
         refuse_invalid(validate(inference_set))
         namespace, name = inference_set.metadata.namespace, inference_set.metadata.name
         listed = await self.kube.list(
@@ -49,12 +65,28 @@ class InferenceSetReconciler:
         ]
         revision = builders.template_hash(inference_set)
         member_plan = builders.plan_members(inference_set, members, revision)
-        writes = [
-            self.kube.apply(builders.member_manifest(inference_set, index, revision))
+        manifests = {
+            index: builders.member_manifest(inference_set, index, revision)
             for index in (*member_plan.create, *member_plan.update)
+        }
+        # A change to a field a Workspace may not change (instance type, node selector,
+        # preset) replaces the member: it is deleted, and a later pass creates a new one.
+        by_name = {ws["metadata"]["name"]: ws for ws in listed}
+        replaced = [
+            manifests[index]["metadata"]["name"]
+            for index in member_plan.update
+            if _immutable_change(
+                by_name.get(manifests[index]["metadata"]["name"]), manifests[index]
+            )
+        ]
+        writes = [
+            self.kube.apply(manifest)
+            for manifest in manifests.values()
+            if manifest["metadata"]["name"] not in replaced
         ]
         deletes = [
-            self.kube.delete(*_WORKSPACE, victim, namespace) for victim in member_plan.delete
+            self.kube.delete(*_WORKSPACE, victim, namespace)
+            for victim in (*member_plan.delete, *replaced)
         ]
         await asyncio.gather(
             *writes,
@@ -86,9 +118,10 @@ class InferenceSetReconciler:
         except ValueError as exc:
             raise InvalidSpecError("metadata.annotations", str(exc)) from None
         if scaler is None:
-            if key not in self._without_scaler:
-                await self.kube.delete(*_SCALED_OBJECT, str(key[1]), key[0])
-                self._without_scaler.add(key)
+            if key not in self._without_scaler and not await self.kube.delete(
+                *_SCALED_OBJECT, str(key[1]), key[0]
+            ):
+                self._without_scaler.add(key)  # confirmed gone
             return
         self._without_scaler.discard(key)
         try:
@@ -100,6 +133,14 @@ class InferenceSetReconciler:
                     delay=30,
                 ) from None
             raise
+
+
+def _immutable_change(current: Mapping[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """Whether rewriting ``current`` as ``desired`` changes a field fixed at creation."""
+    if current is None:
+        return False
+    old = Workspace.from_manifest({k: v for k, v in current.items() if k != "status"})
+    return any(True for _ in check_workspace_update(old, Workspace.from_manifest(desired)))
 
 
 def _after(
