@@ -172,20 +172,15 @@ def documentation() -> list[dict[str, object]]:
 
 
 def describe_source(rank: int, node: dict[str, object]) -> str:
-    """One line per source: rank, similarity, file and heading, and the text's start."""
+    """One line per source: rank, relevance, file and heading, and the text's start."""
     metadata = node.get("metadata") or {}
     assert isinstance(metadata, dict)
     where = str(metadata.get("source", "?"))
     if metadata.get("heading"):
         where += f" § {metadata['heading']}"
-    dense = node.get("dense_score")
-    similarity = (
-        f"similarity {float(str(dense)):.2f}"
-        if dense is not None
-        else f"score {float(str(node.get('score') or 0)):.3f}"
-    )
+    relevance = float(str(node.get("score") or 0))
     text = " ".join(str(node.get("text", "")).split())[:100]
-    return f"  {rank}. {where} ({similarity}): {text}"
+    return f"  {rank}. {where} (relevance {relevance:.2f}): {text}"
 
 
 def ask(rag_url: str, question: str, model: str) -> None:
@@ -218,7 +213,10 @@ def ask(rag_url: str, question: str, model: str) -> None:
     if choice.finish_reason == "length":
         answer += f" [cut: the answer reached max_tokens={MAX_ANSWER_TOKENS}]"
     console.print(Panel(answer, title="answer"), soft_wrap=False)
-    console.print("top sources (similarity: cosine of question and passage, -1 to 1):")
+    console.print(
+        "top sources (relevance from 0 to 1: mostly how close the passage's meaning is to the "
+        "question, partly how many of its words it shares):"
+    )
     for rank, node in enumerate((completion.model_extra or {}).get("source_nodes", [])[:5], 1):
         console.print(describe_source(rank, node), markup=False)
     if completion.usage:

@@ -41,9 +41,10 @@ def test_demo_answers_with_sources_and_stops_cleanly() -> None:
     assert "FAISS" in answer
     sources = out.split("top sources", 1)[1].split("usage:", 1)[0]
     assert "README.md §" in sources
-    similarities = [float(s) for s in re.findall(r"similarity (-?\d\.\d\d)", sources)]
-    assert similarities, sources
-    assert all(-1.0 <= s <= 1.0 for s in similarities)
+    relevances = [float(s) for s in re.findall(r"\(relevance (\d\.\d\d)\)", sources)]
+    assert relevances, sources
+    assert all(0.0 <= s <= 1.0 for s in relevances)
+    assert relevances == sorted(relevances, reverse=True)
     # Every URL is whole on its line, whatever the width.
     endpoints = out.split("endpoints:", 1)[1]
     for url in re.findall(r"http://127\.0\.0\.1:\d+/\S+", endpoints):
