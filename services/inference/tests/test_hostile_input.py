@@ -160,8 +160,8 @@ def test_long_prompt_is_tokenized_off_the_event_loop(tiny_model_dir: Path) -> No
     response = outcome["response"]
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "context_length_exceeded"
-    assert outcome["seconds"] > 1.0  # long enough that a blocked loop would show
-    assert max(health_seconds) < 0.5, (health_seconds, outcome["seconds"])
+    # A blocked loop would hold a /health call for most of the request's time.
+    assert max(health_seconds) < outcome["seconds"] / 3, (health_seconds, outcome["seconds"])
 
 
 def test_streamed_requests_are_counted_in_the_metrics(url: str) -> None:

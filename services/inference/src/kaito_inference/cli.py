@@ -157,10 +157,16 @@ def _setting_error(error: Any) -> str:
 def serve_transformers(settings: InferenceSettings) -> int:
     """Run the transformers runtime until interrupted; 1 when it cannot serve.
 
-    The port is bound before anything heavy is imported, so a taken port ends the
-    process at once; a model that fails to load stops the server and ends it too. Either
+    A missing model directory or a taken port ends the process at once (before anything
+    heavy is imported); a model that fails to load stops the server and ends it too. Either
     way the cause is the last line on stderr, so a pod's crash loop shows why.
     """
+    from kaito_inference.modelsource import ModelSourceError, check_model_dir
+
+    try:
+        check_model_dir(settings.model)
+    except ModelSourceError as exc:
+        return fatal(str(exc))
     try:
         sock = listen_socket(settings.host, settings.port)
     except OSError as exc:

