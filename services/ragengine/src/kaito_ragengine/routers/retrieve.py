@@ -23,7 +23,7 @@ router = APIRouter(tags=["retrieve"])
 async def retrieve(
     body: RetrieveRequest, rag: Annotated[RagService, Depends(rag_service)]
 ) -> Response:
-    """Hybrid dense + BM25 retrieval fused with reciprocal rank fusion.
+    """Hybrid dense + BM25 retrieval, ranked by a relevance that combines both scores.
 
     The body is written with ``json.dumps`` straight from the search results, which have
     exactly the fields of :class:`RetrievedNode` (the hot path of the service: no
