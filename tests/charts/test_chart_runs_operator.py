@@ -160,8 +160,9 @@ BOTH_CHARTS = pytest.mark.parametrize(
     "running", ["kaito-workspace", "kaito-ragengine"], indirect=True
 )
 #: Per chart: an object its webhook must refuse, and a word the refusal must contain.
+#: An object each webhook refuses (by the resource its rule names), and why.
 REFUSED = {
-    "kaito-workspace": (
+    "workspaces": (
         {
             "apiVersion": "kaito.sh/v1beta1",
             "kind": "Workspace",
@@ -171,7 +172,20 @@ REFUSED = {
         },
         "no-such-model",
     ),
-    "kaito-ragengine": (
+    "inferencesets": (
+        {
+            "apiVersion": "kaito.sh/v1beta1",
+            "kind": "InferenceSet",
+            "metadata": {"name": "bad", "namespace": "default"},
+            "spec": {
+                "replicas": -1,
+                "labelSelector": {"matchLabels": {"apps": "bad"}},
+                "template": {"inference": {"preset": {"name": "smollm2-135m-instruct"}}},
+            },
+        },
+        "spec.replicas: must be at least 0",
+    ),
+    "ragengines": (
         {
             "apiVersion": "kaito.sh/v1beta1",
             "kind": "RAGEngine",
@@ -228,13 +242,18 @@ async def post_review(
 async def test_webhook_is_reachable_with_the_rendered_configuration(
     running: ChartOperator,
 ) -> None:
-    [webhook] = one(running.objects, "ValidatingWebhookConfiguration")["webhooks"]
+    webhooks = one(running.objects, "ValidatingWebhookConfiguration")["webhooks"]
+    for webhook in webhooks:
+        await _refuses(running, webhook)
+
+
+async def _refuses(running: ChartOperator, webhook: dict[str, Any]) -> None:
+    """Post an AdmissionReview as the API server would; the webhook must refuse it."""
     target = webhook["clientConfig"]["service"]
     hostname = f"{target['name']}.{target['namespace']}.svc"
     ca_pem = base64.b64decode(webhook["clientConfig"]["caBundle"])
     [rule] = webhook["rules"]
-    chart = one(running.objects, "Deployment")["metadata"]["labels"]["app.kubernetes.io/name"]
-    obj, reason = REFUSED[chart]
+    obj, reason = REFUSED[rule["resources"][0]]
     review = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",

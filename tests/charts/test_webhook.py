@@ -18,7 +18,10 @@ from kaito_operator.handlers.admission import WEBHOOK_IDS
 
 RELEASE = "acme-kaito"
 NAMESPACE = "ml-platform"
-CHART_KINDS = {"kaito-workspace": "workspaces", "kaito-ragengine": "ragengines"}
+CHART_KINDS = {
+    "kaito-workspace": ["workspaces", "inferencesets"],
+    "kaito-ragengine": ["ragengines"],
+}
 
 
 def webhook_objects(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], ...]:
@@ -62,8 +65,8 @@ def test_certificate_is_trusted_for_the_service_name(
 ) -> None:
     service, secret, configuration = webhook_objects(render(chart))
     data = {key: base64.b64decode(value) for key, value in secret["data"].items()}
-    [webhook] = configuration["webhooks"]
-    assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == data["ca.crt"]
+    for webhook in configuration["webhooks"]:
+        assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == data["ca.crt"]
 
     host = f"{service['metadata']['name']}.{NAMESPACE}.svc"
     handshake(data["tls.crt"], data["tls.key"], data["ca.crt"], host, tmp_path)
@@ -75,28 +78,29 @@ def test_certificate_is_trusted_for_the_service_name(
 def test_configuration_targets_the_service_and_the_kind(render: Any, chart: str) -> None:
     objects = render(chart)
     service, secret, configuration = webhook_objects(objects)
-    [webhook] = configuration["webhooks"]
-    target = webhook["clientConfig"]["service"]
-    assert target["name"] == service["metadata"]["name"]
-    assert target["namespace"] == NAMESPACE
-    assert target["port"] == service["spec"]["ports"][0]["port"]
-    assert target["path"] == "/" + WEBHOOK_IDS[CHART_KINDS[chart]]
-    [rule] = webhook["rules"]
-    assert rule["apiGroups"] == ["kaito.sh"]
-    [crd] = [
-        o
-        for o in objects
-        if o["kind"] == "CustomResourceDefinition"
-        and o["spec"]["names"]["plural"] == CHART_KINDS[chart]
-    ]
-    # The storage version only: with the default matchPolicy (Equivalent) the API server
-    # sends requests made in the other served versions converted to it.
-    assert rule["apiVersions"] == [v["name"] for v in crd["spec"]["versions"] if v["storage"]]
-    assert webhook.get("matchPolicy", "Equivalent") == "Equivalent"
-    assert rule["resources"] == [CHART_KINDS[chart]]
-    assert set(rule["operations"]) == {"CREATE", "UPDATE"}
-    assert webhook["failurePolicy"] == "Fail"
-    assert webhook["sideEffects"] == "None"
+    webhooks = configuration["webhooks"]
+    assert len(webhooks) == len(CHART_KINDS[chart])
+    for webhook, plural in zip(webhooks, CHART_KINDS[chart], strict=True):
+        target = webhook["clientConfig"]["service"]
+        assert target["name"] == service["metadata"]["name"]
+        assert target["namespace"] == NAMESPACE
+        assert target["port"] == service["spec"]["ports"][0]["port"]
+        assert target["path"] == "/" + WEBHOOK_IDS[plural]
+        [rule] = webhook["rules"]
+        assert rule["apiGroups"] == ["kaito.sh"]
+        [crd] = [
+            o
+            for o in objects
+            if o["kind"] == "CustomResourceDefinition" and o["spec"]["names"]["plural"] == plural
+        ]
+        # The storage version only: with matchPolicy Equivalent the API server sends
+        # requests made in the other served versions converted to it.
+        assert rule["apiVersions"] == [v["name"] for v in crd["spec"]["versions"] if v["storage"]]
+        assert webhook["matchPolicy"] == "Equivalent"
+        assert rule["resources"] == [plural]
+        assert set(rule["operations"]) == {"CREATE", "UPDATE"}
+        assert webhook["failurePolicy"] == "Fail"
+        assert webhook["sideEffects"] == "None"
 
     [deployment] = [o for o in objects if o["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]

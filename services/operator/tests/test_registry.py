@@ -47,4 +47,7 @@ def test_webhook_handlers_only_when_enabled() -> None:
         OperatorSettings(controllers=frozenset({"workspace"}), webhook_enabled=True)
     )
     assert not list(off._webhooks.get_all_handlers())
-    assert [h.id for h in on._webhooks.get_all_handlers()] == ["validate-workspace"]
+    assert [h.id for h in on._webhooks.get_all_handlers()] == [
+        "validate-workspace",
+        "validate-inferenceset",
+    ]

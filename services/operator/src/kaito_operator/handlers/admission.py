@@ -1,8 +1,8 @@
 """The validating admission webhook (kopf's admission support over HTTPS).
 
 The chart owns the ValidatingWebhookConfiguration and the serving certificate (a Secret
-mounted at ``webhook_cert_dir``); the operator serves ``/validate-workspace`` and
-``/validate-ragengine`` on ``webhook_port``.
+mounted at ``webhook_cert_dir``); the operator serves ``/validate-workspace``,
+``/validate-inferenceset`` and ``/validate-ragengine`` on ``webhook_port``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ from kaito_sdk.validation import check_manifest
 __all__ = ["WEBHOOK_IDS", "register", "validate", "webhook_server"]
 
 #: Handler ids, which are also the URL paths the chart's webhook configuration calls.
-WEBHOOK_IDS = {"workspaces": "validate-workspace", "ragengines": "validate-ragengine"}
+WEBHOOK_IDS = {
+    "workspaces": "validate-workspace",
+    "inferencesets": "validate-inferenceset",
+    "ragengines": "validate-ragengine",
+}
 
 
 async def validate(
@@ -56,7 +60,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     """Register the validation handler of each enabled controller's kind."""
     plurals = []
     if "workspace" in settings.controllers:
-        plurals.append("workspaces")
+        plurals += ["workspaces", "inferencesets"]
     if "ragengine" in settings.controllers:
         plurals.append("ragengines")
     for plural in plurals:
