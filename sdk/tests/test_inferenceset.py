@@ -14,7 +14,13 @@ from kaito_sdk.api import (
     Workspace,
     parse_manifest,
 )
-from kaito_sdk.api.inferenceset import member_name, member_workspace
+from kaito_sdk.api.inferenceset import (
+    ScalingMetric,
+    member_name,
+    member_workspace,
+    scaling_bounds,
+    scaling_metrics,
+)
 from kaito_sdk.crd import build_crd
 from kaito_sdk.validation import validate, validate_manifest, validate_update
 
@@ -244,3 +250,30 @@ def test_partition_is_immutable() -> None:
     new.spec.template.resource.partition = PartitionSpec(mode="accelerator", count=1)
     assert [e.path for e in validate_update(old, new)] == ["spec.template.resource.partition"]
     assert validate_update(old, old.model_copy(deep=True)) == []
+
+
+def test_scaling_annotations_are_checked_at_admission() -> None:
+    manifest = _manifest()
+    manifest["metadata"]["annotations"] = {
+        "scaledobject.kaito.sh/metrics": (
+            "- {name: kaito_inference_requests_waiting, upthreshold: 10, downthreshold: 2}"
+        ),
+        "scaledobject.kaito.sh/min-replicas": "0",
+        "scaledobject.kaito.sh/max-replicas": "5",
+    }
+    assert validate_manifest(manifest) == []
+    obj = InferenceSet.from_manifest(manifest)
+    [metric] = scaling_metrics(obj)
+    assert metric == ScalingMetric("kaito_inference_requests_waiting", "AverageValue", 10, 2)
+    assert scaling_bounds(obj) == (0, 5)
+    manifest["metadata"]["annotations"]["scaledobject.kaito.sh/metrics"] = "- name: [oops"
+    (error,) = validate_manifest(manifest)
+    assert error.path == "metadata.annotations[scaledobject.kaito.sh/metrics]"
+    assert "not valid YAML" in error.message
+    manifest["metadata"]["annotations"]["scaledobject.kaito.sh/metrics"] = (
+        "- {name: x, upthreshold: 1}"
+    )
+    manifest["metadata"]["annotations"]["scaledobject.kaito.sh/max-replicas"] = "0"
+    (error,) = validate_manifest(manifest)
+    assert error.path == "metadata.annotations"
+    assert "max-replicas (0) must be at least" in error.message
