@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 from inference_load import LevelResult, benchmark
+from machine import describe_machine
 
 
 def free_port() -> int:
@@ -101,6 +102,7 @@ def markdown(runs: list[dict[str, object]]) -> str:
 
 def main() -> None:
     """Command line entry point."""
+    print(describe_machine(), flush=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default=sys.executable, help="python with kaito-inference")
     parser.add_argument(

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import openai
+from machine import describe_machine
 
 TOPICS = [
     "a lighthouse keeper", "the history of tea", "a robot learning to paint", "volcanoes",
@@ -140,6 +141,7 @@ def print_table(results: list[LevelResult], *, header: bool = True) -> None:
 
 def main() -> None:
     """Command line entry point."""
+    print(describe_machine(), flush=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", required=True, help="server root, without /v1")
     parser.add_argument("--model", default=None, help="default: the first of /v1/models")

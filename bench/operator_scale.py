@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import describe_machine
 
 from kaito_operator.testing.harness import OperatorHarness
 
@@ -257,6 +258,8 @@ async def run(count: int, profile: str | None) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Run the benchmark and print its results."""
+    print(describe_machine(), file=sys.stderr, flush=True)  # stdout: JSON results
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspaces", type=int, default=200)
     parser.add_argument("--profile", help="write a cProfile of the operator process here")

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import describe_machine
 
 SEED = 1234
 
@@ -290,6 +291,7 @@ def measure(
 
 def main() -> None:
     """Run the benchmark for each requested size and print one JSON line per size."""
+    print(describe_machine(), file=sys.stderr, flush=True)  # stdout: JSON results
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument(

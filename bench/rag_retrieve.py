@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import describe_machine
 from rag_ingest import (
     load_average,
     make_documents,
@@ -102,6 +103,7 @@ async def measure(url: str, queries: list[str], concurrency: int) -> dict[str, A
 
 def main() -> None:
     """Run the benchmark and print one JSON line per concurrency level."""
+    print(describe_machine(), file=sys.stderr, flush=True)  # stdout: JSON results
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=10000)
     parser.add_argument("--queries", type=int, default=400, help="queries per concurrency level")

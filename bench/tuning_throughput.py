@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import describe_machine
+
 VARIANTS = ("trl-defaults", "trl-tuned", "kaito", "kaito-packing", "kaito-packing-wrapped")
 WORDS = [
     *("model", "cluster", "node", "adapter", "tuning", "batch", "token", "request"),
@@ -170,6 +172,7 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     """Parse arguments; run every variant in a child process and print a table."""
+    print(describe_machine(), file=sys.stderr, flush=True)  # stdout: JSON results
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
