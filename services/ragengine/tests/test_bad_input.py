@@ -13,7 +13,8 @@ import pytest
 
 from kaito_ragengine.app import create_app
 from kaito_ragengine.errors import InvalidRequestError
-from kaito_ragengine.stores.snapshots import SnapshotStore
+from kaito_ragengine.stores.index import RagIndex
+from kaito_ragengine.stores.snapshots import IndexSnapshot, SnapshotStore
 
 from .conftest import HashingEmbedder, hashing_vectors, make_settings, running_app
 
@@ -278,3 +279,18 @@ async def test_documents_are_embedded_in_bounded_slices(tmp_path: Path) -> None:
         )
         assert "sentence 2999" in hit.json()["results"][0]["text"]
         assert chunks > 10
+
+
+def test_owner_file_is_complete_or_absent_after_a_kill(tmp_path: Path) -> None:
+    """A writer killed while claiming a directory leaves a temporary file, never a partial
+    owner; the next write removes the leftover and claims the directory."""
+    root = tmp_path / "data"
+    store = SnapshotStore(root, 5)
+    location = store.location("idx")
+    location.mkdir(parents=True)
+    (location / ".tmp-owner-deadbeef").write_bytes(b"id")  # what a kill mid-claim leaves
+    assert store.owner(location) is None
+    index = RagIndex("idx", 8)
+    store.write(location, IndexSnapshot.capture(index, "m"))
+    assert (location / "owner").read_text() == "idx"
+    assert not list(location.glob(".tmp-*"))

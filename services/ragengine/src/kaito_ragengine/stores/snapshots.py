@@ -191,17 +191,20 @@ class SnapshotStore:
                 )
 
     def _claim(self, location: Path, name: str) -> None:
+        """Write ``location/owner`` = ``name`` unless it exists: the complete file appears
+        at once (written to a temporary name, fsynced, then hard-linked, which fails if
+        another writer linked first), so a killed process never leaves a partial owner."""
         self.check_owner(location, name)
+        if (location / _OWNER).exists():
+            return
+        tmp = location / f".tmp-owner-{uuid.uuid4().hex}"
+        _write(tmp, name.encode())
         try:
-            fd = os.open(location / _OWNER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(tmp, location / _OWNER)
         except FileExistsError:
             self.check_owner(location, name)  # another writer claimed it meanwhile
-            return
-        try:
-            os.write(fd, name.encode())
-            os.fsync(fd)
         finally:
-            os.close(fd)
+            tmp.unlink()
         _fsync_dir(location)
 
     def mark_deleted(self, name: str) -> None:
@@ -225,8 +228,11 @@ class SnapshotStore:
         """
         location.mkdir(parents=True, exist_ok=True)
         self._claim(location, snapshot.name)
-        for stale in location.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in location.glob(".tmp-*"):  # left by a killed writer
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         tmp = location / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         state = {
