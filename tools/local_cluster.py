@@ -174,6 +174,8 @@ class LocalCluster:
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
                 "--profiling=false",
+                # The advertised 127.0.0.1 may not be an Endpoints address: no reconciler.
+                "--endpoint-reconciler-type=none",
             ],
         )
         self._wait("kube-apiserver", lambda: self._api_ok("/readyz"))
@@ -277,23 +279,34 @@ class LocalCluster:
         self._sign(crt, key, hosts[0], names)
         return crt, key
 
-    def request(self, method: str, path: str, body: object = None) -> dict[str, object]:
-        """An admin JSON request to the apiserver (``urllib.error.HTTPError`` on >= 400)."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        content_type: str = "application/json",
+        token: str | None = None,
+    ) -> dict[str, object]:
+        """A JSON request to the apiserver, as admin unless ``token`` is given
+        (``urllib.error.HTTPError`` on >= 400)."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(  # noqa: S310 - our own https URL
             self.server + path,
             data=data,
             method=method,
             headers={
-                "Authorization": f"Bearer {self.admin_token}",
-                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token or self.admin_token}",
+                "Content-Type": content_type,
                 "Accept": "application/json",
             },
         )
         context = ssl.create_default_context(cafile=str(self.ca_file))
         with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310
-            result: dict[str, object] = json.loads(response.read())
-            return result
+            raw = response.read()
+        # Health endpoints answer plain text ("ok").
+        result: dict[str, object] = json.loads(raw) if raw.lstrip().startswith(b"{") else {}
+        return result
 
     # --- internals ---
 

@@ -1,0 +1,136 @@
+"""A Workspace's life on a real control plane (Kubernetes 1.20), the operator as the chart's
+ServiceAccount.
+
+The real StatefulSet controller makes the pod, the real scheduler binds it to a Node the
+test registers, and a node agent writes the pod status a kubelet would write; the
+Workspace status follows. Deletion goes through the operator's finalizer and the real
+garbage collector.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.k8s
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "workspace-smollm2-cpu.yaml"
+
+
+def conditions(cluster: Any, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+    """The Workspace's conditions by type (empty when it has none or is gone)."""
+    ws = cluster.get(f"/apis/kaito.sh/v1beta1/namespaces/{namespace}/workspaces/{name}")
+    return {c["type"]: c for c in ((ws or {}).get("status") or {}).get("conditions", [])}
+
+
+def condition_is(
+    cluster: Any, namespace: str, name: str, kind: str, status: str, reason: str
+) -> Callable[[], dict[str, Any] | None]:
+    """A check for ``eventually``: the condition has this status and reason."""
+
+    def check() -> dict[str, Any] | None:
+        found = conditions(cluster, namespace, name).get(kind)
+        if found and found["status"] == status and found["reason"] == reason:
+            return found
+        return None
+
+    return check
+
+
+def test_cpu_example_ready_then_crash_looping_then_deleted(
+    operator: Any, cluster: Any, node: Any, eventually: Any
+) -> None:
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+    node.register(manifest["resource"]["labelSelector"]["matchLabels"])
+    applied = cluster.kubectl("apply", "-f", str(EXAMPLE))
+    assert applied.returncode == 0, applied.stderr
+
+    statefulset_path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
+    statefulset = eventually(lambda: cluster.get(statefulset_path), what="the StatefulSet")
+    (owner,) = statefulset["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Workspace", name, True)
+    # Kubernetes 1.20 has no persistentVolumeClaimRetentionPolicy: not sent (and not stored).
+    assert "persistentVolumeClaimRetentionPolicy" not in statefulset["spec"]
+    for service in (name, f"{name}-headless"):
+        assert eventually(
+            lambda s=service: cluster.get(f"/api/v1/namespaces/{namespace}/services/{s}")
+        )
+
+    pod = node.bound_pod(namespace, f"kaito.sh/workspace={name}")
+    assert pod["metadata"]["ownerReferences"][0]["kind"] == "StatefulSet"
+    node.run(pod)
+    ready = eventually(
+        condition_is(cluster, namespace, name, "InferenceReady", "True", "InferenceReady"),
+        what="InferenceReady True",
+    )
+    assert ready["message"] == "1/1 replicas ready"
+    ws = cluster.get(f"/apis/kaito.sh/v1beta1/namespaces/{namespace}/workspaces/{name}")
+    assert ws["status"]["workerNodes"] == [node.name]
+
+    node.crash_loop(pod)
+    crashing = eventually(
+        condition_is(cluster, namespace, name, "InferenceReady", "False", "CrashLoopBackOff"),
+        what="InferenceReady False (CrashLoopBackOff)",
+    )
+    assert "restart" in crashing["message"].lower() or "crash" in crashing["message"].lower()
+
+    deleted = cluster.kubectl("delete", "-f", str(EXAMPLE), "--wait=false")
+    assert deleted.returncode == 0, deleted.stderr
+    workspace_path = f"/apis/kaito.sh/v1beta1/namespaces/{namespace}/workspaces/{name}"
+    eventually(lambda: cluster.get(workspace_path) is None, what="the Workspace gone")
+    # The real garbage collector removes the children; the node agent confirms the pod's
+    # graceful deletion as a kubelet would.
+    eventually(lambda: cluster.get(statefulset_path) is None, what="the StatefulSet collected")
+    for service in (name, f"{name}-headless"):
+        path = f"/api/v1/namespaces/{namespace}/services/{service}"
+        eventually(lambda p=path: cluster.get(p) is None, what=f"Service {service} collected")
+    eventually(
+        lambda: node.finish_deletions(namespace, f"kaito.sh/workspace={name}") == 0,
+        what="the pod collected",
+    )
+    assert operator.rbac_denials() == []
+
+
+def test_apply_refused_by_the_apiserver_reaches_the_status(
+    operator: Any, cluster: Any, namespace: str, eventually: Any
+) -> None:
+    """A write the apiserver refuses (here a ResourceQuota allowing no Services) shows
+    in the Workspace's conditions with the apiserver's reason, not only in an Event."""
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-services", "namespace": namespace},
+        "spec": {"hard": {"services": "0"}},
+    }
+    assert cluster.apply(quota).returncode == 0
+    workspace = {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {
+            "name": "refused",
+            "namespace": namespace,
+            "annotations": {"kaito.sh/runtime": "transformers"},
+        },
+        "resource": {"labelSelector": {"matchLabels": {"apps": "refused"}}},
+        "inference": {"preset": {"name": "smollm2-135m-instruct"}},
+    }
+    applied = cluster.apply(workspace)
+    assert applied.returncode == 0, applied.stderr
+    for kind in ("InferenceReady", "WorkspaceSucceeded"):
+        failed = eventually(
+            condition_is(cluster, namespace, "refused", kind, "False", "ApplyFailed"),
+            what=f"{kind} False (ApplyFailed)",
+        )
+        # The apiserver's answer, naming the object the operator wrote.
+        assert re.match(
+            r"403 Forbidden: Service refused(-headless)?: services .* is forbidden: "
+            r"exceeded quota: no-services",
+            failed["message"],
+        ), failed["message"]
