@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.k8s
 
@@ -189,11 +190,19 @@ def test_operator_is_only_what_the_chart_grants(operator: Any, cluster: Any) -> 
         result = cluster.kubectl(
             "auth", "can-i", verb, resource, *extra, kubeconfig=operator.kubeconfig
         )
-        return result.stdout.strip() == "yes"
+        answer: str = result.stdout.strip()
+        return answer == "yes"
 
     identity = f"system:serviceaccount:{NAMESPACE}:{operator.service_account}"
-    whoami = cluster.kubectl("auth", "can-i", "--list", kubeconfig=operator.kubeconfig)
-    assert whoami.returncode == 0, whoami.stderr
+    token = yaml.safe_load(operator.kubeconfig.read_text())["users"][0]["user"]["token"]
+    review = cluster.send(
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}},
+    )
+    user = review["status"]["user"]
+    assert user["username"] == identity
+    assert "system:masters" not in user["groups"]
     assert can("patch", "workspaces.kaito.sh", "-A")
     assert can("patch", "workspaces.kaito.sh/status", "-A")
     assert can("create", "statefulsets.apps", "-n", "default")
