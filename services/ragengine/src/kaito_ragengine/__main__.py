@@ -131,10 +131,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     app = create_app(settings)
     config = uvicorn.Config(
         app,
+        host=settings.host,
+        port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=30,
     )
     server = _server(app, config)
+    log.info("listening on http://%s:%d", settings.host, settings.port)
     with contextlib.suppress(SystemExit):  # uvicorn exits 3 when the lifespan fails
         asyncio.run(server.serve(sockets=[sock]))
     if not server.started:
