@@ -12,6 +12,7 @@ an invalid training config. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -71,9 +72,6 @@ def _model_for_preset(name: str) -> str:
 
 
 def _run(args: argparse.Namespace, settings: TuningSettings) -> int:
-    from kaito_tuning.metrics import TrainingMetrics  # noqa: PLC0415 - heavy (torch)
-    from kaito_tuning.trainer import TrainJob, check_hardware, run_training  # noqa: PLC0415
-
     try:
         text = args.config.read_text(encoding="utf-8")
     except OSError as exc:
@@ -84,7 +82,15 @@ def _run(args: argparse.Namespace, settings: TuningSettings) -> int:
     except TuningConfigError as exc:
         logger.error("invalid training config %s: %s", args.config, exc)
         return EXIT_USAGE
+    from safetensors import SafetensorError  # noqa: PLC0415
+
+    from kaito_tuning.metrics import TrainingMetrics  # noqa: PLC0415 - heavy (torch)
+    from kaito_tuning.trainer import TrainJob, check_hardware, run_training  # noqa: PLC0415
+
     check_hardware(args.method)
+    if args.model is not None and not args.model.is_dir():
+        logger.error("--model %s: no such directory", args.model)
+        return EXIT_FAILED
     output = args.output or Path(config.training.resolved_output_dir)
     model = str(args.model) if args.model is not None else _model_for_preset(args.preset)
     job = TrainJob(
@@ -92,8 +98,18 @@ def _run(args: argparse.Namespace, settings: TuningSettings) -> int:
     )
     metrics = TrainingMetrics()
     port = settings.metrics_port if args.metrics_port is None else args.metrics_port
-    with metrics.serve(settings.metrics_host, port):
-        result = run_training(job, metrics=metrics)
+    with contextlib.ExitStack() as serving:
+        try:
+            serving.enter_context(metrics.serve(settings.metrics_host, port))
+        except OSError as exc:
+            host = settings.metrics_host
+            logger.error("cannot serve /metrics on %s:%d: %s", host, port, exc.strerror or exc)
+            return EXIT_FAILED
+        try:
+            result = run_training(job, metrics=metrics)
+        except SafetensorError as exc:  # truncated or corrupt weights (OSError: TuningError)
+            logger.error("ModelConfig: cannot load the base model from %r: %s", model, exc)
+            return EXIT_FAILED
     if args.push:
         from kaito_sdk.oci import ANNOTATION_MODEL_NAME, push_adapter  # noqa: PLC0415
 
