@@ -180,8 +180,10 @@ def test_crd_schemas_alone_refuse_what_openapi_can_express(charts: Any, namespac
 
 #: What the generated CRD schema (OpenAPI v3, no CEL on 1.20) refuses by itself.
 SCHEMA_REFUSES = [
+    "config-name-not-dns",  # pattern (a DNS-1123 subdomain)
     "count-below-1",  # minimum: 1
     "label-selector-missing",  # required
+    "tuning-unknown-method",  # pattern (lora or qlora, any case)
 ]
 
 

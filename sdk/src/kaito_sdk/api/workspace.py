@@ -13,8 +13,10 @@ from pydantic import Field
 from kaito_sdk.api.base import ApiInfo, Condition, KubeModel, KubeObject, PrinterColumn
 
 __all__ = [
+    "CONFIG_MAP_NAME_SCHEMA",
     "MAX_ADAPTERS",
     "PARTITION_MODES",
+    "TUNING_METHOD_SCHEMA",
     "AdapterSpec",
     "DataDestination",
     "DataSource",
@@ -143,6 +145,18 @@ class AdapterSpec(KubeModel):
     """Merge weight, a number in [0, 1] written as a string (transformers runtime only)."""
 
 
+#: Schema-only rules (the API server checks them even with the webhook down; the SDK's
+#: validation gives the field-named messages): a ConfigMap name is a DNS-1123 subdomain.
+CONFIG_MAP_NAME_SCHEMA: Final[dict[str, Any]] = {
+    "maxLength": 253,
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+}
+#: ``lora`` or ``qlora``, in any case (an enum cannot say case-insensitive).
+TUNING_METHOD_SCHEMA: Final[dict[str, Any]] = {
+    "pattern": "^([lL][oO][rR][aA]|[qQ][lL][oO][rR][aA])$"
+}
+
+
 class InferenceSpec(KubeModel):
     """Serve a model: a preset or a custom pod template."""
 
@@ -151,7 +165,7 @@ class InferenceSpec(KubeModel):
     template: dict[str, Any] | None = None
     """A custom pod (``PodTemplateSpec``, schemaless); mutually exclusive with ``preset``.
     Cannot be set or unset after creation."""
-    config: str | None = None
+    config: str | None = Field(default=None, json_schema_extra=CONFIG_MAP_NAME_SCHEMA)
     """ConfigMap (same namespace) whose ``inference_config.yaml`` holds runtime settings."""
     adapters: list[AdapterSpec] | None = Field(
         default=None, json_schema_extra={"maxItems": MAX_ADAPTERS}
@@ -164,9 +178,9 @@ class TuningSpec(KubeModel):
 
     preset: PresetSpec | None = None
     """The base model; must be a tunable preset. Immutable."""
-    method: str | None = None
+    method: str | None = Field(default=None, json_schema_extra=TUNING_METHOD_SCHEMA)
     """``lora`` or ``qlora`` (case-insensitive). Immutable."""
-    config: str | None = None
+    config: str | None = Field(default=None, json_schema_extra=CONFIG_MAP_NAME_SCHEMA)
     """ConfigMap whose ``training_config.yaml`` holds the hyperparameters."""
     input: DataSource | None = None
     """The dataset: exactly one of ``urls``, ``image`` or ``volumeSource``."""
