@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -126,6 +127,14 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+def closed_loopback_port() -> int:
+    """A loopback port nothing listens on (right after this returns)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 def test_helm_installs_both_charts_on_the_real_apiserver(charts: Any) -> None:
     releases = json.loads(charts.helm("list", "-n", NAMESPACE, "-o", "json").stdout)
     assert {(r["name"], r["status"]) for r in releases} == {
@@ -148,7 +157,8 @@ def test_helm_installs_both_charts_on_the_real_apiserver(charts: Any) -> None:
 
 
 def test_crd_schemas_alone_refuse_what_openapi_can_express(charts: Any, namespace: str) -> None:
-    """Item 6: with no webhook registered, which invalid Workspaces does the apiserver
+    """Item 6: with the webhook unreachable, ``failurePolicy: Fail`` refuses even a valid
+    Workspace; with no webhook registered, which invalid Workspaces does the apiserver
     refuse by the CRD schema alone? (``--dry-run=server``: nothing is stored.)"""
     path = (
         "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/"
@@ -156,8 +166,22 @@ def test_crd_schemas_alone_refuse_what_openapi_can_express(charts: Any, namespac
     )
     saved = charts.get(path)
     assert saved is not None
-    charts.kubectl("delete", "validatingwebhookconfiguration", saved["metadata"]["name"])
+    closed_port = closed_loopback_port()
+    unreachable = [
+        {
+            "op": "replace",
+            "path": "/webhooks/0/clientConfig",
+            "value": {"url": f"https://127.0.0.1:{closed_port}/validate-workspace"},
+        }
+    ]
+    charts.send("PATCH", path, unreachable, content_type="application/json-patch+json")
     try:
+        valid = workspace("valid-webhook-down", inference=PRESET)
+        valid["metadata"]["namespace"] = namespace
+        down = charts.apply(valid, "--dry-run=server")
+        assert down.returncode != 0, "admitted with the webhook down (failurePolicy Fail)"
+        assert 'failed calling webhook "validation.workspace.kaito.sh"' in down.stderr, down.stderr
+        charts.kubectl("delete", "validatingwebhookconfiguration", saved["metadata"]["name"])
         refused = {}
         for case, (manifest, _) in INVALID.items():
             body = copy.deepcopy(manifest)
