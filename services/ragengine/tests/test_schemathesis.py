@@ -109,6 +109,7 @@ def test_schemathesis_all_checks(rag_url: str, tmp_path: Path) -> None:
             "--suppress-health-check",
             "all",
         ],
+        cwd=tmp_path,  # schemathesis keeps a cache in the working directory
         capture_output=True,
         text=True,
         timeout=420,
