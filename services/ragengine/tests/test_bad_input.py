@@ -294,3 +294,25 @@ def test_owner_file_is_complete_or_absent_after_a_kill(tmp_path: Path) -> None:
     store.write(location, IndexSnapshot.capture(index, "m"))
     assert (location / "owner").read_text() == "idx"
     assert not list(location.glob(".tmp-*"))
+
+
+@pytest.mark.asyncio
+async def test_a_path_inside_its_own_snapshots_directory_does_not_disturb_retention(
+    tmp_path: Path, embedder: HashingEmbedder
+) -> None:
+    root = tmp_path / "data"
+    settings = make_settings(tmp_path, snapshot_on_shutdown=False, snapshot_retention=2)
+    store = SnapshotStore(root, 2)
+    async with running_app(create_app(settings, embedder=embedder)) as client:
+        await client.post("/index", json={"index_name": "idx", "documents": [{"text": "a"}]})
+        nested = await client.post("/persist/idx", params={"path": "idx/snapshots/mine"})
+        assert nested.status_code == 200
+        for i in range(3):
+            await client.post("/index", json={"index_name": "idx", "documents": [{"text": str(i)}]})
+            assert (await client.post("/persist/idx")).status_code == 200
+        kept = store.snapshots_of(root / "idx")
+        assert len(kept) == 2
+        assert [len(store.read(k).documents) for k in kept] == [4, 3]
+        assert store.snapshots_of(root / "idx" / "snapshots" / "mine")  # untouched
+        loaded = await client.post("/load/idx", params={"overwrite": "true"})
+        assert "4 documents" in loaded.json()["message"]

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 1
 _MAX_PATH, _MAX_PART = 1024, 255
 _NAME = re.compile(INDEX_NAME_PATTERN)
+_SNAPSHOT_NAME = re.compile(r"^\d{8}T\d{12}Z_*$")
 _VECTORS, _STATE, _MANIFEST, _SNAPSHOTS, _OWNER, _DELETED = (
     "vectors.faiss",
     "state.json",
@@ -265,12 +266,18 @@ class SnapshotStore:
         return final
 
     def snapshots_of(self, location: Path) -> list[Path]:
-        """Complete snapshot directories, newest first."""
+        """Complete snapshot directories (named by their UTC time), newest first.
+
+        Other directories there (say, a custom ``path`` that points inside ``snapshots/``)
+        are neither listed nor counted against the retention, nor pruned.
+        """
         snapshots = location / _SNAPSHOTS
         if not snapshots.is_dir():
             return []
         return sorted(
-            (p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True
+            (p for p in snapshots.iterdir() if p.is_dir() and _SNAPSHOT_NAME.match(p.name)),
+            key=lambda p: p.name,
+            reverse=True,
         )
 
     def read(self, snapshot_dir: Path) -> IndexSnapshot:
