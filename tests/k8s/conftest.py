@@ -414,6 +414,7 @@ class NodeAgent:
             "phase": "Running",
             "hostIP": "127.0.0.1",
             "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],  # the endpoints controller reads this list
             "startTime": _now(),
             "conditions": [
                 {"type": kind, "status": "True" if ok else "False", "lastTransitionTime": _now()}
@@ -447,6 +448,53 @@ class NodeAgent:
     def run(self, pod: dict[str, Any]) -> None:
         """Every container running and ready (what the kubelet writes once probes pass)."""
         self._write(pod, True, {"restartCount": 0, "state": {"running": {"startedAt": _now()}}})
+
+    def serve(self, pod: dict[str, Any], workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+        """Run the pod's first container command as a local process, as a container runtime
+        would, and mark the pod Running and Ready once its readiness probe's path answers.
+
+        Two things change, as a pod's network and filesystem would: ``--port`` becomes a
+        free loopback port (returned), and absolute directory arguments (``/mnt/adapter``)
+        become folders under ``workdir``. The pod's env is passed; the console script is
+        the one installed beside this Python.
+        """
+        container = pod["spec"]["containers"][0]
+        command = [*container.get("command", []), *container.get("args", [])]
+        installed = Path(sys.executable).with_name(command[0])
+        command[0] = str(installed) if installed.exists() else command[0]
+        port = load_tool("local_cluster").free_port()
+        for index, arg in enumerate(command[:-1]):
+            if arg == "--port":
+                command[index + 1] = str(port)
+            elif arg.endswith("-dir") and command[index + 1].startswith("/"):
+                local = workdir / command[index + 1].strip("/").replace("/", "-")
+                local.mkdir(parents=True, exist_ok=True)
+                command[index + 1] = str(local)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        log = (workdir / "container.log").open("wb")
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        probe = container["readinessProbe"]["httpGet"]["path"]
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                text = (workdir / "container.log").read_text(errors="replace")[-4000:]
+                pytest.fail(f"{command} exited with {process.returncode}:\n{text}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        try:
+            eventually(ready, within=300, what=f"{probe} of {command[:2]}")
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        self.run(pod)
+        return process, port
 
     def crash_loop(self, pod: dict[str, Any], *, restarts: int = 4) -> None:
         """Every container crash looping: exited 1, waiting in CrashLoopBackOff."""
