@@ -316,3 +316,18 @@ async def test_a_path_inside_its_own_snapshots_directory_does_not_disturb_retent
         assert store.snapshots_of(root / "idx" / "snapshots" / "mine")  # untouched
         loaded = await client.post("/load/idx", params={"overwrite": "true"})
         assert "4 documents" in loaded.json()["message"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["idx/owner", "idx/owner/below"])
+async def test_a_path_through_a_file_is_a_400(
+    tmp_path: Path, embedder: HashingEmbedder, path: str
+) -> None:
+    settings = make_settings(tmp_path, snapshot_on_shutdown=False)
+    async with running_app(create_app(settings, embedder=embedder)) as client:
+        await client.post("/index", json={"index_name": "idx", "documents": [{"text": "a"}]})
+        assert (await client.post("/persist/idx")).status_code == 200
+        response = await client.post("/persist/idx", params={"path": path})
+        assert response.status_code == 400, response.text
+        assert "is a file, not a directory" in response.json()["detail"]
+        assert (tmp_path / "data" / "idx" / "owner").read_text() == "idx"

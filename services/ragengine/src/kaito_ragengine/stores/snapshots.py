@@ -156,6 +156,11 @@ class SnapshotStore:
             raise InvalidRequestError(
                 f"path {path!r} must be a directory inside the persistence root {root}"
             )
+        for place in (resolved, *resolved.parents):
+            if place == root:
+                break
+            if place.exists() and not place.is_dir():
+                raise InvalidRequestError(f"path {path!r}: {place} is a file, not a directory")
         return resolved
 
     def owner(self, location: Path) -> str | None:
