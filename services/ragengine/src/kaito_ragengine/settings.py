@@ -47,7 +47,7 @@ class Settings(RagEngineConfig, BaseSettings):
     """Most documents in one index or update request (413 above)."""
     max_document_chars: int = Field(default=1_000_000, ge=1)
     """Longest accepted document text in characters (422 above)."""
-    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    dense_weight: float = Field(default=0.7, ge=0.0, le=1.0)
     """Share of the cosine similarity in a result's relevance score (the rest is BM25
     relative to the query's best keyword match)."""
     llm_timeout_s: float = Field(default=300.0, gt=0)

@@ -36,7 +36,7 @@ class RetrievedNode(BaseModel):
     text: str
     """The chunk text."""
     score: float
-    """Relevance in [0, 1] (results sort by it): ``DENSE_WEIGHT`` (0.6) x the cosine
+    """Relevance in [0, 1] (results sort by it): ``DENSE_WEIGHT`` (0.7) x the cosine
     similarity (negative counts as 0) + the rest x the BM25 score relative to the query's
     best keyword match."""
     dense_score: float | None

@@ -20,7 +20,7 @@ from kaito_ragengine.stores.vectors import FaissVectors
 
 __all__ = ["DENSE_WEIGHT", "DocumentRecord", "NodeRecord", "RagIndex", "content_hash"]
 
-DENSE_WEIGHT = 0.6
+DENSE_WEIGHT = 0.7
 """Share of the cosine similarity in a result's relevance (the rest is BM25)."""
 MIN_POOL = 30
 """Fewest candidates taken from each ranking, whatever ``k`` is."""
