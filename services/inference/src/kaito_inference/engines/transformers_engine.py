@@ -21,6 +21,7 @@ from kaito_inference.engines.adapters import (
 )
 from kaito_inference.engines.base import AdapterInfo, GenerationParams, TextDelta
 from kaito_inference.engines.cpu_threads import ThreadGovernor, configure_cpu_threads
+from kaito_inference.engines.memory import LARGE_TEXT_CHARS, release_free_memory
 from kaito_inference.engines.sequences import SamplingParams, Sequence
 from kaito_inference.engines.text import IncrementalText
 from kaito_inference.metrics import InferenceMetrics
@@ -238,14 +239,21 @@ class TransformersEngine:
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of the chat-templated conversation, ready for the assistant's turn."""
-        ids = self._tokenizer.apply_chat_template(
+        encoded = self._tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=False
         )
-        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        ids = list(encoded["input_ids"] if isinstance(encoded, dict) else encoded)
+        del encoded
+        if sum(len(m["content"]) for m in messages) >= LARGE_TEXT_CHARS:
+            release_free_memory()
+        return ids
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a completion prompt."""
-        return list(self._tokenizer(prompt)["input_ids"])
+        ids = list(self._tokenizer(prompt)["input_ids"])
+        if len(prompt) >= LARGE_TEXT_CHARS:
+            release_free_memory()
+        return ids
 
     async def generate(
         self, prompt_ids: list[int], params: GenerationParams, *, adapter: str | None
