@@ -45,6 +45,8 @@ COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 #: Debian packages needed to build and run the control plane (command or path -> package).
 SYSTEM_PACKAGES = {
     "go": "golang-go",
+    "make": "make",
+    "dpkg-source": "dpkg-dev",
     "rsync": "rsync",
     "jq": "jq",
     "etcd": "etcd-server",
