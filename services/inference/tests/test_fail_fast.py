@@ -57,11 +57,16 @@ def truncated_weights(tiny: Path, tmp: Path) -> Path:
     return model
 
 
+def not_in_the_cache(_tiny: Path, _tmp: Path) -> Path:
+    return Path("kaito-tests/not-in-the-cache")  # an HF id; offline, so never downloaded
+
+
 @pytest.mark.parametrize(
     ("breaks", "cause"),
     [
         (bad_config_json, "config.json' is not a valid JSON file"),
         (truncated_weights, "SafetensorError"),
+        (not_in_the_cache, "OSError: We couldn't connect to 'https://huggingface.co'"),
     ],
 )
 def test_a_model_that_cannot_load_ends_the_process(

@@ -220,8 +220,9 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 def fatal(cause: str) -> int:
-    """Print ``cause`` as the last line on stderr and return exit status 1."""
-    print(f"kaito-inference: error: {cause}", file=sys.stderr, flush=True)
+    """Print ``cause`` as the last line on stderr (one line) and return exit status 1."""
+    line = " ".join(part.strip() for part in cause.splitlines() if part.strip())
+    print(f"kaito-inference: error: {line}", file=sys.stderr, flush=True)
     return 1
 
 
