@@ -178,3 +178,16 @@ def test_sigterm_during_indexing_answers_503_and_keeps_every_acknowledged_write(
         assert httpx.get(f"{url}/indexes").json() == ["keep"]
         listed = httpx.get(f"{url}/indexes/keep/documents", params={"limit": 100}).json()
         assert sorted(d["text"] for d in listed["documents"]) == sorted(d["text"] for d in KEEP)
+
+
+def test_missing_dependency_exits_fast(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "faiss.py").write_text("raise ImportError('faiss is not installed here')\n")
+    env = _env(PYTHONPATH=str(shadow))
+    code, elapsed, stderr = _run_to_exit(_serve_args(free_port(), tmp_path / "data"), env, 60)
+    assert code == 1, stderr[-3000:]
+    assert elapsed < 30, elapsed
+    assert _last_line(stderr) == (
+        "kaito-ragengine: fatal: missing dependency: faiss is not installed here"
+    )

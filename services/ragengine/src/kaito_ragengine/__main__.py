@@ -1,8 +1,9 @@
 """``kaito-ragengine serve``: run the service with uvicorn, failing fast on fatal startup errors.
 
 A setting that does not validate, a persistence root that cannot be used, a port that is
-taken or an embedding model that cannot load ends the process within seconds with exit
-code 1 and ``kaito-ragengine: fatal: <cause>`` as the last line on stderr. SIGTERM first
+taken, a missing dependency or an embedding model that cannot load ends the process
+within seconds with exit code 1 and ``kaito-ragengine: fatal: <cause>`` as the last line
+on stderr. SIGTERM first
 makes the service refuse writes not yet applied (503), then uvicorn drains the
 connections and the lifespan snapshots every index.
 """
@@ -124,9 +125,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     _check_persist_dir(Path(settings.persist_dir))
     sock = _bind(settings.host, settings.port)
 
-    import uvicorn  # noqa: PLC0415
+    try:
+        import uvicorn  # noqa: PLC0415
 
-    from kaito_ragengine.app import create_app  # noqa: PLC0415
+        from kaito_ragengine.app import create_app  # noqa: PLC0415
+    except ImportError as exc:
+        _fatal(f"missing dependency: {exc}")
 
     app = create_app(settings)
     config = uvicorn.Config(
