@@ -85,6 +85,32 @@ def test_lone_surrogates_are_400_naming_the_field(
     assert error["code"] == "invalid_value"
 
 
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": "x", "stop": 5}, "stop"),
+        ({"prompt": 5}, "prompt"),
+        ({"prompt": "x", "\ud800": 1}, None),
+        ({"model": "\ud800", "prompt": "x"}, "model"),
+    ],
+)
+def test_wrong_types_name_the_field_not_the_union_member(
+    url: str, body: dict[str, Any], param: str | None
+) -> None:
+    response = post(url, "/v1/completions", {"model": "tiny", **body})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_malformed_json_is_400_without_a_param(url: str) -> None:
+    headers = {"content-type": "application/json"}
+    response = httpx.post(f"{url}/v1/completions", content='{"model": "tiny", ', headers=headers)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_json", None)
+    assert error["message"].startswith("the request body is not valid JSON")
+
+
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
 @pytest.mark.parametrize("seed", [2**64, 2**63, -(2**63) - 1])
 def test_out_of_range_seed_is_400_naming_seed(url: str, path: str, seed: int) -> None:

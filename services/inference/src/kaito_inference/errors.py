@@ -53,8 +53,18 @@ def error_response(error: OpenAIError) -> JSONResponse:
     return JSONResponse(ErrorResponse(error=error.body).model_dump(), status_code=error.status)
 
 
+#: Names pydantic puts in an error's location for the member of a union that failed.
+_UNION_MEMBERS = frozenset({"str", "int", "float", "bool", "list", "dict"})
+
+
 def _location(loc: tuple[int | str, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    """The field path of an error: ``messages.0.content`` (no ``body``, no union members)."""
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path")
+        and not (isinstance(p, str) and (p in _UNION_MEMBERS or "[" in p))
+    ]
     return ".".join(parts) or None
 
 
@@ -68,6 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # its location is a character offset
+            detail = first.get("ctx", {}).get("error", "not valid JSON")
+            message = f"the request body is not valid JSON: {detail}"
+            return error_response(OpenAIError(400, message, code="invalid_json"))
         param = _location(tuple(first.get("loc", ())))
         message = str(first.get("msg", "invalid request"))
         if first.get("type") == "extra_forbidden":
