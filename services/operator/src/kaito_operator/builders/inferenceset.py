@@ -79,8 +79,8 @@ def member_manifest(inference_set: InferenceSet, index: int, revision: str) -> d
 
 
 def members_service(inference_set: InferenceSet) -> dict[str, Any]:
-    """The ClusterIP Service ``<set>`` across every member's serving pod (pod 0 of each
-    member: the only pod, or the leader of a multi-node member)."""
+    """The ClusterIP Service ``<set>`` across the members' pods (the ready ones: those that
+    answer the ``/health`` readiness probe on the ``http`` port)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -92,10 +92,8 @@ def members_service(inference_set: InferenceSet) -> dict[str, Any]:
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": {
-                labels.LABEL_INFERENCESET_CREATED_BY: str(inference_set.metadata.name),
-                "apps.kubernetes.io/pod-index": "0",
-            },
+            # No pod-index label: StatefulSets set it only since Kubernetes 1.28.
+            "selector": {labels.LABEL_INFERENCESET_CREATED_BY: str(inference_set.metadata.name)},
             "ports": [
                 {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
             ],
