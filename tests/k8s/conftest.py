@@ -299,6 +299,17 @@ def operator(
     process.stop()
 
 
+@pytest.fixture(scope="session")
+def ragengine_operator(
+    charts: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The RAGEngine operator, as the ragengine chart's ServiceAccount, for the session."""
+    workdir = tmp_path_factory.mktemp("ragengine-operator")
+    process = start_operator(charts, RAGENGINE_RELEASE, workdir, webhook_path="validate-ragengine")
+    yield process
+    process.stop()
+
+
 @pytest.fixture(name="eventually")
 def eventually_fixture() -> Callable[..., Any]:
     """:func:`eventually` for the tests (they cannot import this conftest)."""
