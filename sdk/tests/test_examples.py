@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from kaito_sdk.api import RAGEngine, Workspace, dump_yaml, load_yaml, parse_manifest
+from kaito_sdk.api import InferenceSet, RAGEngine, Workspace, dump_yaml, load_yaml, parse_manifest
 from kaito_sdk.crd import build_crd
 from kaito_sdk.validation import validate, validate_manifest
 
@@ -17,7 +17,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FILES = sorted(EXAMPLES.glob("*.yaml"))
 SCHEMAS = {
     model.api_info.kind: build_crd(model)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    for model in (Workspace, RAGEngine)
+    for model in (Workspace, RAGEngine, InferenceSet)
 }
 
 

@@ -240,3 +240,23 @@ def test_member_from_reads_readiness_for_the_current_generation_only() -> None:
     assert parsed.ready
     assert builders.member_from(iset, {"metadata": {"name": "phi-x"}}) is None
     assert builders.member_from(iset, {"metadata": {"name": "other-1"}}) is None
+
+
+def test_kaito_render_shows_what_the_example_inferenceset_becomes(repo_root: Path) -> None:
+    from kaito_operator.render import render_manifests  # noqa: PLC0415 (CLI module)
+    from kaito_operator.settings import OperatorSettings  # noqa: PLC0415
+
+    example = repo_root / "examples" / "inferenceset-smollm2-cpu.yaml"
+    objects = render_manifests(list(yaml.safe_load_all(example.read_text())), OperatorSettings())
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert kinds[:2] == [
+        ("Service", "inferenceset-smollm2"),
+        ("ScaledObject", "inferenceset-smollm2"),
+    ]
+    members = [name for kind, name in kinds if kind == "Workspace"]
+    assert members == ["inferenceset-smollm2-0", "inferenceset-smollm2-1"]
+    statefulsets = [o for o in objects if o["kind"] == "StatefulSet"]
+    assert [s["metadata"]["name"] for s in statefulsets] == members
+    for statefulset in statefulsets:
+        pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels["inferenceset.kaito.sh/created-by"] == "inferenceset-smollm2"

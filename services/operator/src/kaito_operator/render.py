@@ -17,6 +17,7 @@ import typer
 import yaml
 
 from kaito_operator.builders import inference as inference_builders
+from kaito_operator.builders import inferenceset as inferenceset_builders
 from kaito_operator.builders import nodes as node_builders
 from kaito_operator.builders import ragengine as rag_builders
 from kaito_operator.builders import services as service_builders
@@ -24,7 +25,8 @@ from kaito_operator.builders import tuning as tuning_builders
 from kaito_operator.errors import InvalidSpecError
 from kaito_operator.reconcilers import plan
 from kaito_operator.settings import NodeProvisioner, OperatorSettings
-from kaito_sdk.api import RAGEngine, Workspace, parse_manifest
+from kaito_sdk.api import InferenceSet, RAGEngine, Workspace, parse_manifest
+from kaito_sdk.api.inferenceset import member_workspace
 from kaito_sdk.api.manifests import kaito_kind_problem
 from kaito_sdk.images import image_for
 from kaito_sdk.inference_config import CONFIG_KEY
@@ -132,10 +134,30 @@ def _render_workspace(
     ]
 
 
+def _render_inferenceset(
+    inference_set: InferenceSet,
+    settings: OperatorSettings,
+    config_maps: dict[tuple[str, str], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The set's Service and ScaledObject, then each member Workspace and its children."""
+    template = member_workspace(inference_set, 0)
+    runtime = plan.runtime_of(template, plan.preset_of(template))
+    scaler = inferenceset_builders.scaled_object(inference_set, runtime=runtime)
+    objects = [inferenceset_builders.members_service(inference_set), *([scaler] if scaler else [])]
+    revision = inferenceset_builders.template_hash(inference_set)
+    for index in range(inference_set.desired_replicas):
+        member = inferenceset_builders.member_manifest(inference_set, index, revision)
+        objects.append(member)
+        objects += _render_workspace(
+            Workspace.from_manifest(_with_identity(member)), settings, config_maps
+        )
+    return objects
+
+
 def render_manifests(
     documents: list[dict[str, Any]], settings: OperatorSettings
 ) -> list[dict[str, Any]]:
-    """The children of every Workspace and RAGEngine among ``documents``."""
+    """The children of every Workspace, InferenceSet and RAGEngine among ``documents``."""
     config_maps = {
         (str((d.get("metadata") or {}).get("namespace", "default")), str(d["metadata"]["name"])): d
         for d in documents
@@ -151,7 +173,7 @@ def render_manifests(
         problem = kaito_kind_problem(api_version, str(document.get("kind") or ""))
         if problem is not None:
             raise RenderError(f"{label}: {problem}")
-        if document.get("kind") not in {"Workspace", "RAGEngine"}:
+        if document.get("kind") not in {"Workspace", "RAGEngine", "InferenceSet"}:
             print(f"note: {label}: the operator renders no children for it", file=sys.stderr)
             continue
         report = check_manifest(_with_identity(document))
@@ -163,6 +185,8 @@ def render_manifests(
             obj = parse_manifest(_with_identity(document))
             if isinstance(obj, Workspace):
                 rendered += _render_workspace(obj, settings, config_maps)
+            elif isinstance(obj, InferenceSet):
+                rendered += _render_inferenceset(obj, settings, config_maps)
             elif isinstance(obj, RAGEngine):
                 image = image_for(
                     "ragengine", registry=settings.image_registry, tag=settings.image_tag
