@@ -239,6 +239,7 @@ def test_member_from_reads_readiness_for_the_current_generation_only() -> None:
     assert parsed is not None
     assert parsed.ready
     assert builders.member_from(iset, {"metadata": {"name": "phi-x"}}) is None
+    assert builders.member_from(iset, {"metadata": {"name": "phi-07"}}) is None
     assert builders.member_from(iset, {"metadata": {"name": "other-1"}}) is None
 
 

@@ -190,6 +190,8 @@ def member_from(inference_set: InferenceSet, workspace: Mapping[str, Any]) -> Me
     suffix = str(meta["name"]).removeprefix(prefix)
     if not str(meta["name"]).startswith(prefix) or not suffix.isdigit():
         return None
+    if str(int(suffix)) != suffix:  # "<set>-01" is not a name this controller gives
+        return None
     status = workspace.get("status") or {}
     generation = meta.get("generation", 1)
     ready = any(
