@@ -13,6 +13,8 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+import pydantic
+
 from kaito_operator.builders import inferenceset as builders
 from kaito_operator.errors import InvalidSpecError, NotReadyError, refuse_invalid
 from kaito_operator.kube import KubeApiError, KubeClient
@@ -136,10 +138,14 @@ class InferenceSetReconciler:
 
 
 def _immutable_change(current: Mapping[str, Any] | None, desired: dict[str, Any]) -> bool:
-    """Whether rewriting ``current`` as ``desired`` changes a field fixed at creation."""
+    """Whether rewriting ``current`` as ``desired`` changes a field fixed at creation (a
+    member that no longer parses as a Workspace is replaced too)."""
     if current is None:
         return False
-    old = Workspace.from_manifest({k: v for k, v in current.items() if k != "status"})
+    try:
+        old = Workspace.from_manifest({k: v for k, v in current.items() if k != "status"})
+    except pydantic.ValidationError:
+        return True
     return any(True for _ in check_workspace_update(old, Workspace.from_manifest(desired)))
 
 
