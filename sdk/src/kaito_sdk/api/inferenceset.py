@@ -278,15 +278,23 @@ def scaling_metrics(inference_set: InferenceSet) -> list[ScalingMetric]:
         kind = entry.get("type", "AverageValue")
         if kind not in METRIC_TYPES:
             raise ValueError(f"entry {number}: type must be one of {', '.join(METRIC_TYPES)}")
-        up, down = entry.get("upthreshold"), entry.get("downthreshold", entry.get("upthreshold"))
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (up, down)):
+        up = _number(entry.get("upthreshold"))
+        down = _number(entry.get("downthreshold", entry.get("upthreshold")))
+        if up is None or down is None:
             raise ValueError(f"entry {number}: upthreshold and downthreshold must be numbers")
         if not 0 <= down <= up or up <= 0:
             raise ValueError(
                 f"entry {number}: want 0 <= downthreshold <= upthreshold and upthreshold > 0"
             )
-        metrics.append(ScalingMetric(entry["name"], kind, float(up), float(down)))
+        metrics.append(ScalingMetric(entry["name"], kind, up, down))
     return metrics
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float when it is a YAML number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _replica_bound(inference_set: InferenceSet, key: str, default: int) -> int:
