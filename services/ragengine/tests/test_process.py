@@ -172,7 +172,7 @@ def test_sigterm_during_indexing_answers_503_and_keeps_every_acknowledged_write(
     assert big_result["status"] == 503, big_result
     assert "shutting down" in big_result["body"]["detail"]
     assert stopped < 20, stopped  # was 30 s (the graceful timeout) and a 500
-    assert code in {0, -signal.SIGTERM}, log.read_text()[-3000:]
+    assert code == 0, log.read_text()[-3000:]  # a graceful stop is a clean exit
     assert not list(data.rglob(".tmp-*"))
     with _server(port, data, log):
         assert httpx.get(f"{url}/indexes").json() == ["keep"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -196,12 +198,28 @@ def serve_transformers(settings: InferenceSettings) -> int:
     app = create_app(settings, engine=engine, metrics=metrics)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
     log.info("starting the transformers runtime on %s:%d", settings.host, settings.port)
+    exit_cleanly_after_stop_signals()
     with sock:
         server.run(sockets=[sock])
     if engine.load_error is not None:
         error = engine.load_error
         return fatal(f"the model failed to load: {type(error).__name__}: {error}")
     return 0
+
+
+def exit_cleanly_after_stop_signals() -> None:
+    """Make a graceful stop end with exit code 0.
+
+    uvicorn handles SIGINT/SIGTERM itself, and once it has shut down it raises the signal
+    again with the handlers it found; these handlers turn that into ``SystemExit(0)``, so
+    a pod stopped on purpose ends ``Completed`` and Ctrl-C ends quietly, not by the signal.
+    """
+
+    def exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, exit_cleanly)
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

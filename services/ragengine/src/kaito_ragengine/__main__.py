@@ -3,9 +3,9 @@
 A setting that does not validate, a persistence root that cannot be used, a port that is
 taken, a missing dependency or an embedding model that cannot load ends the process
 within seconds with exit code 1 and ``kaito-ragengine: fatal: <cause>`` as the last line
-on stderr. SIGTERM first
-makes the service refuse writes not yet applied (503), then uvicorn drains the
-connections and the lifespan snapshots every index.
+on stderr. SIGTERM (or SIGINT) first makes the service refuse writes not yet applied
+(503), then uvicorn drains the connections, the lifespan snapshots every index and the
+process exits 0.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -77,6 +78,21 @@ def _bind(host: str, port: int) -> socket.socket:
         _fatal(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     sock.set_inheritable(True)
     return sock
+
+
+def _exit_cleanly_after_stop_signals() -> None:
+    """Make a graceful stop end with exit code 0.
+
+    uvicorn handles SIGINT/SIGTERM itself, and once it has shut down it raises the signal
+    again with the handlers it found; these handlers turn that into ``SystemExit(0)``, so
+    a pod stopped on purpose ends ``Completed`` and Ctrl-C ends quietly, not by the signal.
+    """
+
+    def exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, exit_cleanly)
 
 
 def _server(app: FastAPI, config: Any) -> Any:
@@ -142,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     server = _server(app, config)
     log.info("listening on http://%s:%d", settings.host, settings.port)
-    with contextlib.suppress(SystemExit):  # uvicorn exits 3 when the lifespan fails
+    _exit_cleanly_after_stop_signals()
+    # SystemExit: uvicorn exits 3 when the lifespan fails; 0 after a stop signal (above).
+    with contextlib.suppress(SystemExit):
         asyncio.run(server.serve(sockets=[sock]))
     if not server.started:
         cause = getattr(app.state, "startup_error", None)
