@@ -115,7 +115,7 @@ def ragengine_deployment(engine: RAGEngine, *, image: str) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "ragengine",
         "image": image,
-        "command": [_COMMAND],
+        "command": [_COMMAND, "serve"],
         "ports": [{"name": "http", "containerPort": config.port}],
         "env": env,
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
