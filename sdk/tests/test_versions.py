@@ -104,6 +104,13 @@ def test_crd_serves_both_versions_with_one_schema_and_stores_v1beta1(
     assert alpha["subresources"] == beta["subresources"]
     assert alpha["additionalPrinterColumns"] == beta["additionalPrinterColumns"]
     assert spec["conversion"] == {"strategy": "None"}
+    assert "deprecated" not in beta
+    # As in KAITO, only the v1alpha1 RAGEngine is deprecated (with a warning per request).
+    if model is RAGEngine:
+        assert alpha["deprecated"] is True
+        assert "use kaito.sh/v1beta1 RAGEngine" in alpha["deprecationWarning"]
+    else:
+        assert "deprecated" not in alpha
     # Not shared objects: editing one version's schema must not change the other.
     alpha["schema"]["openAPIV3Schema"]["description"] = "changed"
     assert beta["schema"]["openAPIV3Schema"]["description"] != "changed"

@@ -77,6 +77,9 @@ class ApiInfo:
     """Versions served beside ``version`` (the storage version) with the same schema, so
     the API server converts between them by rewriting ``apiVersion`` alone
     (``conversion: None``)."""
+    older_versions_warning: str | None = None
+    """Marks the older versions deprecated: the API server sends this warning with every
+    request made in them (``kubectl`` prints it)."""
 
     @property
     def api_version(self) -> str:

@@ -151,6 +151,9 @@ class RAGEngine(KubeObject):
         group="kaito.sh",
         version="v1beta1",
         older_versions=("v1alpha1",),
+        older_versions_warning=(
+            "kaito.sh/v1alpha1 RAGEngine is deprecated; use kaito.sh/v1beta1 RAGEngine"
+        ),
         kind="RAGEngine",
         plural="ragengines",
         singular="ragengine",

@@ -71,6 +71,9 @@ def build_crd(model: type[KubeObject]) -> dict[str, Any]:
 
 def _version(info: ApiInfo, name: str, schema: dict[str, Any], *, storage: bool) -> dict[str, Any]:
     version: dict[str, Any] = {"name": name, "served": True, "storage": storage}
+    if not storage and info.older_versions_warning:
+        version["deprecated"] = True
+        version["deprecationWarning"] = info.older_versions_warning
     if info.printer_columns:
         version["additionalPrinterColumns"] = [
             _printer_column(column) for column in info.printer_columns

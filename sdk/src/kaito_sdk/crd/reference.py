@@ -58,7 +58,8 @@ def _kind_section(crd: dict[str, Any]) -> list[str]:
         "",
         f"Plural `{names['plural']}`, short names {short}, scope {crd['spec']['scope']}, "
         f"subresources {subresources}. Served as {served} with one schema; "
-        f"`{version['name']}` is stored.",
+        f"`{version['name']}` is stored."
+        + "".join(f" `{v['name']}` is deprecated." for v in versions if v.get("deprecated")),
         "",
         "| field | type | required | description |",
         "|---|---|---|---|",
