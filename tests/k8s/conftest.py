@@ -460,14 +460,18 @@ class NodeAgent:
         """Every container running and ready (what the kubelet writes once probes pass)."""
         self._write(pod, True, {"restartCount": 0, "state": {"running": {"startedAt": _now()}}})
 
-    def serve(self, pod: dict[str, Any], workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    def serve(
+        self, pod: dict[str, Any], workdir: Path, services: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], int]:
         """Run the pod's first container command as a local process, as a container runtime
         would, and mark the pod Running and Ready once its readiness probe's path answers.
 
-        Two things change, as a pod's network and filesystem would: ``--port`` becomes a
-        free loopback port (returned), and absolute directory arguments (``/mnt/adapter``)
-        become folders under ``workdir``. The pod's env is passed; the console script is
-        the one installed beside this Python.
+        What a pod's network and filesystem would change, changes: the container port
+        (``--port``, ``*_PORT`` variables) becomes a free loopback port (returned),
+        absolute directories (``*-dir`` arguments, ``*_DIR`` variables) become folders
+        under ``workdir``, and ``http://<service DNS name>`` in a variable becomes
+        ``http://<services[name]>`` (cluster DNS and the Service's proxy). The console
+        script is the one installed beside this Python.
         """
         container = pod["spec"]["containers"][0]
         command = [*container.get("command", []), *container.get("args", [])]
@@ -481,8 +485,21 @@ class NodeAgent:
                 local = workdir / command[index + 1].strip("/").replace("/", "-")
                 local.mkdir(parents=True, exist_ok=True)
                 command[index + 1] = str(local)
+        container_port = str(container["ports"][0]["containerPort"])
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        for variable in container.get("env", []):
+            name, value = variable["name"], variable.get("value")
+            if value is None:
+                continue
+            if name.endswith("_PORT") and value == container_port:
+                value = str(port)
+            elif name.endswith("_DIR") and value.startswith("/"):
+                local = workdir / value.strip("/").replace("/", "-")
+                local.mkdir(parents=True, exist_ok=True)
+                value = str(local)
+            for host, target in (services or {}).items():
+                value = value.replace(f"http://{host}/", f"http://{target}/")
+            env[name] = value
         log = (workdir / "container.log").open("wb")
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
