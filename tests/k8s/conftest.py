@@ -139,12 +139,15 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     """The local control plane for the whole session (skip with the reason if none)."""
     local_cluster = load_tool("local_cluster")
-    helm = load_tool("fetch_helm").fetch_helm()
     try:
-        with local_cluster.LocalCluster() as local:
-            yield Cluster(local=local, kubectl_binary=helm.with_name("kubectl"), helm_binary=helm)
+        local = local_cluster.LocalCluster().__enter__()
     except local_cluster.ClusterUnavailableError as exc:
         pytest.skip(f"no local Kubernetes control plane: {str(exc)[:2000]}")
+    try:
+        helm = load_tool("fetch_helm").fetch_helm()
+        yield Cluster(local=local, kubectl_binary=helm.with_name("kubectl"), helm_binary=helm)
+    finally:
+        local.stop()
 
 
 @pytest.fixture(scope="session")
