@@ -110,12 +110,14 @@ def test_render_builds_valid_objects_for_what_validate_admits(path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "invalid:" not in result.output
     objects = list(yaml.safe_load_all(result.stdout))
-    kaito_objects = [
-        d
-        for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
-        if d and d["kind"] in ("Workspace", "RAGEngine")
-    ]
+    documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    # One workload per Workspace and RAGEngine, and per member Workspace of an InferenceSet.
+    expected_workloads = sum(
+        d["spec"].get("replicas", 1) if d["kind"] == "InferenceSet" else 1
+        for d in documents
+        if d["kind"] in ("Workspace", "RAGEngine", "InferenceSet")
+    )
     workloads = [o for o in objects if o["kind"] in ("StatefulSet", "Job", "Deployment")]
-    assert len(workloads) == len(kaito_objects)
+    assert len(workloads) == expected_workloads
     assert result.stderr.count("not a KAITO kind, passed over") == expected.passed_over
     assert result.stderr.count("warning: ") == len(expected.warnings)
