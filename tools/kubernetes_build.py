@@ -37,6 +37,7 @@ __all__ = [
     "cache_root",
     "cached_binaries",
     "ensure_binaries",
+    "machine_debian_source",
     "progress",
 ]
 
@@ -125,9 +126,11 @@ def install_system_packages() -> None:
             subprocess.run(install, env=env, check=True, capture_output=True)
 
 
-def _machine_debian_source() -> tuple[str, str, str]:
-    """(archive URI, suite, signed-by keyring) of the machine's main Debian apt source."""
-    sources_dir = Path("/etc/apt/sources.list.d")
+def machine_debian_source(apt_dir: Path = Path("/etc/apt")) -> tuple[str, str, str]:
+    """(archive URI, suite, signed-by keyring) of the machine's main Debian apt source:
+    the first ``.../debian`` archive in ``sources.list.d/*.sources`` (deb822), else in
+    the one-line ``sources.list`` files."""
+    sources_dir = apt_dir / "sources.list.d"
     for path in sorted(sources_dir.glob("*.sources")):
         for stanza in path.read_text().split("\n\n"):
             fields: dict[str, str] = {}
@@ -139,7 +142,7 @@ def _machine_debian_source() -> tuple[str, str, str]:
             suites = fields.get("suites", "").split()
             if uris and suites and uris[0].rstrip("/").endswith("/debian"):
                 return uris[0], suites[0], fields.get("signed-by", "")
-    legacy = [Path("/etc/apt/sources.list"), *sorted(sources_dir.glob("*.list"))]
+    legacy = [apt_dir / "sources.list", *sorted(sources_dir.glob("*.list"))]
     for path in legacy:
         if not path.is_file():
             continue
@@ -152,7 +155,7 @@ def _machine_debian_source() -> tuple[str, str, str]:
 
 def _apt_options(workdir: Path) -> list[str]:
     """apt-get options that use only a temporary source list and lists directory."""
-    uri, suite, keyring = _machine_debian_source()
+    uri, suite, keyring = machine_debian_source()
     lists = workdir / "apt-lists"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
     signed = f"[signed-by={keyring}] " if keyring else ""
