@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kaito_sdk.api import RAGEngine
-from kaito_sdk.validation import validate, validate_manifest
+from kaito_sdk.validation import check_manifest, validate, validate_manifest
 
 
 def case(change: dict[str, Any], path: str | None, fragment: str = "", *, id: str) -> Any:
@@ -170,11 +170,21 @@ CASES = [
         id="compute-ok",
     ),
     # storage
-    case(
+    case(  # KAITO's webhook admits any engine name (milvus in its examples): so do we
         {"spec": {"storage": {"vectorDB": {"engine": "milvus", "url": "http://milvus:19530"}}}},
+        None,
+        id="vectordb-engine-any",
+    ),
+    case(
+        {"spec": {"storage": {"vectorDB": {"engine": "", "url": "http://milvus:19530"}}}},
         "spec.storage.vectorDB.engine",
-        "not one of qdrant",
-        id="vectordb-engine",
+        "required",
+        id="vectordb-engine-empty",
+    ),
+    case(  # retrieve-only: KAITO admits an inferenceService without a URL
+        {"spec": {"inferenceService": {"url": None, "contextWindowSize": 4096}}},
+        None,
+        id="service-without-url",
     ),
     case(
         {"spec": {"storage": {"vectorDB": {"engine": "qdrant", "url": "qdrant"}}}},
@@ -259,3 +269,20 @@ def test_base_manifest_is_valid(ragengine: dict[str, Any]) -> None:
 def test_embedding_is_required(ragengine: dict[str, Any], patch: Any) -> None:
     errors = validate_manifest(patch(ragengine, {"spec": {"embedding": None}}))
     assert [str(e) for e in errors] == ["spec.embedding: is required"]
+
+
+def test_vector_db_and_a_service_without_url_are_admitted_with_warnings(
+    ragengine: dict[str, Any], patch: Any
+) -> None:
+    """What KAITO admits and kaito-ragengine will not do: admitted, each with a warning
+    that says what happens."""
+    change = {
+        "storage": {"vectorDB": {"engine": "milvus", "url": "http://m:19530"}},
+        "inferenceService": {"url": None, "contextWindowSize": 4096},
+    }
+    report = check_manifest(patch(ragengine, {"spec": change}))
+    assert report.errors == []
+    paths = {warning.path: warning.message for warning in report.warnings}
+    assert "FAISS" in paths["spec.storage.vectorDB"]
+    assert "retrieve-only" in paths["spec.inferenceService.url"]
+    assert check_manifest(ragengine).warnings == []

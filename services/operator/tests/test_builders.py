@@ -236,9 +236,19 @@ def test_reserved_selector_keys_never_reach_node_affinity() -> None:
 
 
 def test_ragengine_refuses_what_the_service_cannot_do() -> None:
-    engine = rag(
-        embedding={"local": {"modelID": "m"}},
-        storage={"vectorDB": {"engine": "qdrant", "url": "http://q"}},
-    )
-    with pytest.raises(ragengine.UnsupportedSpecError, match=r"spec\.storage\.vectorDB"):
+    engine = rag(embedding={"local": {"modelID": "m"}}, guardrails={"enabled": True})
+    with pytest.raises(ragengine.UnsupportedSpecError, match=r"spec\.guardrails"):
         ragengine.ragengine_deployment(engine, image="x")
+
+
+def test_ragengine_with_an_external_vector_db_runs_on_faiss() -> None:
+    """KAITO admits any vectorDB engine; the service keeps vectors in FAISS (admission
+    warns), so the Deployment is the same as without vectorDB."""
+    plain = rag(embedding={"local": {"modelID": "m"}})
+    with_db = rag(
+        embedding={"local": {"modelID": "m"}},
+        storage={"vectorDB": {"engine": "milvus", "url": "http://m:19530"}},
+    )
+    assert ragengine.ragengine_deployment(with_db, image="x") == ragengine.ragengine_deployment(
+        plain, image="x"
+    )

@@ -116,7 +116,7 @@ async def test_ragengine_with_an_unsupported_field_says_which(cluster: OperatorH
     emu = cluster.emulator
     spec = {
         "embedding": {"local": {"modelID": "BAAI/bge-small-en-v1.5"}},
-        "storage": {"vectorDB": {"engine": "qdrant", "url": "http://q:6333"}},
+        "guardrails": {"enabled": True},
     }
     await emu.create_object(ragengine("rag2", **spec))
 
@@ -125,7 +125,7 @@ async def test_ragengine_with_an_unsupported_field_says_which(cluster: OperatorH
         return cond if cond and cond["reason"] == "InvalidSpec" else None
 
     cond = await cluster.wait_for(refused, message="InvalidSpec")
-    assert "spec.storage.vectorDB" in cond["message"]
+    assert "spec.guardrails" in cond["message"]
     assert emu.read_object("apps/v1", "deployments", "default", "rag2") is None
 
 

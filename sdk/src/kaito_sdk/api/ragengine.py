@@ -63,8 +63,8 @@ class EmbeddingSpec(KubeModel):
 class InferenceServiceSpec(KubeModel):
     """The LLM the engine sends chat requests to (without it the engine is retrieve-only)."""
 
-    url: str
-    """OpenAI-compatible chat completions URL."""
+    url: str | None = None
+    """OpenAI-compatible chat completions URL; without it the engine is retrieve-only."""
     access_secret: str | None = None
     """Secret holding the bearer token for ``url``."""
     context_window_size: int | None = Field(default=None, json_schema_extra={"minimum": 1})
@@ -83,8 +83,9 @@ class PersistentVolumeSpec(KubeModel):
 class VectorDBSpec(KubeModel):
     """An external vector database."""
 
-    engine: str = Field(json_schema_extra={"enum": list(VECTOR_DB_ENGINES)})
-    """Vector database engine (``qdrant``)."""
+    engine: str
+    """Vector database engine: KAITO names ``qdrant``; any name is admitted, as by KAITO's
+    webhook, and ignored with a warning: kaito-ragengine keeps vectors in FAISS."""
     url: str
     """URL of the database."""
     access_secret: str | None = None

@@ -33,7 +33,7 @@ from kaito_sdk.api import (
 from kaito_sdk.api.inferenceset import member_workspace
 from kaito_sdk.validation.errors import FieldError, FieldWarning
 from kaito_sdk.validation.inferenceset import check_inferenceset, check_inferenceset_update
-from kaito_sdk.validation.ragengine import check_ragengine
+from kaito_sdk.validation.ragengine import check_ragengine, ragengine_warnings
 from kaito_sdk.validation.update import check_ragengine_update, check_workspace_update
 from kaito_sdk.validation.workspace import check_workspace
 from kaito_sdk.validation.workspace_warnings import workspace_warnings
@@ -110,6 +110,8 @@ def warnings_for(obj: KaitoObject) -> list[FieldWarning]:
             FieldWarning(f"spec.template.{warning.path}", warning.message)
             for warning in workspace_warnings(member)
         ]
+    if isinstance(obj, RAGEngine):
+        return list(ragengine_warnings(obj))
     return []
 
 

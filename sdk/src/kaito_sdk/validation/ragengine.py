@@ -6,16 +6,16 @@ import re
 from collections.abc import Iterator
 from typing import Final
 
-from kaito_sdk.api import VECTOR_DB_ENGINES, EmbeddingSpec, RAGEngine, StorageSpec
+from kaito_sdk.api import EmbeddingSpec, RAGEngine, StorageSpec
 from kaito_sdk.validation.common import (
     check_metadata,
     check_object_name,
     check_resource,
     check_url_syntax,
 )
-from kaito_sdk.validation.errors import FieldError
+from kaito_sdk.validation.errors import FieldError, FieldWarning
 
-__all__ = ["check_ragengine"]
+__all__ = ["check_ragengine", "ragengine_warnings"]
 
 # repo/name:tag, optionally with a registry host (and port) and deeper repository paths.
 _IMAGE_WITH_TAG: Final = re.compile(
@@ -33,7 +33,8 @@ def check_ragengine(engine: RAGEngine) -> Iterator[FieldError]:
     yield from _check_embedding(spec.embedding)
     service = spec.inference_service
     if service is not None:
-        yield from check_url_syntax("spec.inferenceService.url", service.url)
+        if service.url:  # without a URL the engine is retrieve-only, as in KAITO
+            yield from check_url_syntax("spec.inferenceService.url", service.url)
         yield from check_object_name(
             "spec.inferenceService.accessSecret", service.access_secret, required=False
         )
@@ -90,12 +91,29 @@ def _check_storage(storage: StorageSpec) -> Iterator[FieldError]:
             )
     database = storage.vector_db
     if database is not None:
-        if database.engine not in VECTOR_DB_ENGINES:
-            yield FieldError(
-                "spec.storage.vectorDB.engine",
-                f"{database.engine!r} is not one of {', '.join(VECTOR_DB_ENGINES)}",
-            )
+        if not database.engine:
+            yield FieldError("spec.storage.vectorDB.engine", "required")
         yield from check_url_syntax("spec.storage.vectorDB.url", database.url)
         yield from check_object_name(
             "spec.storage.vectorDB.accessSecret", database.access_secret, required=False
+        )
+
+
+def ragengine_warnings(engine: RAGEngine) -> Iterator[FieldWarning]:
+    """What KAITO admits and kaito-ragengine will not do as asked (admitted, with a warning)."""
+    spec = engine.spec
+    database = spec.storage.vector_db if spec.storage is not None else None
+    if database is not None:
+        yield FieldWarning(
+            "spec.storage.vectorDB",
+            f"is ignored: kaito-ragengine does not use {database.engine!r}, it keeps vectors "
+            "in its in-process FAISS store; add storage.persistentVolume to keep indexes "
+            "across restarts",
+        )
+    service = spec.inference_service
+    if service is not None and not service.url:
+        yield FieldWarning(
+            "spec.inferenceService.url",
+            "not set: the engine is retrieve-only (/retrieve and the index endpoints work; "
+            "RAG chat answers 503)",
         )

@@ -47,11 +47,8 @@ def _in_cluster(url: str | None) -> bool:
 def rag_config(engine: RAGEngine) -> tuple[contract.RagEngineConfig, contract.RagEngineSecrets]:
     """Translate the RAGEngine spec into the service's settings contract."""
     spec = engine.spec
-    if spec.storage is not None and spec.storage.vector_db is not None:
-        raise UnsupportedSpecError(
-            "spec.storage.vectorDB",
-            "only the in-memory FAISS store (with persistentVolume) is supported",
-        )
+    # spec.storage.vectorDB is not used: the service keeps vectors in FAISS (admission
+    # warns about it, as KAITO admits any engine name).
     if spec.guardrails is not None and spec.guardrails.enabled:
         raise UnsupportedSpecError("spec.guardrails", "output guardrails are not supported")
     values: dict[str, Any] = {}
