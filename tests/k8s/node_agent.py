@@ -135,11 +135,17 @@ class NodeAgent:
                 )
         return len(items)
 
-    def _write(self, pod: dict[str, Any], ready: bool, container_states: dict[str, Any]) -> None:
+    def _write(
+        self,
+        pod: dict[str, Any],
+        ready: bool,
+        container_states: dict[str, Any],
+        phase: str = "Running",
+    ) -> None:
         meta = pod["metadata"]
         containers = pod["spec"]["containers"]
         status = {
-            "phase": "Running",
+            "phase": phase,
             "hostIP": "127.0.0.1",
             "podIP": "127.0.0.1",
             "podIPs": [{"ip": "127.0.0.1"}],  # the endpoints controller reads this list
@@ -241,9 +247,23 @@ class NodeAgent:
         self.run(pod)
         return process, port
 
-    def crash_loop(self, pod: dict[str, Any], *, restarts: int = 4) -> None:
-        """Every container crash looping: exited 1, waiting in CrashLoopBackOff."""
-        terminated = {"exitCode": 1, "reason": "Error", "startedAt": _now(), "finishedAt": _now()}
+    def image_pull_backoff(self, pod: dict[str, Any]) -> None:
+        """Every container waiting for an image that cannot be pulled (pod Pending)."""
+        message = f'Back-off pulling image "{pod["spec"]["containers"][0]["image"]}"'
+        waiting = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+        self._write(pod, False, {"restartCount": 0, "state": waiting}, phase="Pending")
+
+    def crash_loop(
+        self, pod: dict[str, Any], *, restarts: int = 4, reason: str = "Error", exit_code: int = 1
+    ) -> None:
+        """Every container crash looping: exited (``reason``, ``exit_code``; ``OOMKilled``
+        and 137 for the kernel's OOM killer), waiting in CrashLoopBackOff."""
+        terminated = {
+            "exitCode": exit_code,
+            "reason": reason,
+            "startedAt": _now(),
+            "finishedAt": _now(),
+        }
         message = "back-off 40s restarting failed container"
         self._write(
             pod,

@@ -134,3 +134,56 @@ def test_apply_refused_by_the_apiserver_reaches_the_status(
             r"exceeded quota: no-services",
             failed["message"],
         ), failed["message"]
+
+
+def inference_workspace(namespace: str, name: str, apps: str) -> dict[str, Any]:
+    """A CPU preset Workspace selecting nodes labelled ``apps=<apps>``."""
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {"kaito.sh/runtime": "transformers"},
+        },
+        "resource": {"labelSelector": {"matchLabels": {"apps": apps}}},
+        "inference": {"preset": {"name": "smollm2-135m-instruct"}},
+    }
+
+
+def test_unschedulable_and_pod_failures_reach_the_status(
+    operator: Any, cluster: Any, node: Any, namespace: str, eventually: Any
+) -> None:
+    """The real scheduler's Unschedulable, then image pull and OOM failures as a kubelet
+    reports them, each become InferenceReady False with its reason; then Ready."""
+    assert cluster.apply(inference_workspace(namespace, "unplaced", "nowhere")).returncode == 0
+    unplaced = eventually(
+        condition_is(cluster, namespace, "unplaced", "InferenceReady", "False", "PodUnschedulable"),
+        what="InferenceReady False (PodUnschedulable)",
+    )
+    # The scheduler's own words: "0/1 nodes are available: ..." or, with no Node at
+    # all, "no nodes available to schedule pods".
+    assert re.search(r"cannot be scheduled: .*nodes? (are )?available", unplaced["message"]), (
+        unplaced["message"]
+    )
+
+    node.register({"apps": "failing"})
+    assert cluster.apply(inference_workspace(namespace, "failing", "failing")).returncode == 0
+    pod = node.bound_pod(namespace, "kaito.sh/workspace=failing")
+    node.image_pull_backoff(pod)
+    pulling = eventually(
+        condition_is(cluster, namespace, "failing", "InferenceReady", "False", "ImagePullFailed"),
+        what="InferenceReady False (ImagePullFailed)",
+    )
+    assert "ImagePullBackOff" in pulling["message"], pulling["message"]
+    node.crash_loop(pod, restarts=2, reason="OOMKilled", exit_code=137)
+    oom = eventually(
+        condition_is(cluster, namespace, "failing", "InferenceReady", "False", "OOMKilled"),
+        what="InferenceReady False (OOMKilled)",
+    )
+    assert "out of memory" in oom["message"], oom["message"]
+    node.run(pod)
+    eventually(
+        condition_is(cluster, namespace, "failing", "InferenceReady", "True", "InferenceReady"),
+        what="InferenceReady True",
+    )
