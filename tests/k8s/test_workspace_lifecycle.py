@@ -10,6 +10,7 @@ garbage collector.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,29 @@ def test_unschedulable_and_pod_failures_reach_the_status(
         condition_is(cluster, namespace, "failing", "InferenceReady", "True", "InferenceReady"),
         what="InferenceReady True",
     )
+
+
+def test_a_field_changed_by_another_manager_is_put_back_without_a_hot_loop(
+    operator: Any, cluster: Any, namespace: str, eventually: Any
+) -> None:
+    """``kubectl scale`` (another field manager) changes the StatefulSet's replicas; the
+    operator's periodic server-side apply (force) puts them back once, then leaves the
+    object alone."""
+    assert cluster.apply(inference_workspace(namespace, "drift", "drift")).returncode == 0
+    path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/drift"
+    eventually(lambda: cluster.get(path), what="the StatefulSet")
+    scaled = cluster.kubectl("scale", "statefulset", "drift", "-n", namespace, "--replicas=3")
+    assert scaled.returncode == 0, scaled.stderr
+    assert cluster.get(path)["spec"]["replicas"] == 3
+
+    # resync_seconds is 30: the next level-based reconcile re-applies the desired state.
+    def put_back() -> dict[str, Any] | None:
+        statefulset: dict[str, Any] = cluster.get(path)
+        return statefulset if statefulset["spec"]["replicas"] == 1 else None
+
+    restored = eventually(put_back, within=75, what="replicas put back to 1")
+    managers = {entry["manager"] for entry in restored["metadata"]["managedFields"]}
+    assert "kaito-operator" in managers, managers
+    generation = restored["metadata"]["generation"]
+    time.sleep(35)  # past the next resync: an unchanged desired state writes nothing
+    assert cluster.get(path)["metadata"]["generation"] == generation
