@@ -172,11 +172,43 @@ def charts(cluster: Cluster) -> Cluster:
 class OperatorProcess:
     """One ``kaito-operator`` process authenticated as a chart's ServiceAccount."""
 
-    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    """The process environment (the chart Deployment's, plus local ports and paths)."""
+    health_port: int
     log: Path
     kubeconfig: Path
     """Authenticates as the chart's ServiceAccount (its token)."""
     service_account: str
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start ``kaito-operator`` (output appended to the log); return once healthy."""
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "kaito_operator"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        process = self.process
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"kaito-operator exited with {process.returncode}:\n{self.logs()}")
+            url = f"http://127.0.0.1:{self.health_port}/healthz"
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        eventually(healthy, within=60, what="the operator's /healthz")
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to finish what it is doing."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
 
     def logs(self) -> str:
         """The last 6,000 characters of the operator's log."""
@@ -190,7 +222,7 @@ class OperatorProcess:
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL after 15 s)."""
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=15)
@@ -273,27 +305,15 @@ def start_operator(
         patch,
         content_type="application/json-patch+json",
     )
-    log = workdir / f"{release}.log"
     python_env = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_OPERATOR_")}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kaito_operator"],
-            env={**python_env, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    operator = OperatorProcess(process, log, kubeconfig, account)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"kaito-operator exited with {process.returncode}:\n{operator.logs()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2):
-                return True
-        except OSError:
-            return False
-
-    eventually(healthy, within=60, what=f"the {release} operator's /healthz")
+    operator = OperatorProcess(
+        env={**python_env, **env},
+        health_port=health_port,
+        log=workdir / f"{release}.log",
+        kubeconfig=kubeconfig,
+        service_account=account,
+    )
+    operator.start()
     return operator
 
 

@@ -214,3 +214,35 @@ def test_a_field_changed_by_another_manager_is_put_back_without_a_hot_loop(
     generation = restored["metadata"]["generation"]
     time.sleep(35)  # past the next resync: an unchanged desired state writes nothing
     assert cluster.get(path)["metadata"]["generation"] == generation
+
+
+def test_operator_killed_mid_reconcile_converges_without_duplicates(
+    operator: Any, cluster: Any, namespace: str, eventually: Any
+) -> None:
+    """SIGKILL the operator right after a Workspace is admitted (its reconcile under way
+    or not yet started), start it again: the children exist once each, the finalizer once,
+    and the status is written."""
+    assert cluster.apply(inference_workspace(namespace, "restart", "restart")).returncode == 0
+    time.sleep(0.3)
+    operator.kill()
+    operator.start()
+    base = f"/api/v1/namespaces/{namespace}"
+    statefulset_path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/restart"
+    eventually(lambda: cluster.get(statefulset_path), what="the StatefulSet")
+    selector = "labelSelector=kaito.sh/workspace=restart"
+
+    def service_names() -> list[str] | None:
+        items = cluster.get(f"{base}/services?{selector}")["items"]
+        return [s["metadata"]["name"] for s in items] if len(items) >= 2 else None
+
+    services = eventually(service_names, what="both Services")
+    assert sorted(services) == ["restart", "restart-headless"]
+    statefulsets = cluster.get(f"/apis/apps/v1/namespaces/{namespace}/statefulsets?{selector}")
+    assert [s["metadata"]["name"] for s in statefulsets["items"]] == ["restart"]
+    path = f"/apis/kaito.sh/v1beta1/namespaces/{namespace}/workspaces/restart"
+    eventually(lambda: conditions(cluster, namespace, "restart").get("InferenceReady"))
+    workspace = cluster.get(path)
+    finalizers = workspace["metadata"].get("finalizers", [])
+    assert len(finalizers) == len(set(finalizers)) == 1, finalizers
+    kinds = [c["type"] for c in workspace["status"]["conditions"]]
+    assert len(kinds) == len(set(kinds)), kinds
