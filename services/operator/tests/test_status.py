@@ -116,3 +116,32 @@ def test_a_pod_that_keeps_dying_between_ready_spells_is_crash_looping() -> None:
 def test_an_old_crash_does_not_keep_a_recovered_pod_down() -> None:
     assert diagnose_pods([up_after(5, "Error", minutes_ago=30)], now=NOW) is None
     assert diagnose_pods([up_after(1, "OOMKilled", minutes_ago=30)], now=NOW) is None
+
+
+def test_a_crash_loop_names_the_cause_from_the_termination_message() -> None:
+    """The services print their fatal cause last; with FallbackToLogsOnError the kubelet
+    puts the log's tail into lastState.terminated.message, and the status quotes its last
+    line."""
+    tail = (
+        "INFO loading /models/x\n"
+        "Traceback (most recent call last):\n  ...\n"
+        "kaito-inference: error: the model failed to load: config.json is not valid JSON\n"
+    )
+    container = {
+        "name": "ws",
+        "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": tail}},
+    }
+    pod = {"metadata": {"name": "ws-0"}, "status": {"containerStatuses": [container]}}
+    problem = diagnose_pods([pod], now=NOW)
+    assert problem is not None
+    assert problem.reason == "CrashLoopBackOff"
+    assert problem.message == (
+        "pod ws-0 container ws keeps crashing (exit code 1, 4 restarts): "
+        "kaito-inference: error: the model failed to load: config.json is not valid JSON"
+    )
+    del container["lastState"]["terminated"]["message"]
+    problem = diagnose_pods([pod], now=NOW)
+    assert problem is not None
+    assert problem.message.endswith("(exit code 1, 4 restarts)")

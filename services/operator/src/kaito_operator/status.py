@@ -122,6 +122,23 @@ def _finished_within(last: Mapping[str, Any], now: datetime.datetime | None) -> 
     return now - when < FLAP_WINDOW
 
 
+#: The longest cause quoted from a container's termination message.
+MAX_CAUSE_CHARS = 300
+
+
+def _last_line(message: object) -> str:
+    """The last non-empty line of a termination message (the services print their fatal
+    cause last; the kubelet fills the message from the log tail, see the builders'
+    ``terminationMessagePolicy``), shortened to :data:`MAX_CAUSE_CHARS`."""
+    if not isinstance(message, str):
+        return ""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    return last if len(last) <= MAX_CAUSE_CHARS else last[: MAX_CAUSE_CHARS - 3] + "..."
+
+
 def _diagnose_container(
     pod_name: str, container: Mapping[str, Any], now: datetime.datetime | None
 ) -> PodProblem | None:
@@ -147,7 +164,8 @@ def _diagnose_container(
         return PodProblem("OOMKilled", message)
     if reason == "CrashLoopBackOff":
         message = f"{where} keeps crashing (exit code {last.get('exitCode')}, {restarts} restarts)"
-        return PodProblem("CrashLoopBackOff", message)
+        cause = _last_line(last.get("message"))
+        return PodProblem("CrashLoopBackOff", f"{message}: {cause}" if cause else message)
     if restarts >= FLAP_RESTARTS and _finished_within(last, now):
         # Up right now, but it keeps dying: readiness between crashes is not serving.
         message = (

@@ -93,6 +93,12 @@ def selector_labels(owner: KubeObject) -> dict[str, str]:
     return {key: str(owner.metadata.name)}
 
 
+#: A container that fails without writing ``/dev/termination-log`` gets the last lines of its
+#: log as ``lastState.terminated.message``. Our services print the cause of a fatal error
+#: as their last stderr line, so the Workspace status can say why a pod crash-loops.
+TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+
+
 def object_meta(
     owner: KubeObject,
     name: str,

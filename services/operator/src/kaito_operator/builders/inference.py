@@ -12,6 +12,7 @@ from kaito_operator.builders.common import (
     GPU_RESOURCE,
     GPU_TOLERATIONS,
     NEWEST,
+    TERMINATION_MESSAGE_POLICY,
     KubeVersion,
     node_affinity,
     object_meta,
@@ -123,6 +124,7 @@ def _preset_pod(ws: Workspace, plan: InferencePlan) -> dict[str, Any]:
         "resources": resources,
         **probes(plan.preset.startup_timeout_seconds),
         "volumeMounts": mounts,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     pod: dict[str, Any] = {"containers": [container], "volumes": volumes}
     if init_containers:

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from kaito_operator.builders.common import (
     GPU_TOLERATIONS,
+    TERMINATION_MESSAGE_POLICY,
     config_hash,
     node_affinity,
     object_meta,
@@ -120,6 +121,7 @@ def ragengine_deployment(engine: RAGEngine, *, image: str) -> dict[str, Any]:
         "readinessProbe": _probe(3),
         "livenessProbe": _probe(3),
         "volumeMounts": mounts,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     # On SIGTERM the service snapshots every index before it exits: give it the time.
     pod_spec: dict[str, Any] = {

@@ -8,6 +8,7 @@ from typing import Any
 from kaito_operator.builders.common import (
     GPU_RESOURCE,
     GPU_TOLERATIONS,
+    TERMINATION_MESSAGE_POLICY,
     node_affinity,
     object_meta,
     shm_volume,
@@ -132,6 +133,7 @@ def tuning_job(ws: Workspace, plan: TuningPlan) -> dict[str, Any]:
         "ports": [{"name": "metrics", "containerPort": contract.METRICS_PORT}],
         "resources": _resources(plan),
         "volumeMounts": mounts,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
