@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -218,23 +219,45 @@ def _compile(tree: Path) -> Path:
     return found[0].parent
 
 
+@contextlib.contextmanager
+def _build_lock(root: Path) -> Iterator[None]:
+    """One build at a time per cache (CI starts one early in the background; a test
+    session that needs the binaries meanwhile waits for it instead of building again)."""
+    with (root / ".build.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build(*, rebuild: bool = False) -> Path:
     """Build (or reuse) the cached binaries; return their folder."""
     cached = cached_binaries()
     if cached and not rebuild:
         progress(f"using cached binaries in {cached}")
         return cached
-    install_system_packages()
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="build-", dir=root) as scratch:
-        version, tree = _fetch_source(Path(scratch))
-        built = _compile(tree)
-        target = root / version / "bin"
-        target.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
-            shutil.copy2(built / name, target / name)
+    waited = time.monotonic()
+    with _build_lock(root):
+        cached = cached_binaries()
+        if cached and not rebuild:
+            progress(f"waited {time.monotonic() - waited:.0f} s for another build: {cached}")
+            return cached
+        install_system_packages()
+        start = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="build-", dir=root) as scratch:
+            version, tree = _fetch_source(Path(scratch))
+            built = _compile(tree)
+            staging = Path(scratch) / "bin"
+            staging.mkdir()
+            for name in COMPONENTS:
+                shutil.copy2(built / name, staging / name)
+            target = root / version / "bin"
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(target)  # complete or absent: cached_binaries never sees a part
     progress(f"built Kubernetes {version} in {time.monotonic() - start:.0f} s -> {target}")
     return target
 
