@@ -16,8 +16,8 @@ from kaito_sdk.validation import validate, validate_manifest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FILES = sorted(EXAMPLES.glob("*.yaml"))
 SCHEMAS = {
-    model.api_info.kind: build_crd(model)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    for model in (Workspace, RAGEngine, InferenceSet)
+    model.api_info.kind: build_crd(model)["spec"]["versions"][-1]["schema"]["openAPIV3Schema"]
+    for model in (Workspace, RAGEngine, InferenceSet)  # versions[-1]: the storage version
 }
 
 

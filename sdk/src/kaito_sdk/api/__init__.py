@@ -71,6 +71,15 @@ from kaito_sdk.api.ragengine import (
     StorageSpec,
     VectorDBSpec,
 )
+from kaito_sdk.api.ragengine_v1alpha1 import (
+    ConversionError,
+    FlatStorageSpec,
+    RAGEngineV1Alpha1,
+    RAGEngineV1Alpha1Spec,
+    convert_manifest,
+    to_v1alpha1,
+    to_v1beta1,
+)
 from kaito_sdk.api.workspace import (
     MAX_ADAPTERS,
     PARTITION_MODES,
@@ -109,9 +118,11 @@ __all__ = [
     "ConditionReason",
     "ConditionStatus",
     "ConfigMapReference",
+    "ConversionError",
     "DataDestination",
     "DataSource",
     "EmbeddingSpec",
+    "FlatStorageSpec",
     "GuardrailsSpec",
     "InferenceServiceSpec",
     "InferenceSet",
@@ -141,6 +152,8 @@ __all__ = [
     "RAGEngineConditionType",
     "RAGEngineSpec",
     "RAGEngineStatus",
+    "RAGEngineV1Alpha1",
+    "RAGEngineV1Alpha1Spec",
     "RemoteEmbeddingSpec",
     "ResourceSpec",
     "ScaleSubresource",
@@ -152,7 +165,10 @@ __all__ = [
     "WorkspaceConditionType",
     "WorkspaceState",
     "WorkspaceStatus",
+    "convert_manifest",
     "dump_yaml",
     "load_yaml",
     "parse_manifest",
+    "to_v1alpha1",
+    "to_v1beta1",
 ]

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from kaito_sdk.api.base import KubeObject
 from kaito_sdk.api.inferenceset import InferenceSet
 from kaito_sdk.api.ragengine import RAGEngine
+from kaito_sdk.api.ragengine_v1alpha1 import RAGEngineV1Alpha1, to_v1beta1
 from kaito_sdk.api.workspace import Workspace
 
 __all__ = [
@@ -25,13 +26,16 @@ __all__ = [
 ]
 
 KaitoObject = Workspace | RAGEngine | InferenceSet
-#: Every kind this SDK models, keyed by ``(apiVersion, kind)``: each served version
-#: (``kaito.sh/v1alpha1`` and ``kaito.sh/v1beta1``) parses into the same model.
-KINDS: dict[tuple[str, str], type[Workspace] | type[RAGEngine] | type[InferenceSet]] = {
+KaitoModel = type[Workspace] | type[RAGEngine] | type[RAGEngineV1Alpha1] | type[InferenceSet]
+#: The model of every served version of every kind, keyed by ``(apiVersion, kind)``:
+#: Workspace and InferenceSet have one schema (one model) in ``kaito.sh/v1alpha1`` and
+#: ``kaito.sh/v1beta1``; the v1alpha1 RAGEngine has its own (flat storage).
+KINDS: dict[tuple[str, str], KaitoModel] = {
     (api_version, model.api_info.kind): model
     for model in (Workspace, RAGEngine, InferenceSet)
     for api_version in model.api_info.api_versions
 }
+KINDS[(RAGEngineV1Alpha1.api_info.group + "/v1alpha1", "RAGEngine")] = RAGEngineV1Alpha1
 
 
 #: KAITO kinds this project does not serve yet, and why (``kaito validate`` says so
@@ -58,9 +62,13 @@ class ManifestError(ValueError):
 
 
 def parse_manifest(manifest: dict[str, Any]) -> KaitoObject:
-    """Parse a manifest into :class:`Workspace` or :class:`RAGEngine` by its apiVersion/kind.
+    """Parse a manifest into :class:`Workspace`, :class:`RAGEngine` or :class:`InferenceSet`
+    by its apiVersion/kind.
 
-    Raises :class:`ManifestError` for anything that is not a known KAITO kind, and
+    A v1alpha1 RAGEngine is validated against its own schema and returned converted to
+    v1beta1 (what the API server stores; fields v1beta1 lacks are kept in an annotation),
+    so that every consumer sees one RAGEngine model. Raises :class:`ManifestError` for
+    anything that is not a known KAITO kind, and
     :class:`pydantic.ValidationError` (a ``ValueError`` too) for bad or unknown fields.
     """
     if not isinstance(manifest, dict):
@@ -72,7 +80,10 @@ def parse_manifest(manifest: dict[str, Any]) -> KaitoObject:
     problem = kaito_kind_problem(str(api_version), str(kind))
     if problem is not None:
         raise ManifestError(problem)
-    return KINDS[(str(api_version), str(kind))].from_manifest(manifest)
+    obj = KINDS[(str(api_version), str(kind))].from_manifest(manifest)
+    if isinstance(obj, RAGEngineV1Alpha1):
+        return to_v1beta1(obj)
+    return obj
 
 
 def kaito_kind_problem(api_version: str, kind: str) -> str | None:

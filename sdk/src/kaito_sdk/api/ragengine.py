@@ -171,9 +171,9 @@ class RAGEngine(KubeObject):
         ),
     )
 
-    api_version: Literal["kaito.sh/v1alpha1", "kaito.sh/v1beta1"] = "kaito.sh/v1beta1"
-    """Versioned schema of this object: ``kaito.sh/v1beta1`` (stored) or ``kaito.sh/v1alpha1``
-    (served with the same schema)."""
+    api_version: Literal["kaito.sh/v1beta1"] = "kaito.sh/v1beta1"
+    """Versioned schema of this object: ``kaito.sh/v1beta1`` (stored; the v1alpha1 schema,
+    with flat storage, is :class:`~kaito_sdk.api.ragengine_v1alpha1.RAGEngineV1Alpha1`)."""
     kind: Literal["RAGEngine"] = "RAGEngine"
     """Kind of this object: ``RAGEngine``."""
     spec: RAGEngineSpec

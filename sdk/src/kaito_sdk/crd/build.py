@@ -5,10 +5,22 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kaito_sdk.api import ApiInfo, KubeObject, PrinterColumn
+from kaito_sdk.api import KINDS, ApiInfo, KubeObject, PrinterColumn
 from kaito_sdk.crd.schema import structural_schema
 
-__all__ = ["build_crd"]
+__all__ = ["CONVERSION_PATH", "CONVERSION_SERVICE", "build_crd"]
+
+#: Path of the operator's conversion endpoint (the webhook server's ``/convert``).
+CONVERSION_PATH = "/convert"
+#: The webhook Service of the kaito-ragengine chart installed with its defaults (release
+#: ``kaito-ragengine`` in namespace ``kaito-ragengine``). helm cannot template ``crds/``:
+#: the operator patches the service reference and the caBundle at startup.
+CONVERSION_SERVICE = {
+    "namespace": "kaito-ragengine",
+    "name": "kaito-ragengine-webhook",
+    "path": CONVERSION_PATH,
+    "port": 9443,
+}
 
 _ROOT_FIELDS = {
     "apiVersion": {
@@ -25,20 +37,17 @@ def build_crd(model: type[KubeObject]) -> dict[str, Any]:
     and scale subresources and printer columns, all taken from the model and its
     ``api_info``.
 
-    Every served version carries the same schema: the older versions are served, the
-    model's ``version`` is the storage version, and ``conversion: None`` (the API server
-    only rewrites ``apiVersion``) is all the conversion identical schemas need.
+    The older versions are served beside the model's ``version`` (the storage version),
+    each with the schema of its model in :data:`~kaito_sdk.api.KINDS`. Where every
+    version has the same schema, ``conversion: None`` (the API server only rewrites
+    ``apiVersion``) is all the conversion needed; otherwise the operator's conversion
+    webhook (:data:`CONVERSION_SERVICE`) converts.
     """
     info = model.api_info
-    schema = structural_schema(model)
-    properties = schema["properties"]
-    for name, root_schema in _ROOT_FIELDS.items():
-        properties[name] = dict(root_schema)
-    schema["required"] = [
-        name for name in schema.get("required", []) if name not in ("apiVersion", "kind")
-    ]
-    if not schema["required"]:
-        del schema["required"]
+    schemas = {
+        name: _object_schema(KINDS.get((f"{info.group}/{name}", info.kind), model))
+        for name in (*info.older_versions, info.version)
+    }
     names: dict[str, Any] = {
         "kind": info.kind,
         "listKind": f"{info.kind}List",
@@ -51,7 +60,7 @@ def build_crd(model: type[KubeObject]) -> dict[str, Any]:
         names["categories"] = list(info.categories)
     versions = [
         _version(info, name, schema, storage=name == info.version)
-        for name in (*info.older_versions, info.version)
+        for name, schema in schemas.items()
     ]
     spec: dict[str, Any] = {
         "group": info.group,
@@ -59,7 +68,15 @@ def build_crd(model: type[KubeObject]) -> dict[str, Any]:
         "scope": info.scope,
         "versions": versions,
     }
-    if info.older_versions:
+    if len({repr(schema) for schema in schemas.values()}) > 1:
+        spec["conversion"] = {
+            "strategy": "Webhook",
+            "webhook": {
+                "conversionReviewVersions": ["v1"],
+                "clientConfig": {"service": dict(CONVERSION_SERVICE)},
+            },
+        }
+    elif info.older_versions:
         spec["conversion"] = {"strategy": "None"}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -67,6 +84,20 @@ def build_crd(model: type[KubeObject]) -> dict[str, Any]:
         "metadata": {"name": info.crd_name},
         "spec": spec,
     }
+
+
+def _object_schema(model: type[KubeObject]) -> dict[str, Any]:
+    """The structural schema of one version's model, with the root fields every object has."""
+    schema = structural_schema(model)
+    properties = schema["properties"]
+    for name, root_schema in _ROOT_FIELDS.items():
+        properties[name] = dict(root_schema)
+    schema["required"] = [
+        name for name in schema.get("required", []) if name not in ("apiVersion", "kind")
+    ]
+    if not schema["required"]:
+        del schema["required"]
+    return schema
 
 
 def _version(info: ApiInfo, name: str, schema: dict[str, Any], *, storage: bool) -> dict[str, Any]:

@@ -53,24 +53,46 @@ def _kind_section(crd: dict[str, Any]) -> list[str]:
     short = ", ".join(names.get("shortNames", [])) or "none"
     served = ", ".join(f"`{crd['spec']['group']}/{v['name']}`" for v in versions if v["served"])
     subresources = ", ".join(version.get("subresources", {})) or "none"
+    others = [v for v in versions if v is not version and v["schema"] != version["schema"]]
+    conversion = "with one schema" if not others else "converted by the operator's webhook"
     lines = [
         f"## {names['kind']} (`{crd['spec']['group']}/{version['name']}`)",
         "",
         f"Plural `{names['plural']}`, short names {short}, scope {crd['spec']['scope']}, "
-        f"subresources {subresources}. Served as {served} with one schema; "
+        f"subresources {subresources}. Served as {served} {conversion}; "
         f"`{version['name']}` is stored."
         + "".join(f" `{v['name']}` is deprecated." for v in versions if v.get("deprecated")),
         "",
         "| field | type | required | description |",
         "|---|---|---|---|",
     ]
-    schema = version["schema"]["openAPIV3Schema"]
+    lines += _field_rows(version["schema"]["openAPIV3Schema"])
+    for other in others:
+        stored = {path for path, _, _ in _fields(version["schema"]["openAPIV3Schema"], "")}
+        own = {path for path, _, _ in _fields(other["schema"]["openAPIV3Schema"], "")}
+        lacks = ", ".join(f"`{path}`" for path in sorted(stored - own) if path.count(".") < 3)
+        lines += [
+            "",
+            f"`{crd['spec']['group']}/{other['name']}` has no {lacks}, and has these fields "
+            f"that `{version['name']}` does not (the rest is the same):",
+            "",
+            "| field | type | required | description |",
+            "|---|---|---|---|",
+            *_field_rows(other["schema"]["openAPIV3Schema"], skip=stored),
+        ]
+    return [*lines, ""]
+
+
+def _field_rows(schema: dict[str, Any], skip: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    rows = []
     for path, node, required in _fields(schema, ""):
+        if path in skip:
+            continue
         description = _cell(str(node.get("description", "")))
-        lines.append(
+        rows.append(
             f"| `{path}` | {_cell(_type(node))} | {'yes' if required else ''} | {description} |"
         )
-    return [*lines, ""]
+    return rows
 
 
 def render_reference() -> str:
