@@ -50,6 +50,13 @@ _PROVISIONERS: dict[str, list[dict[str, Any]]] = {
 }
 _RAGENGINE = [
     _rule("kaito.sh", ["ragengines"], ["get", *_WATCH, "patch"]),
+    # The RAGEngine CRD's conversion webhook: pointed at startup where the admission
+    # webhook configuration points.
+    _rule("admissionregistration.k8s.io", ["validatingwebhookconfigurations"], ["get"]),
+    {
+        **_rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["patch"]),
+        "resourceNames": ["ragengines.kaito.sh"],
+    },
     _rule("kaito.sh", ["ragengines/status"], ["patch"]),
     _rule("apps", ["deployments"], ["get", *_WATCH, *_APPLY]),
     _rule("", ["services"], _APPLY),

@@ -2,7 +2,8 @@
 
 The chart owns the ValidatingWebhookConfiguration and the serving certificate (a Secret
 mounted at ``webhook_cert_dir``); the operator serves ``/validate-workspace``,
-``/validate-inferenceset`` and ``/validate-ragengine`` on ``webhook_port``.
+``/validate-inferenceset`` and ``/validate-ragengine`` on ``webhook_port``, and there
+too ``/convert``, the RAGEngine CRD's conversion webhook (:mod:`kaito_operator.conversion`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import kopf
 
 from kaito_operator import admission
+from kaito_operator.conversion import ConvertingWebhookServer
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk.validation import check_manifest
 
@@ -45,9 +47,10 @@ async def validate(
 
 
 def webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
-    """kopf's HTTPS server with the chart's certificate."""
+    """kopf's HTTPS server with the chart's certificate (also serving ``/convert``, the
+    RAGEngine CRD's conversion webhook)."""
     cert_dir = Path(settings.webhook_cert_dir)
-    return kopf.WebhookServer(
+    return ConvertingWebhookServer(
         addr="0.0.0.0",  # noqa: S104 (the API server reaches the pod through its Service)
         port=settings.webhook_port,
         host=settings.webhook_service,

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from kaito_operator.builders.common import NEWEST
+from kaito_operator.conversion import point_crd_at_webhook
 from kaito_operator.handlers.admission import webhook_server
 from kaito_operator.handlers.ragengine import RAGENGINE_CHILDREN
 from kaito_operator.handlers.workspace import WORKSPACE_CHILDREN
@@ -105,6 +106,8 @@ async def startup(
     if config.metrics_port is not None:
         memo.metrics_server = await serve_metrics(memo.metrics, config.metrics_port)
     memo.kube = kube
+    if config.webhook_enabled and "ragengine" in config.controllers:
+        await point_crd_at_webhook(kube, config)  # helm cannot template crds/
     memo.workspaces = WorkspaceReconciler(kube, config)
     server = await memo.workspaces.server()  # read once: newer fields only where it has them
     memo.ragengines = RAGEngineReconciler(kube, config)

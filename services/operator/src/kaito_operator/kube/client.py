@@ -257,6 +257,25 @@ class KubeClient:
         )
         return result is not None
 
+    async def merge_patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        patch: Mapping[str, Any],
+    ) -> dict[str, Any] | None:
+        """JSON-merge-patch an object (a ``None`` value removes that field); None when
+        the object does not exist."""
+        url = url_for(resource_for(api_version, kind), namespace, name)
+        return await self._request(
+            "PATCH",
+            url,
+            missing_ok=True,
+            headers={"Content-Type": "application/merge-patch+json"},
+            data=json.dumps(patch).encode(),
+        )
+
     async def patch_status(
         self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]
     ) -> dict[str, Any] | None:

@@ -41,6 +41,18 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("kaito.sh/v1beta1", "RAGEngine", "ragengines"),
     ResourceType("kaito.sh/v1beta1", "InferenceSet", "inferencesets"),
     ResourceType("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+    ResourceType(
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        namespaced=False,
+    ),
+    ResourceType(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        namespaced=False,
+    ),
 )
 
 _BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
