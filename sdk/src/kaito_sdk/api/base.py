@@ -74,9 +74,9 @@ class ApiInfo:
     status_subresource: bool = True
     scale_subresource: ScaleSubresource | None = None
     older_versions: tuple[str, ...] = ()
-    """Versions served beside ``version`` (the storage version) with the same schema, so
-    the API server converts between them by rewriting ``apiVersion`` alone
-    (``conversion: None``)."""
+    """Versions served beside ``version`` (the storage version). With the same schema
+    the API server converts by rewriting ``apiVersion`` alone (``conversion: None``);
+    a version with its own model in ``KINDS`` gets the operator's conversion webhook."""
     older_versions_warning: str | None = None
     """Marks the older versions deprecated: the API server sends this warning with every
     request made in them (``kubectl`` prints it)."""
