@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import kubernetes_validate
 import pytest
 import pytest_asyncio
+import yaml
 
 from kaito_operator import rbac
 
@@ -96,3 +101,48 @@ async def cluster(operator_settings: dict[str, Any]) -> AsyncIterator[OperatorHa
     async with OperatorHarness(CRD_FILES, **operator_settings) as harness:
         await harness.start_operator()
         yield harness
+
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+
+
+def _check_golden(name: str, objects: list[dict[str, Any]]) -> None:
+    path = GOLDEN / f"{name}.yaml"
+    text = yaml.safe_dump_all(objects, sort_keys=False)
+    if os.environ.get("KAITO_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"missing {path}; run with KAITO_UPDATE_GOLDEN=1"
+    assert list(yaml.safe_load_all(path.read_text())) == objects, (
+        f"{name} differs from {path.name}; if intended, rerun with KAITO_UPDATE_GOLDEN=1"
+    )
+
+
+@pytest.fixture
+def check_golden() -> Callable[[str, list[dict[str, Any]]], None]:
+    """Compare objects with ``data/golden/<name>.yaml`` (``KAITO_UPDATE_GOLDEN=1`` rewrites)."""
+    return _check_golden
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A function that returns a TCP port on loopback nothing listens on."""
+
+    def pick() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+    return pick
+
+
+@pytest.fixture
+def tls_dir(tmp_path: Path) -> Path:
+    """A self-signed serving certificate (also as ``ca.crt``), as the chart's Secret holds."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl binary to make a test certificate")
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
+    shutil.copy(cert, tmp_path / "ca.crt")
+    return tmp_path

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -244,29 +241,9 @@ async def test_the_webhook_agrees_with_kaito_validate_on_the_compat_corpus(
     assert {warning.partition(": ")[0] for warning in warnings} == expected_warnings
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def tls_dir(tmp_path: Path) -> Path:
-    """A self-signed serving certificate, as the chart's Secret would hold."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl binary to make a test certificate")
-    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
-    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)]
-    subprocess.run(
-        command,
-        check=True,
-        capture_output=True,
-    )
-    return tmp_path
-
-
-async def test_webhook_server_answers_admission_reviews(tls_dir: Path, repo_root: Path) -> None:
+async def test_webhook_server_answers_admission_reviews(
+    tls_dir: Path, repo_root: Path, free_port: Callable[[], int]
+) -> None:
     port = free_port()
     crds = [repo_root / "charts" / "kaito-workspace" / "crds" / "kaito.sh_workspaces.yaml"]
     settings = {

@@ -5,13 +5,10 @@ Regenerate the files after an intended change with ``KAITO_UPDATE_GOLDEN=1 pytes
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kaito_operator.builders import inference, nodes, ragengine, services, tuning
 from kaito_operator.reconcilers import plan
@@ -19,7 +16,6 @@ from kaito_sdk.api import RAGEngine, Workspace
 from kaito_sdk.presets import resolve_preset
 from kaito_sdk.skus import find_sku
 
-GOLDEN = Path(__file__).parent / "data" / "golden"
 UID = "11111111-2222-3333-4444-555555555555"
 BUILT_IN = {"v1", "apps/v1", "batch/v1"}
 
@@ -205,20 +201,11 @@ CASES: dict[str, Callable[[], list[dict[str, Any]]]] = {
 }
 
 
-def check_golden(name: str, objects: list[dict[str, Any]]) -> None:
-    path = GOLDEN / f"{name}.yaml"
-    text = yaml.safe_dump_all(objects, sort_keys=False)
-    if os.environ.get("KAITO_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert path.exists(), f"missing {path}; run with KAITO_UPDATE_GOLDEN=1"
-    assert list(yaml.safe_load_all(path.read_text())) == objects, (
-        f"{name} differs from {path.name}; if intended, rerun with KAITO_UPDATE_GOLDEN=1"
-    )
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_builder_output_matches_golden_and_schema(
-    name: str, validate_k8s: Callable[[dict[str, Any]], None]
+    name: str,
+    validate_k8s: Callable[[dict[str, Any]], None],
+    check_golden: Callable[[str, list[dict[str, Any]]], None],
 ) -> None:
     objects = CASES[name]()
     for obj in objects:

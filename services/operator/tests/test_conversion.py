@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
-import socket
 import ssl
-import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,31 +237,11 @@ async def test_without_a_webhook_configuration_the_crd_points_at_the_settings_se
     assert base64.b64decode(with_ca["caBundle"]) == (tmp_path / "ca.crt").read_bytes()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def tls_dir(tmp_path: Path) -> Path:
-    """A self-signed serving certificate (also as ``ca.crt``), as the chart's Secret holds."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl binary to make a test certificate")
-    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
-    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)]
-    subprocess.run(command, check=True, capture_output=True)
-    shutil.copy(cert, tmp_path / "ca.crt")
-    return tmp_path
-
-
 @pytest.mark.asyncio
 async def test_the_webhook_server_converts_on_convert_and_still_admits(
-    tls_dir: Path, repo_root: Path
+    tls_dir: Path, repo_root: Path, free_port: Callable[[], int]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     crds = [repo_root / "charts" / "kaito-ragengine" / "crds" / "kaito.sh_ragengines.yaml"]
     settings = {
         "controllers": frozenset({"ragengine"}),

@@ -6,7 +6,6 @@ Regenerate the golden files after an intended change with ``KAITO_UPDATE_GOLDEN=
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from kaito_operator.builders import inferenceset as builders
 from kaito_operator.builders.inferenceset import Member
 from kaito_sdk.api import InferenceSet, Workspace
 
-GOLDEN = Path(__file__).parent / "data" / "golden"
 UID = "11111111-2222-3333-4444-555555555555"
 NOW = "2026-01-01T00:00:00Z"
 REV = "current"
@@ -50,19 +48,9 @@ METRICS = """\
 """
 
 
-def check_golden(name: str, objects: list[dict[str, Any]]) -> None:
-    path = GOLDEN / f"{name}.yaml"
-    text = yaml.safe_dump_all(objects, sort_keys=False)
-    if os.environ.get("KAITO_UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert path.exists(), f"missing {path}; run with KAITO_UPDATE_GOLDEN=1"
-    assert list(yaml.safe_load_all(path.read_text())) == objects, (
-        f"{name} differs from {path.name}; if intended, rerun with KAITO_UPDATE_GOLDEN=1"
-    )
-
-
 def test_members_service_and_scaledobject_match_golden(
     validate_k8s: Callable[[dict[str, Any]], None],
+    check_golden: Callable[[str, list[dict[str, Any]]], None],
 ) -> None:
     annotations = {
         "scaledobject.kaito.sh/metrics": METRICS,
