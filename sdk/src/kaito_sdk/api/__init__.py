@@ -57,7 +57,6 @@ from kaito_sdk.api.manifests import (
     parse_manifest,
 )
 from kaito_sdk.api.ragengine import (
-    VECTOR_DB_ENGINES,
     ConfigMapReference,
     EmbeddingSpec,
     GuardrailsSpec,
@@ -109,7 +108,6 @@ __all__ = [
     "KINDS",
     "MAX_ADAPTERS",
     "PARTITION_MODES",
-    "VECTOR_DB_ENGINES",
     "AdapterSpec",
     "ApiInfo",
     "AutoUpgradePolicy",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -10,7 +10,6 @@ from kaito_sdk.api.base import ApiInfo, Condition, KubeModel, KubeObject, Printe
 from kaito_sdk.api.workspace import ResourceSpec
 
 __all__ = [
-    "VECTOR_DB_ENGINES",
     "ConfigMapReference",
     "EmbeddingSpec",
     "GuardrailsSpec",
@@ -24,9 +23,6 @@ __all__ = [
     "StorageSpec",
     "VectorDBSpec",
 ]
-
-#: External vector databases the RAG service can use.
-VECTOR_DB_ENGINES: Final = ("qdrant",)
 
 
 class LocalEmbeddingSpec(KubeModel):
