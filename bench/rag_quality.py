@@ -194,7 +194,7 @@ class Sections:
 
 async def build_service(documents: list[dict[str, Any]], persist_dir: str, **settings: Any) -> Any:
     """A ``RagService`` with the real local embedder and the documents indexed."""
-    from kaito_ragengine.embeddings.base import build_embedder  # noqa: PLC0415
+    from kaito_ragengine.embeddings.factory import build_embedder  # noqa: PLC0415
     from kaito_ragengine.metrics import Metrics  # noqa: PLC0415
     from kaito_ragengine.protocol.documents import DocumentInput  # noqa: PLC0415
     from kaito_ragengine.serving.rag import RagService  # noqa: PLC0415

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from kaito_ragengine.embeddings.base import Embedder, build_embedder
+from kaito_ragengine.embeddings.base import Embedder
+from kaito_ragengine.embeddings.factory import build_embedder
 from kaito_ragengine.errors import StartupError, install_exception_handlers
 from kaito_ragengine.metrics import Metrics, RequestMetricsMiddleware
 from kaito_ragengine.routers import chat, health, indexes, retrieve

@@ -1,15 +1,16 @@
-"""The embedder protocol and the factory that picks a backend from the settings."""
+"""The embedder protocol and the row normalisation every backend applies.
+
+This module imports no backend: ``factory`` picks one from the settings, so the backends
+(``local``, ``remote``) can import ``normalize`` from here without a cycle.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from kaito_ragengine.settings import Settings
-
-__all__ = ["Embedder", "build_embedder", "normalize"]
+__all__ = ["Embedder", "normalize"]
 
 
 @runtime_checkable
@@ -33,27 +34,3 @@ def normalize(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms == 0, 1.0, norms)
-
-
-def build_embedder(settings: Settings) -> Embedder:
-    """The embedder the settings ask for (nothing is loaded until the first call)."""
-    if settings.embedding_source == "remote":
-        from kaito_ragengine.embeddings.remote import RemoteEmbedder  # noqa: PLC0415
-
-        assert settings.embedding_url is not None
-        return RemoteEmbedder(
-            settings.embedding_url,
-            model_id=settings.embedding_model_id,
-            access_secret=settings.embedding_access_secret,
-            allow_private=settings.allow_private_urls,
-            batch_size=settings.embedding_batch_size,
-        )
-    from kaito_ragengine.embeddings.local import LocalEmbedder  # noqa: PLC0415
-
-    return LocalEmbedder(
-        settings.embedding_model_id,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-        device=settings.embedding_device,
-        precision=settings.embedding_precision,
-    )
