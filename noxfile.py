@@ -7,6 +7,7 @@ wheel that only pip sees). ``nox`` alone runs the default list below.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,15 +80,22 @@ def install_main(session: nox.Session, *, extras: str = "test") -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole repository."""
-    session.install("ruff==0.17.6")
+    """ruff check and ruff format --check over the whole repository, then the import
+    contracts in ``.importlinter`` (layers, independent services, no cycles).
+
+    import-linter reads the packages' source, so they go on PYTHONPATH instead of being
+    installed (no torch, no dependencies: the session stays a few seconds long).
+    """
+    session.install("ruff==0.17.6", "import-linter==2.17", "-c", str(MAIN_CONSTRAINTS))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    sources = os.pathsep.join(str(ROOT / package / "src") for package in present_packages())
+    session.run("lint-imports", "--no-cache", env={"PYTHONPATH": sources})
 
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy: strict on the SDK, the shared config on every service."""
+    """mypy over every package (pyproject.toml: strict on the SDK, the RAG engine and tuning)."""
     install_main(session)
     session.install("mypy==2.4.1", "types-PyYAML", "-c", str(MAIN_CONSTRAINTS))
     targets = [f"{p}/src" for p in present_packages()]
