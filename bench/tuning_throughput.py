@@ -87,7 +87,7 @@ def run_plain_trl(args: argparse.Namespace, data: Path, out: Path) -> list[dict[
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: PLC0415
     from trl import SFTConfig, SFTTrainer  # noqa: PLC0415
 
-    from kaito_sdk.localmodels import embedded_model_dir  # noqa: PLC0415
+    from kaito_sdk.tools.localmodels import embedded_model_dir  # noqa: PLC0415
 
     history: list[dict[str, float]] = []
 

@@ -21,7 +21,7 @@ import openai
 import pytest
 import yaml
 
-from kaito_sdk.localmodels import build_tiny_model
+from kaito_sdk.tools.localmodels import build_tiny_model
 
 SELECTOR = {"labelSelector": {"matchLabels": {"apps": "local"}}}
 CONFIG = """

@@ -4,8 +4,11 @@ Run by ``nox -s install_check`` inside a fresh virtualenv that holds only the pa
 the SDK it depends on), never a test extra, so a runtime dependency that only a test extra
 installs fails here instead of in a user's hands:
 
-- ``sdk``: every ``kaito_sdk`` module imports; ``kaito presets``, ``kaito validate`` and
-  ``kaito estimate`` run.
+- ``sdk``: every ``kaito_sdk`` module imports (the tools without their extras); an example
+  manifest loads, validates and is sized; typer, rich and torch are not installed.
+- ``cli``: every ``kaito_cli`` module imports; ``kaito presets``, ``kaito validate`` and
+  ``kaito estimate`` run; ``kaito up --dry-run`` without the services installed says
+  which one to install.
 - ``services/operator``: every module imports; the kopf registry builds from the default
   settings (all the operator does before it contacts a cluster); ``kaito render`` prints
   an example's objects.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import pkgutil
@@ -126,12 +130,39 @@ def stop(proc: subprocess.Popen[bytes], name: str) -> None:
     log(f"{name} stopped cleanly")
 
 
-def check_sdk(_: Path, env: dict[str, str]) -> None:
-    """SDK: imports, catalog, validation and estimation from the console script."""
+def check_sdk(_: Path, _env: dict[str, str]) -> None:
+    """SDK: imports, then an example through validation and the estimator, on pydantic and
+    PyYAML alone."""
     import_all("kaito_sdk")
+    extra = [n for n in ("typer", "rich", "torch") if importlib.util.find_spec(n) is not None]
+    if extra:
+        sys.exit(f"the SDK alone installed {extra}: its core needs only pydantic and PyYAML")
+    from kaito_sdk.api import load_yaml  # noqa: PLC0415
+    from kaito_sdk.estimator import estimate_nodes  # noqa: PLC0415
+    from kaito_sdk.validation import validate  # noqa: PLC0415
+
+    example = ROOT / "examples" / "workspace-smollm2-cpu.yaml"
+    (workspace,) = load_yaml(example.read_text(encoding="utf-8"))
+    errors = validate(workspace)
+    if errors:
+        sys.exit(f"{example.name}: {errors}")
+    estimate = estimate_nodes("llama-3.1-8b-instruct", "Standard_NC24ads_A100_v4")
+    log(f"{example.name} is valid; llama-3.1-8b-instruct needs {estimate.node_count} node(s)")
+
+
+def check_cli(_: Path, env: dict[str, str]) -> None:
+    """CLI: catalog, validation and estimation from the console script; ``kaito up``
+    without the services names the one to install instead of failing with a traceback."""
+    import_all("kaito_cli")
     run("kaito", "presets", env=env)
     run("kaito", "validate", str(ROOT / "examples" / "workspace-smollm2-cpu.yaml"), env=env)
     run("kaito", "estimate", "llama-3.1-8b-instruct", "--instance-type", "Standard_NC24ads_A100_v4")
+    example = str(ROOT / "examples" / "workspace-smollm2-cpu.yaml")
+    up = [str(BIN / "kaito"), "up", example, "--dry-run"]
+    done = subprocess.run(up, capture_output=True, text=True, env=env, check=False)  # noqa: S603
+    if done.returncode != 1 or "pip install kaito-inference" not in done.stderr + done.stdout:
+        sys.exit(f"kaito up --dry-run without kaito-inference:\n{done.stdout}\n{done.stderr}")
+    log("kaito up --dry-run without the services: names kaito-inference to install")
 
 
 def check_operator(_: Path, env: dict[str, str]) -> None:
@@ -215,6 +246,7 @@ def check_tuning(workdir: Path, env: dict[str, str]) -> None:
 
 CHECKS = {
     "sdk": check_sdk,
+    "cli": check_cli,
     "services/operator": check_operator,
     "services/inference": check_inference,
     "services/ragengine": check_ragengine,

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from kaito_sdk.cli import build_app, load_plugins, main
+from kaito_cli.cli import build_app, load_plugins, main
 from kaito_sdk.presets import list_presets
 from kaito_sdk.skus import list_skus
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from kaito_cli.cli import build_app
+from kaito_cli.local_up import LocalOptions, LocalRunError, plan_local_run
 from kaito_sdk.api import Workspace
-from kaito_sdk.cli import build_app
-from kaito_sdk.local_up import LocalOptions, LocalRunError, plan_local_run
 from kaito_sdk.presets.catalog import data_dir
 
 SELECTOR = {"labelSelector": {"matchLabels": {"apps": "local"}}}

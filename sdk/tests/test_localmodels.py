@@ -1,4 +1,4 @@
-"""Tests for kaito_sdk.localmodels: the tiny random model and the embedded SmolLM2 cache."""
+"""Tests for kaito_sdk.tools.localmodels: the tiny random model and the embedded SmolLM2 cache."""
 
 # ruff: noqa: PLC0415  (transformers is imported lazily, inside the tests that need it)
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kaito_sdk import localmodels
-from kaito_sdk.localmodels import (
+from kaito_sdk.tools import localmodels
+from kaito_sdk.tools.localmodels import (
     COMPLETE_MARKER,
     EMBEDDED_MODEL_NAME,
     EmbeddedModelError,

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from kaito_sdk.cli_up import up_command
+from kaito_cli.cli_up import up_command
 from kaito_sdk.estimator import EstimateError, estimate_nodes
 from kaito_sdk.presets import Preset, UnknownPresetError, list_presets
 from kaito_sdk.skus import list_skus

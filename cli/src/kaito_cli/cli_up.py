@@ -1,4 +1,4 @@
-"""``kaito up FILE.yaml``: run a Workspace's workload here (see :mod:`kaito_sdk.local_up`)."""
+"""``kaito up FILE.yaml``: run a Workspace's workload here (see :mod:`kaito_cli.local_up`)."""
 
 from __future__ import annotations
 
@@ -48,14 +48,14 @@ def up_command(
     ] = False,
 ) -> None:
     """Run a Workspace locally: inference serves on a local port, tuning writes an adapter."""
-    from kaito_sdk.api import Workspace, load_yaml  # noqa: PLC0415 (pydantic models: lazy)
-    from kaito_sdk.local_up import (  # noqa: PLC0415
+    from kaito_cli.local_up import (  # noqa: PLC0415
         LocalOptions,
         LocalRunError,
         default_workdir,
         plan_local_run,
         run_plan,
     )
+    from kaito_sdk.api import Workspace, load_yaml  # noqa: PLC0415 (pydantic models: lazy)
     from kaito_sdk.validation import validate  # noqa: PLC0415
 
     try:

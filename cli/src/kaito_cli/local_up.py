@@ -4,7 +4,7 @@ An inference Workspace becomes a ``kaito-inference serve`` process on a local po
 tuning Workspace becomes ``kaito-tuning fetch`` (for URL inputs) followed by
 ``kaito-tuning run`` writing the adapter to a local directory. The command lines come
 from the same launch contracts the operator uses (:mod:`kaito_sdk.contracts`), with the
-pod's mount paths replaced by local directories. The SDK imports no service: it starts
+pod's mount paths replaced by local directories. The CLI imports no service: it starts
 their console scripts, which must be installed (``pip install kaito-inference`` /
 ``kaito-tuning``).
 
@@ -151,7 +151,7 @@ def _plan_inference(workspace: Workspace, options: LocalOptions) -> LocalPlan:
             if source.volume_source is None:
                 raise LocalRunError(
                     f"{path}.image: image adapters are pulled on a cluster; pull it with "
-                    "kaito_sdk.oci.pull_adapter or pass --adapters-dir"
+                    "kaito_sdk.tools.oci.pull_adapter or pass --adapters-dir"
                 )
             links[source.name] = _host_path(source.volume_source, f"{path}.volumeSource")
     launch = InferenceLaunch(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from _pytest.nodes import Item
 
-from kaito_sdk.localmodels import build_tiny_model, embedded_model_dir
+from kaito_sdk.tools.localmodels import build_tiny_model, embedded_model_dir
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see the engine
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

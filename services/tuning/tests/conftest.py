@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kaito_sdk.localmodels import build_tiny_model
+from kaito_sdk.tools.localmodels import build_tiny_model
 
 CHAT_ROWS = [
     {

@@ -1,4 +1,4 @@
-"""``kaito_sdk.oci`` against a real registry (Debian's docker-registry, distribution 2.8)."""
+"""``kaito_sdk.tools.oci`` against a real registry (Debian's docker-registry, distribution 2.8)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import oras.client
 import pytest
 
 from kaito_sdk.contracts.tuning import COMPLETION_MARKER
-from kaito_sdk.oci import (
+from kaito_sdk.tools.oci import (
     ANNOTATION_MODEL_NAME,
     OciError,
     RegistryCredentials,

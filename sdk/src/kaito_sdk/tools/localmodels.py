@@ -6,8 +6,8 @@ model directory (config, safetensors, tokenizer, generation config, chat templat
 user cache and returns the cached directory afterwards. :func:`build_tiny_model` writes a
 tiny random Llama with its own tokenizer, fast enough for unit tests.
 
-torch, transformers and tokenizers are imported inside the functions that need them, so
-the SDK itself imports without them.
+torch, transformers, tokenizers, gguf and rich (the extra ``kaito-sdk[models]``) are
+imported inside the functions that need them, so this module imports without them.
 """
 
 # ruff: noqa: PLC0415  (torch, transformers and tokenizers are imported lazily by design)

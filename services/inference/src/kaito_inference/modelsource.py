@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kaito_sdk.localmodels import EMBEDDED_MODEL_NAME, embedded_model_dir
+from kaito_sdk.tools.localmodels import EMBEDDED_MODEL_NAME, embedded_model_dir
 
 if TYPE_CHECKING:
     from kaito_sdk.presets import Preset

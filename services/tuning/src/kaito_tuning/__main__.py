@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_for_preset(name: str) -> str:
-    from kaito_sdk.localmodels import EMBEDDED_MODEL_NAME, embedded_model_dir  # noqa: PLC0415
     from kaito_sdk.presets import resolve_preset  # noqa: PLC0415
+    from kaito_sdk.tools.localmodels import EMBEDDED_MODEL_NAME, embedded_model_dir  # noqa: PLC0415
 
     preset = resolve_preset(name)
     if not preset.tunable:
@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace, settings: TuningSettings) -> int:
             logger.error("ModelConfig: cannot load the base model from %r: %s", model, exc)
             return EXIT_FAILED
     if args.push:
-        from kaito_sdk.oci import ANNOTATION_MODEL_NAME, push_adapter  # noqa: PLC0415
+        from kaito_sdk.tools.oci import ANNOTATION_MODEL_NAME, push_adapter  # noqa: PLC0415
 
         name = args.adapter_name or args.push.rsplit("/", 1)[-1].split(":", 1)[0].split("@")[0]
         push_adapter(
