@@ -1,4 +1,8 @@
-"""The app factory: ``create_app(settings, *, engine=...)`` builds the OpenAI server."""
+"""The app factory: ``create_app(settings, *, engine=...)`` builds the OpenAI server.
+
+Nothing is built at import. The engine starts loading when the app starts, so ``/health``
+answers 503 at once and 200 when the model is ready; it stops when the app shuts down.
+"""
 
 # ruff: noqa: PLC0415  (heavy or optional imports stay inside the functions that use them)
 
@@ -7,15 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from kaito_inference.api import build_router
-from kaito_inference.body_limit import BodyLimitMiddleware, RequestBodyTooLarge, too_large
+from kaito_inference.body_limit import BodyLimitMiddleware
 from kaito_inference.engines.base import Engine
-from kaito_inference.errors import error_response, install_error_handlers
+from kaito_inference.errors import install_error_handlers
 from kaito_inference.metrics import InferenceMetrics
-from kaito_inference.serving import OpenAIServing
+from kaito_inference.routers import ROUTERS
+from kaito_inference.serving import Services
 from kaito_inference.settings import InferenceSettings
 
 __all__ = ["create_app"]
@@ -27,38 +30,36 @@ def create_app(
     engine: Engine | None = None,
     metrics: InferenceMetrics | None = None,
 ) -> FastAPI:
-    """An app serving ``engine`` (default: a :class:`TransformersEngine` for ``settings``).
-
-    The engine starts loading when the app starts, so ``/health`` answers 503 at once and
-    200 when the model is ready; it stops when the app shuts down.
-    """
+    """An app serving ``engine`` (default: a :class:`TransformersEngine` for ``settings``)."""
     metrics = metrics or InferenceMetrics()
     if engine is None:
         from kaito_inference.engines.transformers_engine import TransformersEngine
 
         engine = TransformersEngine(settings, metrics)
-    serving = OpenAIServing(engine, metrics)
     _bind_queue_gauges(engine, metrics)
+    served = engine
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        engine.start()
+        served.start()
         try:
             yield
         finally:
-            engine.stop()
+            served.stop()
 
     app = FastAPI(title="kaito-inference", version="0.1.0", lifespan=lifespan)
     app.state.engine = engine
     app.state.metrics = metrics
+    app.state.services = Services.build(
+        engine,
+        metrics,
+        runtime_lora=settings.enable_lora_runtime_loading,
+        lora_root=settings.lora_allowed_root(),
+    )
     install_error_handlers(app)
-
-    @app.exception_handler(RequestBodyTooLarge)
-    async def _too_large(_request: Request, exc: RequestBodyTooLarge) -> JSONResponse:
-        return error_response(too_large(exc.max_bytes))
-
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
-    app.include_router(build_router(serving, settings))
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 

@@ -8,34 +8,11 @@ so no more than ``max_bytes`` of a body is ever buffered.
 
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kaito_inference.errors import OpenAIError, error_response
+from kaito_inference.errors import RequestBodyTooLarge, render_error, too_large
 
-__all__ = ["BodyLimitMiddleware", "RequestBodyTooLarge", "too_large"]
-
-
-class RequestBodyTooLarge(HTTPException):
-    """The body grew past the limit while it was being read (raised from ``receive``).
-
-    An ``HTTPException``, so FastAPI's body parsing lets it through instead of turning it
-    into a 400; the app renders it with :func:`too_large`.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(413)
-        self.max_bytes = max_bytes
-
-
-def too_large(max_bytes: int) -> OpenAIError:
-    """The 413 error for a body over ``max_bytes``."""
-    return OpenAIError(
-        413,
-        f"the request body is larger than {max_bytes} bytes; set "
-        "KAITO_INFERENCE_MAX_REQUEST_BODY_BYTES (--max-request-body-bytes) to allow more",
-        code="request_too_large",
-    )
+__all__ = ["BodyLimitMiddleware"]
 
 
 class BodyLimitMiddleware:
@@ -53,7 +30,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers", ())).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await error_response(too_large(self.max_bytes))(scope, receive, send)
+            await render_error(too_large(self.max_bytes))(scope, receive, send)
             return
         received = 0
 

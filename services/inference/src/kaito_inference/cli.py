@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.max_probe_steps,
         )
     if settings.runtime == "vllm":
-        from kaito_inference.vllm_launcher import LaunchError, run_vllm
+        from kaito_inference.vllm_runtime.launcher import LaunchError, run_vllm
 
         try:
             return run_vllm(settings, extra, config)

@@ -1,21 +1,46 @@
-"""OpenAI-shaped errors: one exception type and the handlers that render every error."""
+"""Domain errors and the one place that maps every error to an OpenAI-shaped response.
+
+The serving layer raises the :class:`InferenceError` subclasses below; each names its
+HTTP status and OpenAI ``code``. Routers never raise or catch: :func:`install_error_handlers`
+renders these, pydantic's validation errors (400 naming the field), unknown routes and
+anything unexpected (500 without a traceback) as ``{"error": {message, type, param, code}}``.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kaito_inference.protocol import ErrorBody, ErrorResponse
+from kaito_inference.protocol.errors import ErrorBody, ErrorResponse
 
-__all__ = ["OpenAIError", "error_response", "install_error_handlers"]
+__all__ = [
+    "AdapterBusyError",
+    "AlreadyServedError",
+    "ClientDisconnectedError",
+    "ContextLengthError",
+    "FeatureDisabledError",
+    "InferenceError",
+    "InvalidValueError",
+    "ModelLoadFailedError",
+    "ModelNotFoundError",
+    "ModelNotReadyError",
+    "RequestBodyTooLarge",
+    "RequestTooLargeError",
+    "TooManyRequestsError",
+    "error_response",
+    "install_error_handlers",
+    "render_error",
+    "too_large",
+]
 
 log = logging.getLogger(__name__)
 
+#: OpenAI's error ``type`` for each status.
 _TYPES = {
     400: "invalid_request_error",
     404: "not_found_error",
@@ -27,31 +52,135 @@ _TYPES = {
 }
 
 
-class OpenAIError(Exception):
-    """An error the client should see as ``{"error": {message, type, param, code}}``."""
+class InferenceError(Exception):
+    """An error the client sees with ``status`` and ``code``; ``param`` names the field."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        type_: str | None = None,
-    ) -> None:
+    status: ClassVar[int] = 500
+    code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
-        self.status = status
-        self.body = ErrorBody(
-            message=message,
-            type=type_ or _TYPES.get(status, "server_error"),
-            param=param,
-            code=code,
-        )
+        self.message = message
+        self.param = param
 
 
-def error_response(error: OpenAIError) -> JSONResponse:
-    """Render ``error`` as a JSON response."""
-    return JSONResponse(ErrorResponse(error=error.body).model_dump(), status_code=error.status)
+class InvalidValueError(InferenceError):
+    """A field has a value this server cannot serve (400)."""
+
+    status = 400
+    code = "invalid_value"
+
+
+class ContextLengthError(InferenceError):
+    """Prompt plus ``max_tokens`` do not fit the model's context (400)."""
+
+    status = 400
+    code = "context_length_exceeded"
+
+
+class AlreadyServedError(InferenceError):
+    """A runtime adapter would take the name of a model already served (400)."""
+
+    status = 400
+    code = "already_loaded"
+
+
+class ClientDisconnectedError(InferenceError):
+    """The client went away before a non-streamed answer was ready (400)."""
+
+    status = 400
+    code = None
+
+
+class ModelNotFoundError(InferenceError):
+    """``model`` (or ``lora_name``) names nothing this server serves (404)."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class FeatureDisabledError(InferenceError):
+    """The endpoint exists only when a setting turns it on (404)."""
+
+    status = 404
+    code = "not_enabled"
+
+
+class AdapterBusyError(InferenceError):
+    """An adapter cannot be unloaded while requests use it (409)."""
+
+    status = 409
+    code = "adapter_busy"
+
+
+class RequestTooLargeError(InferenceError):
+    """The request body is over the configured limit (413)."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class TooManyRequestsError(InferenceError):
+    """The engine's waiting queue is full; retry later (429)."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class RequestBodyTooLarge(StarletteHTTPException):
+    """The body grew past the limit while it was being read (raised from ``receive``).
+
+    An ``HTTPException``, so FastAPI's body parsing lets it through instead of turning it
+    into a 400; it is rendered as :class:`RequestTooLargeError`.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413)
+        self.max_bytes = max_bytes
+
+
+def too_large(max_bytes: int) -> RequestTooLargeError:
+    """The 413 error for a body over ``max_bytes``."""
+    return RequestTooLargeError(
+        f"the request body is larger than {max_bytes} bytes; set "
+        "KAITO_INFERENCE_MAX_REQUEST_BODY_BYTES (--max-request-body-bytes) to allow more"
+    )
+
+
+class ModelNotReadyError(InferenceError):
+    """The model is still loading (503)."""
+
+    status = 503
+    code = "model_not_ready"
+
+
+class ModelLoadFailedError(InferenceError):
+    """The model failed to load; the server will not serve it (503)."""
+
+    status = 503
+    code = "model_load_failed"
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    type_: str | None = None,
+) -> JSONResponse:
+    """An OpenAI-shaped error response."""
+    body = ErrorBody(
+        message=message,
+        type=type_ or _TYPES.get(status, "server_error"),
+        param=param,
+        code=code,
+    )
+    return JSONResponse(ErrorResponse(error=body).model_dump(), status_code=status)
+
+
+def render_error(error: InferenceError) -> JSONResponse:
+    return error_response(error.status, error.message, param=error.param, code=error.code)
 
 
 #: Names pydantic puts in an error's location for the member of a union that failed.
@@ -69,34 +198,43 @@ def _location(loc: tuple[int | str, ...]) -> str | None:
     return ".".join(parts) or None
 
 
+def _validation_error(exc: RequestValidationError) -> JSONResponse:
+    """400 naming the first invalid field and its rule (OpenAI's status, not FastAPI's 422)."""
+    errors = exc.errors()
+    first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # its location is a character offset
+        detail = first.get("ctx", {}).get("error", "not valid JSON")
+        message = f"the request body is not valid JSON: {detail}"
+        return error_response(400, message, code="invalid_json")
+    param = _location(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid request"))
+    if first.get("type") == "extra_forbidden":
+        message = f"unsupported parameter: {param}"
+    elif param:
+        message = f"{param}: {message}"
+    return error_response(400, message, param=param, code="invalid_value")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error the app can raise come out in OpenAI's shape."""
 
-    @app.exception_handler(OpenAIError)
-    async def _openai(_request: Request, exc: OpenAIError) -> JSONResponse:
-        return error_response(exc)
+    @app.exception_handler(InferenceError)
+    async def _domain(_request: Request, exc: InferenceError) -> JSONResponse:
+        return render_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
-        if first.get("type") == "json_invalid":  # its location is a character offset
-            detail = first.get("ctx", {}).get("error", "not valid JSON")
-            message = f"the request body is not valid JSON: {detail}"
-            return error_response(OpenAIError(400, message, code="invalid_json"))
-        param = _location(tuple(first.get("loc", ())))
-        message = str(first.get("msg", "invalid request"))
-        if first.get("type") == "extra_forbidden":
-            message = f"unsupported parameter: {param}"
-        elif param:
-            message = f"{param}: {message}"
-        return error_response(OpenAIError(400, message, param=param, code="invalid_value"))
+        return _validation_error(exc)
+
+    @app.exception_handler(RequestBodyTooLarge)
+    async def _too_large(_request: Request, exc: RequestBodyTooLarge) -> JSONResponse:
+        return render_error(too_large(exc.max_bytes))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(OpenAIError(exc.status_code, str(exc.detail)))
+        return error_response(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(OpenAIError(500, "internal server error", type_="server_error"))
+        return error_response(500, "internal server error", type_="server_error")

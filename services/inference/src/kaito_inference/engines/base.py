@@ -51,6 +51,10 @@ class Engine(Protocol):
         """True once the model is loaded and requests can be served."""
 
     @property
+    def load_error(self) -> BaseException | None:
+        """Why the model could not be loaded (``None`` while loading or once ready)."""
+
+    @property
     def base_model(self) -> str:
         """The served name of the base model."""
 

@@ -38,7 +38,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
-MIDDLEWARE = "kaito_inference.vllm_middleware.QueueLimiter"
+MIDDLEWARE = "kaito_inference.vllm_runtime.middleware.QueueLimiter"
 #: vLLM flags that configure KV offload; when the user passes any, we add none.
 KV_OFFLOAD_FLAGS = frozenset(
     {"--kv-offloading-size", "--kv-offloading-backend", "--kv-transfer-config"}

@@ -15,14 +15,14 @@ from kaito_inference.engines.base import AdapterInfo
 from kaito_inference.modelsource import ResolvedModel
 from kaito_inference.settings import InferenceSettings
 from kaito_inference.testing import make_lora_adapter
-from kaito_inference.vllm_launcher import (
+from kaito_inference.vllm_runtime.launcher import (
     LaunchError,
     build_vllm_argv,
     kv_offload_gib,
     mem_available_bytes,
     vllm_environment,
 )
-from kaito_inference.vllm_middleware import QueueLimiter
+from kaito_inference.vllm_runtime.middleware import QueueLimiter
 from kaito_sdk.inference_config import parse_inference_config
 from kaito_sdk.presets import resolve_preset
 
@@ -46,7 +46,7 @@ def test_cpu_defaults_and_user_config_last() -> None:
     assert flag(argv, "--served-model-name") == "chat"
     assert flag(argv, "--dtype") == "float32"
     assert "--enforce-eager" in argv
-    assert flag(argv, "--middleware") == "kaito_inference.vllm_middleware.QueueLimiter"
+    assert flag(argv, "--middleware") == "kaito_inference.vllm_runtime.middleware.QueueLimiter"
     assert "--enable-lora" not in argv
     # extra flags after ours, the user's vllm: map last, so the user wins
     assert argv[-6:] == ["--seed", "3", "--max-model-len", "1024", "--max-num-seqs", "2"]
@@ -64,7 +64,7 @@ def test_adapters_become_lora_modules(tmp_path: Path) -> None:
 def test_strength_is_ignored_on_vllm_with_a_logged_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level("WARNING", logger="kaito_inference.vllm_launcher"):
+    with caplog.at_level("WARNING", logger="kaito_inference.vllm_runtime.launcher"):
         argv = build_vllm_argv(
             InferenceSettings(),
             resolved=ResolvedModel("m", "m"),
