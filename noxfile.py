@@ -36,7 +36,6 @@ MAIN_CONSTRAINTS = ROOT / "constraints" / "main.txt"
 PACKAGES = [
     "sdk",
     "cli",
-    "cli",
     "services/operator",
     "services/inference",
     "services/tuning",
@@ -138,9 +137,6 @@ EMBEDDED_MODEL_PACKAGES = {"services/inference", "services/tuning"}
 # What a startup path needs besides the package and the SDK: `kaito render` is a command
 # of the kaito CLI, which the operator extends through the `kaito.cli` entry-point group.
 STARTUP_COMPANIONS = {"services/operator": ["./cli"]}
-# What a startup path needs besides the package and the SDK: `kaito render` is a command
-# of the kaito CLI, which the operator extends through the `kaito.cli` entry-point group.
-STARTUP_COMPANIONS = {"services/operator": ["./cli"]}
 
 
 @nox.session(python=PYTHON, reuse_venv=False)
@@ -155,7 +151,6 @@ def install_check(session: nox.Session, package: str) -> None:
     if package in TORCH_PACKAGES:
         session.install(TORCH, "-c", str(MAIN_CONSTRAINTS), env=no_compile)
     wanted = ["./sdk"] if package == "sdk" else ["./sdk", f"./{package}"]
-    wanted += STARTUP_COMPANIONS.get(package, [])
     wanted += STARTUP_COMPANIONS.get(package, [])
     session.install(*wanted, "-c", str(MAIN_CONSTRAINTS), env=no_compile)
     if package in EMBEDDED_MODEL_PACKAGES:
