@@ -44,9 +44,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 600
-# Test support that needs the [test] extra; it moves out of the shipped package with the
-# real-cluster work (issue 16). Everything else must import.
-TEST_SUPPORT = ("kaito_operator.testing",)
 
 
 def log(message: str) -> None:
@@ -65,12 +62,10 @@ def run(*argv: str, env: dict[str, str] | None = None) -> str:
 
 
 def import_all(package: str) -> None:
-    """Import every module of ``package`` except the test support named above."""
+    """Import every module of ``package`` (test support is not shipped: all must import)."""
     root = importlib.import_module(package)
     count = 1
     for module in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
-        if module.name.startswith(TEST_SUPPORT):
-            continue
         importlib.import_module(module.name)
         count += 1
     log(f"imported {count} modules of {package}")

@@ -34,7 +34,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from kaito_operator.testing.harness import OperatorHarness
+from kaito_operator_testing.harness import OperatorHarness
 
 pytestmark = [
     pytest.mark.asyncio,

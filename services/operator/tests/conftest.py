@@ -18,7 +18,7 @@ import yaml
 from kaito_operator import rbac
 
 if TYPE_CHECKING:
-    from kaito_operator.testing.harness import OperatorHarness
+    from kaito_operator_testing.harness import OperatorHarness
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILES = [
@@ -96,7 +96,7 @@ def operator_settings() -> dict[str, Any]:
 @pytest_asyncio.fixture
 async def cluster(operator_settings: dict[str, Any]) -> AsyncIterator[OperatorHarness]:
     """The emulator with the SDK's CRDs and the operator running against it."""
-    from kaito_operator.testing.harness import OperatorHarness  # noqa: PLC0415 (needs kopf)
+    from kaito_operator_testing.harness import OperatorHarness  # noqa: PLC0415 (needs kopf)
 
     async with OperatorHarness(CRD_FILES, **operator_settings) as harness:
         await harness.start_operator()

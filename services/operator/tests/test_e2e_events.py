@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kaito_operator.testing.harness import OperatorHarness, inference_workspace
+from kaito_operator_testing.harness import OperatorHarness, inference_workspace
 
 pytestmark = pytest.mark.asyncio
 CPU = {"preset": {"name": "smollm2-135m-instruct"}}

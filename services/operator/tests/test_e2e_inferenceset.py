@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from kaito_operator.builders.inferenceset import ANNOTATION_TEMPLATE_HASH
-from kaito_operator.testing import kubelet
-from kaito_operator.testing.harness import OperatorHarness
+from kaito_operator_testing import kubelet
+from kaito_operator_testing.harness import OperatorHarness
 
 pytestmark = pytest.mark.asyncio
 IS = ("kaito.sh/v1beta1", "inferencesets")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from kaito_operator.testing import kubelet
-from kaito_operator.testing.harness import OperatorHarness, inference_workspace
+from kaito_operator_testing import kubelet
+from kaito_operator_testing.harness import OperatorHarness, inference_workspace
 
 pytestmark = pytest.mark.asyncio
 WS = ("kaito.sh/v1beta1", "workspaces")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from kaito_operator.testing import kubelet
-from kaito_operator.testing.harness import OperatorHarness
+from kaito_operator_testing import kubelet
+from kaito_operator_testing.harness import OperatorHarness
 from kaito_sdk.contracts import ragengine as rag_contract
 
 pytestmark = pytest.mark.asyncio

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from kaito_operator.testing import KubernetesEmulator
+from kaito_operator_testing import KubernetesEmulator
 
 WIDGETS = "/apis/example.com/v1/namespaces/default/widgets"
 CRD: dict[str, Any] = {

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kaito_operator.testing.harness import OperatorHarness
+from kaito_operator_testing.harness import OperatorHarness
 
 pytestmark = pytest.mark.asyncio
 

@@ -27,10 +27,10 @@ import kmock
 import yaml
 from kmock._internal import enums, rendering
 
-from kaito_operator.testing import semantics
-from kaito_operator.testing.requests import apply_body, parse_request
-from kaito_operator.testing.semantics import clone
-from kaito_operator.testing.store import ChangeListener, ObjectStore, api_error
+from kaito_operator_testing import semantics
+from kaito_operator_testing.requests import apply_body, parse_request
+from kaito_operator_testing.semantics import clone
+from kaito_operator_testing.store import ChangeListener, ObjectStore, api_error
 
 __all__ = ["KubernetesEmulator", "resource_key"]
 

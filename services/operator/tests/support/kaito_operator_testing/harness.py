@@ -14,7 +14,7 @@ import kopf
 
 from kaito_operator.handlers import build_registry
 from kaito_operator.settings import OperatorSettings
-from kaito_operator.testing.emulator import KubernetesEmulator
+from kaito_operator_testing.emulator import KubernetesEmulator
 
 __all__ = ["OperatorHarness", "RunningOperator", "inference_workspace"]
 

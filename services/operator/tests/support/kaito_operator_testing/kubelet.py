@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaito_operator.testing.emulator import KubernetesEmulator
+from kaito_operator_testing.emulator import KubernetesEmulator
 
 __all__ = [
     "add_node",

@@ -2,7 +2,7 @@
 
 Label and field selectors, JSON merge patch (RFC 7386), the server-side-apply merge, and
 the rules for what a write may change. No I/O: the emulator in
-:mod:`kaito_operator.testing.emulator` wires these into HTTP.
+:mod:`kaito_operator_testing.emulator` wires these into HTTP.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The object store behind the API emulator: what each write does to the stored objects.
 
 Every method that changes state must be called with :attr:`ObjectStore.lock` held; the
-emulator's HTTP layer (:mod:`kaito_operator.testing.emulator`) does so. Writes return the
+emulator's HTTP layer (:mod:`kaito_operator_testing.emulator`) does so. Writes return the
 stored object itself, not a copy: the HTTP layer serialises it before anything else runs,
 and the emulator's methods for tests copy it.
 """
@@ -21,8 +21,8 @@ import jsonpointer
 import kmock
 from kmock._internal import aiobus
 
-from kaito_operator.testing import semantics
-from kaito_operator.testing.semantics import clone
+from kaito_operator_testing import semantics
+from kaito_operator_testing.semantics import clone
 
 __all__ = ["ChangeListener", "ObjectIndex", "ObjectKey", "ObjectStore", "api_error"]
 
@@ -77,7 +77,7 @@ class ObjectStore:
         self.applied: dict[tuple[ObjectKey, str, str], dict[str, Any]] = {}
         self.listeners: list[ChangeListener] = []
         self.revision = 0
-        self._random = random.Random()  # noqa: S311 (uids need uniqueness, not secrecy)
+        self._random = random.Random()
         self.lock = asyncio.Lock()
         self.buses: dict[tuple[str, str], aiobus.Bus[Any]] = collections.defaultdict(aiobus.Bus)
         self.logs: dict[tuple[str, str], collections.deque[tuple[int, dict[str, Any]]]] = (
