@@ -16,9 +16,9 @@ import yaml
 
 from kaito_operator.admission import review
 from kaito_operator.handlers.admission import validate
-from kaito_operator.kube import ClusterConnection, KubeClient
-from kaito_operator.testing import KubernetesEmulator
-from kaito_operator.testing.harness import OperatorHarness
+from kaito_operator.kube import KubeClient
+from kaito_operator_testing import KubernetesEmulator
+from kaito_operator_testing.harness import OperatorHarness
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.asyncio
 @pytest_asyncio.fixture
 async def api() -> AsyncIterator[tuple[KubernetesEmulator, KubeClient]]:
     async with KubernetesEmulator() as emu, kmock.Server(emu) as server:
-        client = KubeClient(ClusterConnection(server=str(server.url).rstrip("/")))
+        client = KubeClient.from_kopf(kopf.ConnectionInfo(server=str(server.url).rstrip("/")))
         yield emu, client
         await client.aclose()
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import kmock
+import kopf
 import pytest
 import pytest_asyncio
 
@@ -20,10 +21,10 @@ from kaito_operator.conversion import (
     conversion_crd_patch,
     review_conversion,
 )
-from kaito_operator.kube import ClusterConnection, KubeClient
+from kaito_operator.kube import KubeClient
 from kaito_operator.settings import OperatorSettings
-from kaito_operator.testing import KubernetesEmulator
-from kaito_operator.testing.harness import OperatorHarness
+from kaito_operator_testing import KubernetesEmulator
+from kaito_operator_testing.harness import OperatorHarness
 
 ALPHA_RAG: dict[str, Any] = {
     "apiVersion": "kaito.sh/v1alpha1",
@@ -144,7 +145,7 @@ async def kube() -> AsyncIterator[tuple[KubernetesEmulator, KubeClient]]:
             namespaced=False,
             status=False,
         )
-        client = KubeClient(ClusterConnection(server=str(server.url).rstrip("/")))
+        client = KubeClient.from_kopf(kopf.ConnectionInfo(server=str(server.url).rstrip("/")))
         yield emulator, client
         await client.aclose()
 

@@ -17,9 +17,9 @@ import kopf
 import pytest
 import pytest_asyncio
 
-from kaito_operator.kube import ClusterConnection, KubeClient
+from kaito_operator.kube import KubeClient
 from kaito_operator.settings import OperatorSettings
-from kaito_operator.testing.harness import RunningOperator
+from kaito_operator_testing.harness import RunningOperator
 
 KUBECONFIG = os.environ.get("KAITO_E2E_KUBECONFIG")
 pytestmark = [
@@ -35,7 +35,7 @@ async def cluster(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[KubeCl
     monkeypatch.setenv("KUBECONFIG", KUBECONFIG)
     info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     assert info is not None, "the kubeconfig has no usable context"
-    client = KubeClient(ClusterConnection.from_kopf(info))
+    client = KubeClient.from_kopf(info)
     namespace = f"kaito-e2e-{uuid.uuid4().hex[:6]}"
     await client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     operator = RunningOperator(

@@ -13,7 +13,7 @@ from kaito_operator.conversion import point_crd_at_webhook
 from kaito_operator.handlers.admission import webhook_server
 from kaito_operator.handlers.ragengine import RAGENGINE_CHILDREN
 from kaito_operator.handlers.workspace import WORKSPACE_CHILDREN
-from kaito_operator.kube import ClusterConnection, KubeClient
+from kaito_operator.kube import KubeClient
 from kaito_operator.metrics import OperatorMetrics, serve_metrics
 from kaito_operator.persistence import MemoryDiffBaseStorage
 from kaito_operator.reconcilers.inferenceset import InferenceSetReconciler
@@ -31,9 +31,9 @@ SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"  #
 __all__ = [
     "SERVICE_ACCOUNT_TOKEN",
     "cleanup",
-    "client_connection",
     "connection_info",
     "login",
+    "operator_client",
     "register",
     "startup",
 ]
@@ -53,15 +53,11 @@ def connection_info(
     return info
 
 
-def client_connection(
-    settings: OperatorSettings, kopf_settings: kopf.OperatorSettings
-) -> ClusterConnection:
-    """The operator's own client connection (in-cluster: with the rotating token file)."""
+def operator_client(settings: OperatorSettings, kopf_settings: kopf.OperatorSettings) -> KubeClient:
+    """The operator's own API client (in-cluster: with the rotating token file)."""
     in_cluster = settings.api_server is None and Path(SERVICE_ACCOUNT_TOKEN).exists()
     token_path = SERVICE_ACCOUNT_TOKEN if in_cluster else None
-    return ClusterConnection.from_kopf(
-        connection_info(settings, kopf_settings), token_path=token_path
-    )
+    return KubeClient.from_kopf(connection_info(settings, kopf_settings), token_path=token_path)
 
 
 def login(*, memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
@@ -100,7 +96,7 @@ async def startup(
     presets = list_presets()
     if presets:
         resolve_preset(presets[0].name)
-    kube = KubeClient(client_connection(config, settings))
+    kube = operator_client(config, settings)
     memo.metrics = OperatorMetrics()
     memo.metrics_server = None
     if config.metrics_port is not None:

@@ -1,15 +1,15 @@
-"""Talking to the Kubernetes API: the client and the table of resources it uses."""
+"""Talking to the Kubernetes API (through lightkube): the client and the resources it uses."""
 
-from kaito_operator.kube.client import FIELD_MANAGER, ClusterConnection, KubeApiError, KubeClient
-from kaito_operator.kube.resources import RESOURCES, ResourceType, resource_for, url_for
+from kaito_operator.kube.client import FIELD_MANAGER, KubeApiError, KubeClient, config_from_kopf
+from kaito_operator.kube.resources import RESOURCES, ResourceType, UnknownKindError, resource_for
 
 __all__ = [
     "FIELD_MANAGER",
     "RESOURCES",
-    "ClusterConnection",
     "KubeApiError",
     "KubeClient",
     "ResourceType",
+    "UnknownKindError",
+    "config_from_kopf",
     "resource_for",
-    "url_for",
 ]

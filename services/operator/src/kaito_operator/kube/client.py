@@ -1,35 +1,40 @@
-"""The only module that talks to the Kubernetes API server.
+"""The only module that talks to the Kubernetes API server, through lightkube's AsyncClient.
 
 Writes are server-side apply with the field manager ``kaito-operator`` (``force=true``),
 so re-applying the same desired object is a no-op and a crash mid-reconcile cannot leave
-duplicates. "Not found" and "already exists" are results (``None``/``False``), not
-exceptions; every other failure raises :class:`KubeApiError`.
+duplicates. "Not found" is a result (``None``/``False``), not an exception; every other
+answer of the API server over 400 raises :class:`KubeApiError`. Failures to reach it at all
+(connection refused, timeouts) propagate as lightkube's HTTP client raises them.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import ssl
-import tempfile
-import urllib.parse
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import os
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
-import aiohttp
+import httpx2
+import kopf
+from lightkube import AsyncClient
+from lightkube.config import client_adapter
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.config.models import Cluster, User
+from lightkube.core.exceptions import ApiError
+from lightkube.types import CascadeType, PatchType
 
-from kaito_operator.kube.resources import ResourceType, resource_for, url_for
+from kaito_operator.kube.resources import resource_for
 
-__all__ = ["FIELD_MANAGER", "ClusterConnection", "KubeApiError", "KubeClient"]
+__all__ = ["FIELD_MANAGER", "KubeApiError", "KubeClient", "config_from_kopf"]
 
 #: The field manager of every server-side apply the operator makes.
 FIELD_MANAGER = "kaito-operator"
 
+_T = TypeVar("_T")
+
 
 class KubeApiError(RuntimeError):
-    """The API server refused a request (other than 404 on reads/deletes)."""
+    """The API server refused a request (other than 404 on reads, deletes and patches)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -37,191 +42,170 @@ class KubeApiError(RuntimeError):
         self.reason = reason
         self.message = message
 
-
-@dataclass(frozen=True)
-class ClusterConnection:
-    """Where the API server is and how to authenticate (from kopf's login result)."""
-
-    server: str
-    token: str | None = None
-    ca_path: str | None = None
-    ca_data: bytes | None = None
-    certificate_path: str | None = None
-    private_key_path: str | None = None
-    insecure: bool = False
-    token_path: str | None = None
-    """A token file re-read when it changes (projected service-account tokens rotate)."""
-
     @classmethod
-    def from_kopf(cls, info: Any, *, token_path: str | None = None) -> ClusterConnection:
-        """Build from a ``kopf.ConnectionInfo`` (certificate data is written to temp files)."""
-
-        def to_file(data: str | bytes | None, suffix: str) -> str | None:
-            if data is None:
-                return None
-            raw = data.encode() if isinstance(data, str) else data
-            if not raw.lstrip().startswith(b"-----"):
-                raw = base64.b64decode(raw)
-            with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as handle:
-                handle.write(raw)
-            return handle.name
-
-        ca_data = info.ca_data
-        return cls(
-            server=info.server,
-            token=info.token,
-            ca_path=str(info.ca_path) if info.ca_path else None,
-            ca_data=ca_data.encode() if isinstance(ca_data, str) else ca_data,
-            certificate_path=(
-                str(info.certificate_path)
-                if info.certificate_path
-                else to_file(info.certificate_data, ".crt")
-            ),
-            private_key_path=(
-                str(info.private_key_path)
-                if info.private_key_path
-                else to_file(info.private_key_data, ".key")
-            ),
-            insecure=bool(info.insecure),
-            token_path=token_path,
-        )
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        """The TLS settings for the HTTP client (False: no verification)."""
-        if self.insecure:
-            return False
-        context = ssl.create_default_context()
-        if self.ca_path:
-            context.load_verify_locations(cafile=self.ca_path)
-        elif self.ca_data:
-            raw = self.ca_data
-            if not raw.lstrip().startswith(b"-----"):
-                raw = base64.b64decode(raw)
-            context.load_verify_locations(cadata=raw.decode())
-        if self.certificate_path and self.private_key_path:
-            context.load_cert_chain(self.certificate_path, self.private_key_path)
-        return context
+    def from_http(cls, exc: httpx2.HTTPStatusError) -> KubeApiError:
+        """From lightkube's error: the API server's ``Status`` (reason and message) when it
+        answered with one, else the HTTP status line and the start of the body."""
+        response = exc.response
+        if isinstance(exc, ApiError) and exc.status is not None:
+            status = exc.status
+            return cls(
+                status.code or response.status_code,
+                status.reason or response.reason_phrase,
+                status.message or "",
+            )
+        try:  # a Status sent as "application/json; charset=utf-8" (lightkube wants it bare)
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("kind") == "Status":
+            return cls(
+                response.status_code,
+                str(body.get("reason") or response.reason_phrase),
+                str(body.get("message") or ""),
+            )
+        return cls(response.status_code, response.reason_phrase, response.text[:500])
 
 
-class _RotatingToken:
-    """A bearer token read from a file, re-read whenever the file changes."""
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-        self._mtime = -1.0
-        self._token = ""
-
-    def value(self) -> str:
-        mtime = self.path.stat().st_mtime
-        if mtime != self._mtime:
-            self._token = self.path.read_text(encoding="utf-8").strip()
-            self._mtime = mtime
-        return self._token
+def _base64(data: str | bytes) -> str:
+    """Certificate data the way a kubeconfig holds it (base64 of PEM), from either form."""
+    raw = data.encode() if isinstance(data, str) else data
+    if raw.lstrip().startswith(b"-----"):
+        raw = base64.b64encode(raw)
+    return raw.decode()
 
 
-def _kind_of(obj: Mapping[str, Any]) -> ResourceType:
-    return resource_for(obj["apiVersion"], obj["kind"])
+def _path(value: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> str | None:
+    return os.fsdecode(value) if value else None
+
+
+def config_from_kopf(info: kopf.ConnectionInfo, *, token_path: str | None = None) -> SingleConfig:
+    """A lightkube configuration from kopf's login result. With ``token_path`` the bearer
+    token is read from that file, and read again when the API server answers 401 (the
+    kubelet rotates projected service-account tokens)."""
+    cluster = Cluster(
+        server=info.server,
+        certificate_auth=_path(info.ca_path),
+        certificate_auth_data=_base64(info.ca_data) if info.ca_data else None,
+        insecure=bool(info.insecure),
+    )
+    user = User(
+        token=None if token_path else info.token,
+        token_file=token_path,
+        username=info.username,
+        password=info.password,
+        client_cert=_path(info.certificate_path),
+        client_cert_data=_base64(info.certificate_data) if info.certificate_data else None,
+        client_key=_path(info.private_key_path),
+        client_key_data=_base64(info.private_key_data) if info.private_key_data else None,
+    )
+    config = KubeConfig.from_one(cluster=cluster, user=user).get()
+    assert config is not None  # from_one sets the current context
+    return config
+
+
+def _resource(api_version: str, kind: str) -> Any:
+    """lightkube's generic resource class for a kind (typed ``Any``: lightkube's overloads
+    tell namespaced from cluster-scoped classes statically; the table knows at run time)."""
+    return resource_for(api_version, kind)[1]
 
 
 class KubeClient:
-    """A small async Kubernetes client: apply, get, list, delete, patch status."""
+    """Apply, get, list, delete and patch plain-dict objects through lightkube."""
 
     def __init__(
         self,
-        connection: ClusterConnection,
+        config: SingleConfig,
         *,
         field_manager: str = FIELD_MANAGER,
         timeout: float = 30.0,
     ) -> None:
-        headers = {"Accept": "application/json"}
-        if connection.token:
-            headers["Authorization"] = f"Bearer {connection.token}"
         self.field_manager = field_manager
-        # Built once: encoding query parameters per request costs more than the request.
-        self._apply_query = "?" + urllib.parse.urlencode(
-            {"fieldManager": field_manager, "force": "true"}
+        self._config = config
+        self._timeout = httpx2.Timeout(timeout)
+        # trust_env=False: the configuration is complete; proxies and CA bundles from the
+        # environment do not apply to the API server (kopf does the same).
+        self._api = AsyncClient(
+            config, timeout=self._timeout, field_manager=field_manager, trust_env=False
         )
-        self._token = _RotatingToken(connection.token_path) if connection.token_path else None
-        self._base = connection.server.rstrip("/")
-        self._headers = headers
-        self._ssl = connection.ssl_context()
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Created lazily, inside the event loop that uses it.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=50),
-            )
-        return self._session
+    @classmethod
+    def from_kopf(
+        cls, info: kopf.ConnectionInfo, *, token_path: str | None = None, **options: Any
+    ) -> KubeClient:
+        """A client for kopf's login result (see :func:`config_from_kopf`)."""
+        return cls(config_from_kopf(info, token_path=token_path), **options)
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._api.close()
 
-    async def _request(
-        self, method: str, url: str, *, missing_ok: bool = False, **kwargs: Any
-    ) -> dict[str, Any] | None:
-        if self._token is not None:
-            headers = dict(kwargs.pop("headers", None) or {})
-            headers["Authorization"] = f"Bearer {self._token.value()}"
-            kwargs["headers"] = headers
-        async with self._client().request(method, self._base + url, **kwargs) as response:
-            raw = await response.read()  # JSON is UTF-8: no charset detection needed
-            if response.status == 404 and missing_ok:
+    @staticmethod
+    async def _answer(call: Awaitable[_T], *, missing_ok: bool = False) -> _T | None:
+        """Await a lightkube call: 404 as None when ``missing_ok``, errors as KubeApiError."""
+        try:
+            try:
+                return await call
+            except KeyError as exc:
+                # lightkube 1.0 reads the Content-Type header of an error answer without
+                # checking that there is one: the HTTP error is what happened.
+                if isinstance(exc.__context__, httpx2.HTTPStatusError):
+                    raise exc.__context__ from None
+                raise
+        except httpx2.HTTPStatusError as exc:
+            if missing_ok and exc.response.status_code == 404:
                 return None
-            if response.status >= 400:
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = {}
-                if not isinstance(body, dict):
-                    body = {}
-                raise KubeApiError(
-                    response.status,
-                    str(body.get("reason", response.reason)),
-                    str(body.get("message", raw[:500].decode("utf-8", "replace"))),
-                )
-            result: dict[str, Any] = json.loads(raw)
-            return result
+            raise KubeApiError.from_http(exc) from None
 
     async def apply(
         self, obj: Mapping[str, Any], *, subresource: str | None = None
     ) -> dict[str, Any]:
         """Server-side apply ``obj`` (create or update the fields this operator owns)."""
-        resource = _kind_of(obj)
+        res = _resource(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
-        url = url_for(resource, meta.get("namespace"), meta["name"], subresource)
+        if subresource not in (None, "status"):
+            raise ValueError(f"apply to the {subresource!r} subresource is not supported")
+        target = res.Status if subresource == "status" else res
         try:
-            result = await self._request(
-                "PATCH",
-                url + self._apply_query,
-                # JSON is YAML: the apply body needs no YAML encoder (and no anchors).
-                headers={"Content-Type": "application/apply-patch+yaml"},
-                data=json.dumps(obj).encode(),
+            result = await self._answer(
+                self._api.patch(
+                    target,
+                    meta["name"],
+                    dict(obj),
+                    namespace=meta.get("namespace"),
+                    patch_type=PatchType.APPLY,
+                    force=True,
+                )
             )
         except KubeApiError as exc:
             # Say which object: the message ends up in the owner's status conditions.
             subject = f"{obj['kind']} {meta['name']}" + (f" {subresource}" if subresource else "")
             raise KubeApiError(exc.status, exc.reason, f"{subject}: {exc.message}") from None
         assert result is not None
-        return result
+        return dict(result)
 
     async def server_version(self) -> dict[str, Any] | None:
         """The API server's ``GET /version`` answer (None when it has no such endpoint)."""
-        return await self._request("GET", "/version", missing_ok=True)
+        params = client_adapter.ConnectionParams(timeout=self._timeout, trust_env=False)
+        async with client_adapter.AsyncClient(self._config, params) as http:
+            response = await http.get("/version")
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise KubeApiError(response.status_code, response.reason_phrase, response.text[:500])
+        answer: dict[str, Any] = response.json()
+        return answer
 
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
-        url = url_for(resource_for(api_version, kind), namespace, name)
-        return await self._request("GET", url, missing_ok=True)
+        res = _resource(api_version, kind)
+        found = await self._answer(
+            self._api.get(res, name, namespace=namespace),
+            missing_ok=True,
+        )
+        return None if found is None else dict(found)
 
     async def list(
         self,
@@ -232,13 +216,16 @@ class KubeClient:
         labels: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Objects of a kind (in ``namespace``, or cluster-wide), optionally by labels."""
-        params = {}
-        if labels:
-            params["labelSelector"] = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        url = url_for(resource_for(api_version, kind), namespace)
-        result = await self._request("GET", url, params=params)
-        assert result is not None
-        items: list[dict[str, Any]] = result.get("items") or []
+        res = _resource(api_version, kind)
+        scope = namespace or ("*" if resource_for(api_version, kind)[0].namespaced else None)
+        selector: dict[str, Any] | None = dict(labels) if labels else None
+        listed = self._api.list(res, namespace=scope, labels=selector)  # "*": all namespaces
+
+        async def collect() -> list[dict[str, Any]]:
+            return [dict(item) async for item in listed]
+
+        items = await self._answer(collect())
+        assert items is not None
         return items
 
     async def delete(
@@ -251,11 +238,13 @@ class KubeClient:
         propagation: str = "Background",
     ) -> bool:
         """Delete an object; False when it was already gone."""
-        url = url_for(resource_for(api_version, kind), namespace, name)
-        result = await self._request(
-            "DELETE", url, missing_ok=True, params={"propagationPolicy": propagation}
-        )
-        return result is not None
+        res = _resource(api_version, kind)
+
+        async def delete() -> bool:
+            await self._api.delete(res, name, namespace=namespace, cascade=CascadeType(propagation))
+            return True
+
+        return bool(await self._answer(delete(), missing_ok=True))
 
     async def merge_patch(
         self,
@@ -267,24 +256,23 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """JSON-merge-patch an object (a ``None`` value removes that field); None when
         the object does not exist."""
-        url = url_for(resource_for(api_version, kind), namespace, name)
-        return await self._request(
-            "PATCH",
-            url,
-            missing_ok=True,
-            headers={"Content-Type": "application/merge-patch+json"},
-            data=json.dumps(patch).encode(),
-        )
+        res = _resource(api_version, kind)
+        return await self._merge(res, name, namespace, patch)
 
     async def patch_status(
         self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Merge-patch the ``status`` subresource; None when the object is gone."""
-        url = url_for(resource_for(api_version, kind), namespace, name, "status")
-        return await self._request(
-            "PATCH",
-            url,
+        res = _resource(api_version, kind)
+        return await self._merge(res.Status, name, namespace, {"status": status})
+
+    async def _merge(
+        self, res: Any, name: str, namespace: str | None, patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        patched = await self._answer(
+            self._api.patch(
+                res, name, dict(patch), namespace=namespace, patch_type=PatchType.MERGE
+            ),
             missing_ok=True,
-            headers={"Content-Type": "application/merge-patch+json"},
-            data=json.dumps({"status": status}).encode(),
         )
+        return None if patched is None else dict(patched)

@@ -1,19 +1,32 @@
-"""The Kubernetes resources the operator's client reads or writes: kind -> plural, scope.
+"""The Kubernetes resources the operator reads or writes, as lightkube generic resources.
 
-The client builds URLs from this table; :mod:`kaito_operator.rbac` lists the verbs the
-operator uses on them (and on what kopf watches).
+Every kind is a lightkube *generic* resource: objects stay plain dicts on the way in and
+out (the builders produce dicts, the SDK's models parse dicts), with no typed decoding
+to undo. That holds for the built-in kinds too, not only for the CRDs (ours, Karpenter's
+NodePool and NodeClaim, which gpu-provisioner also serves, KEDA's ScaledObject).
+:mod:`kaito_operator.rbac` lists the verbs the operator uses on them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RESOURCES", "ResourceType", "UnknownKindError", "resource_for", "url_for"]
+from lightkube.generic_resource import (
+    GenericGlobalResource,
+    GenericNamespacedResource,
+    create_global_resource,
+    create_namespaced_resource,
+)
+
+__all__ = ["RESOURCES", "GenericKind", "ResourceType", "UnknownKindError", "resource_for"]
+
+#: A lightkube generic resource class (namespaced or cluster-scoped).
+GenericKind = type[GenericNamespacedResource] | type[GenericGlobalResource]
 
 
 @dataclass(frozen=True)
 class ResourceType:
-    """One API resource: where it lives and whether it is namespaced."""
+    """One API resource: its kind, collection name and scope."""
 
     api_version: str
     kind: str
@@ -24,6 +37,11 @@ class ResourceType:
     def group(self) -> str:
         """The API group ("" for the core group)."""
         return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        """The version within the group (``v1``)."""
+        return self.api_version.rpartition("/")[2]
 
 
 RESOURCES: tuple[ResourceType, ...] = (
@@ -55,37 +73,28 @@ RESOURCES: tuple[ResourceType, ...] = (
     ),
 )
 
-_BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
+
+def _generic(resource: ResourceType) -> GenericKind:
+    args = (resource.group, resource.version, resource.kind, resource.plural)
+    if resource.namespaced:
+        return create_namespaced_resource(*args)
+    return create_global_resource(*args)
+
+
+_BY_KIND: dict[tuple[str, str], tuple[ResourceType, GenericKind]] = {
+    (r.api_version, r.kind): (r, _generic(r)) for r in RESOURCES
+}
 
 
 class UnknownKindError(LookupError):
     """The operator was asked to handle a kind it has no entry for."""
 
 
-def resource_for(api_version: str, kind: str) -> ResourceType:
-    """The resource type of ``apiVersion``/``kind``."""
+def resource_for(api_version: str, kind: str) -> tuple[ResourceType, GenericKind]:
+    """The resource type of ``apiVersion``/``kind`` and its lightkube generic resource class."""
     try:
         return _BY_KIND[(api_version, kind)]
     except KeyError:
         raise UnknownKindError(
             f"{api_version} {kind} is not a resource the operator uses"
         ) from None
-
-
-def url_for(
-    resource: ResourceType,
-    namespace: str | None = None,
-    name: str | None = None,
-    subresource: str | None = None,
-) -> str:
-    """The API path of a collection (no ``name``) or an object."""
-    prefix = f"/apis/{resource.api_version}" if resource.group else f"/api/{resource.api_version}"
-    parts = [prefix]
-    if resource.namespaced and namespace is not None:
-        parts.append(f"namespaces/{namespace}")
-    parts.append(resource.plural)
-    if name is not None:
-        parts.append(name)
-        if subresource is not None:
-            parts.append(subresource)
-    return "/".join(parts)
