@@ -15,9 +15,9 @@ from fastapi import FastAPI
 
 from kaito_inference.body_limit import BodyLimitMiddleware
 from kaito_inference.engines.base import Engine
-from kaito_inference.errors import install_error_handlers
 from kaito_inference.metrics import InferenceMetrics
 from kaito_inference.routers import ROUTERS
+from kaito_inference.routers.errors import install_error_handlers
 from kaito_inference.serving import Services
 from kaito_inference.settings import InferenceSettings
 

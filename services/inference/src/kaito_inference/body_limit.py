@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kaito_inference.errors import RequestBodyTooLarge, render_error, too_large
+from kaito_inference.errors import too_large
+from kaito_inference.routers.errors import RequestBodyTooLarge, render_error
 
 __all__ = ["BodyLimitMiddleware"]
 
