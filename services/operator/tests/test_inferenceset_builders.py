@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with ``KAITO_UPDATE_GOLDEN=
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from kaito_operator.builders.inferenceset import Member
 from kaito_sdk.api import InferenceSet, Workspace
 
 UID = "11111111-2222-3333-4444-555555555555"
-NOW = "2026-01-01T00:00:00Z"
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 REV = "current"
 
 
@@ -178,9 +179,9 @@ def test_node_count_limit_caps_the_replicas() -> None:
     plan = builders.plan_members(iset, [member(0, nodes=2)], REV)
     assert (plan.target, plan.create) == (2, (1,))
     status = builders.inferenceset_status(iset, [member(0, nodes=2)], REV, plan, now=NOW)
-    [cond] = status["conditions"]
-    assert (cond["status"], cond["reason"]) == ("False", "NodeCountLimitReached")
-    assert "allows 2 of 4 replicas" in cond["message"]
+    [cond] = status.conditions or []
+    assert (cond.status, cond.reason) == ("False", "NodeCountLimitReached")
+    assert "allows 2 of 4 replicas" in cond.message
 
 
 @pytest.mark.parametrize(
@@ -199,12 +200,12 @@ def test_status_counts_members_and_says_why_not_ready(
     iset = inference_set(replicas=replicas)
     plan = builders.plan_members(iset, members, REV)
     status = builders.inferenceset_status(iset, members, REV, plan, now=NOW)
-    assert status["replicas"] == len(members)
-    assert status["readyReplicas"] == sum(m.ready for m in members)
-    assert status["selector"] == "inferenceset.kaito.sh/created-by=phi"
-    [cond] = status["conditions"]
-    assert (cond["type"], cond["status"], cond["reason"]) == ("InferenceSetReady", ok, reason)
-    assert cond["observedGeneration"] == 3
+    assert status.replicas == len(members)
+    assert status.ready_replicas == sum(m.ready for m in members)
+    assert status.selector == "inferenceset.kaito.sh/created-by=phi"
+    [cond] = status.conditions or []
+    assert (cond.type, cond.status, cond.reason) == ("InferenceSetReady", ok, reason)
+    assert cond.observed_generation == 3
 
 
 def test_member_from_reads_readiness_for_the_current_generation_only() -> None:

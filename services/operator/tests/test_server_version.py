@@ -1,15 +1,12 @@
-"""Version gating of newer API fields, and apply failures on the status conditions."""
+"""Version gating of newer API fields."""
 
 from __future__ import annotations
-
-import datetime
 
 import pytest
 
 from kaito_operator.builders import inference
 from kaito_operator.builders.common import NEWEST, OLDEST_SUPPORTED, KubeVersion
 from kaito_operator.reconcilers import plan
-from kaito_operator.status import APPLY_FAILED, NodeState, inference_status, report_apply_failure
 from kaito_sdk.api import Workspace
 
 WORKSPACE = Workspace.from_manifest(
@@ -61,31 +58,3 @@ def test_pvc_retention_policy_only_for_servers_that_have_it() -> None:
             "whenDeleted": "Delete",
             "whenScaled": "Retain",
         }
-
-
-def test_apply_failure_replaces_the_workload_and_summary_conditions() -> None:
-    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-    ready_pod = {
-        "metadata": {"name": "ws-0"},
-        "spec": {"nodeName": "n1"},
-        "status": {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "c", "ready": True, "restartCount": 0, "state": {}}],
-        },
-    }
-    workload = {
-        "metadata": {"generation": 1},
-        "spec": {"replicas": 1},
-        "status": {"observedGeneration": 1, "updatedReplicas": 1, "readyReplicas": 1},
-    }
-    nodes = NodeState(True, "NodesReady", "ok")
-    status = inference_status(workload, [ready_pod], nodes, 1, None, now=now)
-    assert status["state"] == "Ready"
-    message = "StatefulSet ws: 500 InternalError: field not declared in schema"
-    report_apply_failure(status, message, generation=1, now="2026-01-01T00:00:00Z")
-    by_type = {c["type"]: c for c in status["conditions"]}
-    for kind in ("InferenceReady", "WorkspaceSucceeded"):
-        assert (by_type[kind]["status"], by_type[kind]["reason"]) == ("False", APPLY_FAILED)
-        assert by_type[kind]["message"] == message
-    assert status["state"] == "NotReady"

@@ -1,4 +1,4 @@
-"""Pure status logic: transition times survive recomputes, failures are named."""
+"""Pure status primitives: typed conditions keep their transition time, failures are named."""
 
 from __future__ import annotations
 
@@ -9,29 +9,31 @@ from kaito_operator.status import (
     diagnose_pods,
     merge_conditions,
     pod_is_ready,
-    timestamp,
 )
+
+T1 = datetime.datetime(2026, 1, 1, 11, 0, tzinfo=datetime.UTC)
+T2 = datetime.datetime(2026, 1, 1, 12, 0, 30, 123456, tzinfo=datetime.UTC)
 
 
 def test_transition_time_changes_only_with_the_status() -> None:
-    old = [condition("InferenceReady", False, "A", "m", generation=1, now="t1")]
-    same = merge_conditions(
-        old, [condition("InferenceReady", False, "B", "n", generation=2, now="t2")]
+    old = [condition("InferenceReady", False, "A", "m", generation=1, now=T1)]
+    [same] = merge_conditions(
+        old, [condition("InferenceReady", False, "B", "n", generation=2, now=T2)]
     )
-    assert same[0]["lastTransitionTime"] == "t1"
-    assert same[0]["reason"] == "B"
-    flipped = merge_conditions(
-        old, [condition("InferenceReady", True, "C", "o", generation=2, now="t3")]
+    assert (same.last_transition_time, same.reason, same.observed_generation) == (T1, "B", 2)
+    [flipped] = merge_conditions(
+        old, [condition("InferenceReady", True, "C", "o", generation=2, now=T2)]
     )
-    assert flipped[0]["lastTransitionTime"] == "t3"
+    # metav1.Time has whole seconds: a recompute in the same second compares equal.
+    assert flipped.last_transition_time == T2.replace(microsecond=0)
 
 
 def test_other_condition_types_are_kept() -> None:
-    old = [condition("BenchmarkCompleted", True, "Done", "", generation=1, now="t0")]
+    old = [condition("BenchmarkCompleted", True, "Done", "", generation=1, now=T1)]
     merged = merge_conditions(
-        old, [condition("InferenceReady", True, "Ok", "", generation=1, now="t1")]
+        old, [condition("InferenceReady", True, "Ok", "", generation=1, now=T2)]
     )
-    assert [c["type"] for c in merged] == ["BenchmarkCompleted", "InferenceReady"]
+    assert [c.type for c in merged] == ["BenchmarkCompleted", "InferenceReady"]
 
 
 def pod(name: str, **status: object) -> dict[str, object]:
@@ -97,7 +99,11 @@ def up_after(restarts: int, reason: str, minutes_ago: float) -> dict[str, object
         "restartCount": restarts,
         "state": {"running": {}},
         "lastState": {
-            "terminated": {"reason": reason, "exitCode": 1, "finishedAt": timestamp(finished)}
+            "terminated": {
+                "reason": reason,
+                "exitCode": 1,
+                "finishedAt": finished.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
         },
     }
     return pod("p", conditions=[{"type": "Ready", "status": "True"}], containerStatuses=[container])

@@ -16,6 +16,7 @@ import kopf
 from pydantic import ValidationError
 
 from kaito_operator.handlers import build_registry
+from kaito_operator.memo import OperatorMemo
 from kaito_operator.settings import OperatorSettings
 
 __all__ = ["main"]
@@ -51,7 +52,7 @@ def main() -> None:
                 registry=build_registry(settings),
                 clusterwide=True,
                 standalone=True,
-                memo=kopf.Memo(settings=settings),
+                memo=OperatorMemo(settings=settings),
                 liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
             )
         )

@@ -1,32 +1,31 @@
-"""Pure status logic: conditions that keep their transition time, and honest pod diagnosis.
+"""Pure status primitives: typed conditions that keep their transition time, and honest
+pod diagnosis (image pull, OOM, crash loops with their cause, unschedulable, eviction).
 
-Nothing here does I/O; the reconcilers read pods, nodes and Jobs and pass them in.
+Nothing here does I/O or reads the clock; callers pass ``now``. The observe functions
+(:mod:`kaito_operator.reconcilers.observe`) build the owners' typed status from these.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_sdk.api import ConditionReason, WorkspaceState
+from kaito_sdk.api import Condition, ConditionReason
 
 __all__ = [
     "APPLY_FAILED",
     "FLAP_RESTARTS",
     "FLAP_WINDOW",
+    "MAX_CAUSE_CHARS",
     "NodeState",
     "PodProblem",
     "condition",
     "diagnose_pods",
-    "inference_status",
     "merge_conditions",
     "pod_is_ready",
-    "report_apply_failure",
     "rollout_done",
-    "timestamp",
-    "tuning_status",
 ]
 
 #: A container terminated within this window after FLAP_RESTARTS restarts is crash looping.
@@ -35,14 +34,6 @@ FLAP_RESTARTS = 3
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 #: Condition reason when the API server refuses the operator's write of a child object.
 APPLY_FAILED = "ApplyFailed"
-#: The conditions an apply failure is reported on: the workload's and the summary.
-_APPLY_CONDITIONS = {
-    "InferenceReady",
-    "JobStarted",
-    "ServiceReady",
-    "WorkspaceSucceeded",
-    "RAGEngineSucceeded",
-}
 _START_FAILURES = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 
 
@@ -54,41 +45,38 @@ class PodProblem:
     message: str
 
 
-def timestamp(now: datetime.datetime) -> str:
-    """``metav1.Time`` text of ``now`` (seconds, UTC)."""
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def condition(
-    type_: str, ok: bool, reason: str, message: str, *, generation: int | None, now: str
-) -> dict[str, Any]:
-    """A ``metav1.Condition`` dict."""
-    result: dict[str, Any] = {
-        "type": type_,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": now,
-    }
-    if generation is not None:
-        result["observedGeneration"] = generation
-    return result
+    type_: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: datetime.datetime,
+) -> Condition:
+    """A ``metav1.Condition`` (transition time ``now``, to the second)."""
+    return Condition(
+        type=type_,
+        status="True" if ok else "False",
+        reason=reason,
+        message=message,
+        last_transition_time=now.astimezone(datetime.UTC).replace(microsecond=0),
+        observed_generation=generation,
+    )
 
 
-def merge_conditions(
-    old: Iterable[Mapping[str, Any]] | None, new: Iterable[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The new conditions, keeping ``lastTransitionTime`` where the status did not change.
-
-    Condition types the new set does not mention are kept as they were.
-    """
-    previous = {c["type"]: c for c in old or []}
-    merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in previous.items()}
+def merge_conditions(old: Sequence[Condition] | None, new: Iterable[Condition]) -> list[Condition]:
+    """The new conditions, keeping ``lastTransitionTime`` where the status did not change,
+    sorted by type. Condition types the new set does not mention are kept as they were."""
+    previous = {c.type: c for c in old or []}
+    merged: dict[str, Condition] = dict(previous)
     for fresh in new:
-        before = previous.get(fresh["type"])
-        if before is not None and before.get("status") == fresh["status"]:
-            fresh = {**fresh, "lastTransitionTime": before.get("lastTransitionTime")}  # noqa: PLW2901
-        merged[fresh["type"]] = fresh
+        before = previous.get(fresh.type)
+        if before is not None and before.status == fresh.status:
+            fresh = fresh.model_copy(  # noqa: PLW2901
+                update={"last_transition_time": before.last_transition_time}
+            )
+        merged[fresh.type] = fresh
     return [merged[key] for key in sorted(merged)]
 
 
@@ -238,167 +226,3 @@ def rollout_done(workload: Mapping[str, Any] | None, replicas: int) -> bool:
         and status.get("updatedReplicas", 0) >= replicas
         and status.get("readyReplicas", 0) >= replicas
     )
-
-
-def inference_status(
-    workload: Mapping[str, Any] | None,
-    pods: list[dict[str, Any]],
-    nodes: NodeState,
-    generation: int | None,
-    waiting: str | None,
-    *,
-    now: datetime.datetime,
-) -> dict[str, Any]:
-    replicas = int((workload or {}).get("spec", {}).get("replicas", 1))
-    ready_pods = [p for p in pods if pod_is_ready(p)]
-    problem = diagnose_pods(pods, now=now)
-    reason: str
-    ready = (
-        nodes.ready
-        and problem is None
-        and len(ready_pods) >= replicas
-        and rollout_done(workload, replicas)
-    )
-    if ready:
-        reason, message = (
-            ConditionReason.INFERENCE_READY,
-            f"{replicas}/{replicas} replicas ready",
-        )
-    elif problem is not None:
-        reason, message = problem.reason, problem.message
-    elif workload is None:
-        reason, message = (
-            ConditionReason.INFERENCE_NOT_READY,
-            f"waiting: {waiting}" if waiting else "the StatefulSet does not exist yet",
-        )
-    else:
-        reason = ConditionReason.INFERENCE_NOT_READY
-        message = f"{len(ready_pods)}/{replicas} replicas ready"
-    failed = problem is not None or nodes.reason == ConditionReason.NODE_PROVISIONING_FAILED
-    state = (
-        WorkspaceState.READY
-        if ready
-        else WorkspaceState.NOT_READY
-        if failed
-        else WorkspaceState.PENDING
-    )
-    summary = "Succeeded" if ready else "Pending"
-    return {
-        "state": state.value,
-        "conditions": [
-            condition(
-                "InferenceReady", ready, reason, message, generation=generation, now=timestamp(now)
-            ),
-            condition(
-                "WorkspaceSucceeded",
-                ready,
-                summary,
-                message,
-                generation=generation,
-                now=timestamp(now),
-            ),
-        ],
-    }
-
-
-def tuning_status(
-    job: Mapping[str, Any] | None,
-    pods: list[dict[str, Any]],
-    nodes: NodeState,
-    generation: int | None,
-    waiting: str | None,
-    *,
-    now: datetime.datetime,
-) -> dict[str, Any]:
-    job_status = (job or {}).get("status") or {}
-    failed_cond = next(
-        (
-            c
-            for c in job_status.get("conditions") or []
-            if c.get("type") == "Failed" and c.get("status") == "True"
-        ),
-        None,
-    )
-    started = bool(
-        job_status.get("startTime") or job_status.get("active") or job_status.get("succeeded")
-    )
-    succeeded = int(job_status.get("succeeded") or 0) > 0
-    problem = diagnose_pods(pods, now=now)
-    started_reason: str
-    reason: str
-    if job is None:
-        started_reason = "JobNotCreated"
-        started_message = f"waiting: {waiting}" if waiting else "the tuning Job does not exist yet"
-    elif started:
-        started_reason, started_message = ConditionReason.JOB_STARTED, "the tuning Job started"
-    else:
-        started_reason, started_message = (
-            "JobPending",
-            problem.message if problem else "waiting for the Job to start",
-        )
-    if succeeded:
-        state, reason, message = (
-            WorkspaceState.SUCCEEDED,
-            ConditionReason.JOB_SUCCEEDED,
-            "the tuning Job succeeded",
-        )
-    elif failed_cond is not None:
-        state, reason = WorkspaceState.FAILED, ConditionReason.JOB_FAILED
-        detail = f"{failed_cond.get('reason', '')} {failed_cond.get('message', '')}".strip()
-        message = f"the tuning Job failed: {detail}"
-    elif problem is not None:
-        state, reason, message = (
-            WorkspaceState.PENDING if not started else WorkspaceState.RUNNING,
-            problem.reason,
-            problem.message,
-        )
-    elif started:
-        state, reason, message = (
-            WorkspaceState.RUNNING,
-            ConditionReason.JOB_STARTED,
-            "the tuning Job is running",
-        )
-    else:
-        state, reason, message = (
-            WorkspaceState.PENDING,
-            ConditionReason.PENDING,
-            started_message,
-        )
-    return {
-        "state": state.value,
-        "conditions": [
-            condition(
-                "JobStarted",
-                started,
-                started_reason,
-                started_message,
-                generation=generation,
-                now=timestamp(now),
-            ),
-            condition(
-                "WorkspaceSucceeded",
-                succeeded,
-                reason,
-                message,
-                generation=generation,
-                now=timestamp(now),
-            ),
-        ],
-    }
-
-
-def report_apply_failure(
-    status: dict[str, Any], message: str, *, generation: int | None, now: str
-) -> None:
-    """Put the API server's refusal of a child write (``message``) on the workload's and
-    the summary condition: both False with reason ``ApplyFailed``. Whatever still runs
-    from an earlier write is not what the spec asks for, so a Ready state becomes NotReady.
-    """
-    status["conditions"] = [
-        condition(c["type"], False, APPLY_FAILED, message, generation=generation, now=now)
-        if c["type"] in _APPLY_CONDITIONS
-        else c
-        for c in status["conditions"]
-    ]
-    if status.get("state") == WorkspaceState.READY.value:
-        status["state"] = WorkspaceState.NOT_READY.value

@@ -5,6 +5,7 @@ scale down, rolling update) and the status. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -16,6 +17,7 @@ from kaito_sdk import labels
 from kaito_sdk.api import (
     ANNOTATION_SCALEDOBJECT_SERVER_ADDRESS,
     InferenceSet,
+    InferenceSetStatus,
 )
 from kaito_sdk.api.inferenceset import member_workspace, scaling_bounds, scaling_metrics
 
@@ -279,8 +281,8 @@ def inferenceset_status(
     revision: str,
     plan: MemberPlan,
     *,
-    now: str,
-) -> dict[str, Any]:
+    now: datetime.datetime,
+) -> InferenceSetStatus:
     """``status`` after a reconcile: member counts, the selector and ``InferenceSetReady``."""
     live = [m for m in members if not m.deleting]
     ready = sum(m.ready for m in live)
@@ -305,11 +307,12 @@ def inferenceset_status(
     ready_condition = condition(
         "InferenceSetReady", ok, reason, message, generation=generation, now=now
     )
-    status = inference_set.status
-    old = status.model_dump(mode="json", by_alias=True, exclude_none=True) if status else {}
-    return {
-        "replicas": len(live),
-        "readyReplicas": ready,
-        "selector": selector(inference_set),
-        "conditions": merge_conditions(old.get("conditions"), [ready_condition]),
-    }
+    old = inference_set.status or InferenceSetStatus()
+    return old.model_copy(
+        update={
+            "replicas": len(live),
+            "ready_replicas": ready,
+            "selector": selector(inference_set),
+            "conditions": merge_conditions(old.conditions, [ready_condition]),
+        }
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kopf
 
-from kaito_operator.handlers import admission, inferenceset, lifecycle, ragengine, workspace
+from kaito_operator.handlers import admission, inferenceset, lifecycle, owners
 from kaito_operator.settings import OperatorSettings
 
 __all__ = ["build_registry"]
@@ -14,11 +14,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     """A registry holding the lifecycle handlers and the enabled controllers' handlers."""
     registry = kopf.OperatorRegistry()
     lifecycle.register(registry)
+    for controller in sorted(settings.controllers):
+        owners.register(registry, settings, controller)
     if "workspace" in settings.controllers:
-        workspace.register(registry, settings)
         inferenceset.register(registry)
-    if "ragengine" in settings.controllers:
-        ragengine.register(registry)
     if settings.webhook_enabled:
         admission.register(registry, settings)
     return registry

@@ -12,10 +12,12 @@ from typing import Any
 import kopf
 import pydantic
 
+from kaito_operator.controller import parse_owner
 from kaito_operator.errors import InvalidSpecError
-from kaito_operator.status import condition, merge_conditions, timestamp
+from kaito_operator.memo import OperatorMemo
+from kaito_operator.status import condition, merge_conditions
 from kaito_sdk import labels
-from kaito_sdk.api import InferenceSet
+from kaito_sdk.api import ConditionReason, InferenceSet, InferenceSetStatus
 
 __all__ = [
     "INFERENCESETS",
@@ -32,34 +34,40 @@ _MEMBERS = {labels.LABEL_INFERENCESET_CREATED_BY: kopf.PRESENT}
 
 def parse_inferenceset(body: Mapping[str, Any]) -> InferenceSet:
     """The typed InferenceSet; a body that does not parse is a permanent error."""
-    try:
-        return InferenceSet.from_manifest(dict(body))
-    except pydantic.ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        raise InvalidSpecError(field, error["msg"]) from None
+    return parse_owner(InferenceSet, body)
 
 
-async def _report_invalid(memo: Any, body: Mapping[str, Any], error: InvalidSpecError) -> None:
+async def _report_invalid(
+    memo: OperatorMemo, body: Mapping[str, Any], error: InvalidSpecError
+) -> None:
     """``InferenceSetReady`` False with reason ``InvalidSpec`` naming the field."""
     meta = body["metadata"]
-    now = timestamp(datetime.datetime.now(datetime.UTC))
     invalid = condition(
         "InferenceSetReady",
         False,
-        "InvalidSpec",
+        ConditionReason.INVALID_SPEC,
         str(error),
         generation=meta.get("generation"),
-        now=now,
+        now=datetime.datetime.now(datetime.UTC),
     )
-    old = (body.get("status") or {}).get("conditions")
-    status = {"conditions": merge_conditions(old, [invalid])}
+    try:
+        old = InferenceSetStatus.model_validate(body.get("status") or {}).conditions
+    except pydantic.ValidationError:
+        old = None
+    conditions = [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for c in merge_conditions(old, [invalid])
+    ]
     await memo.kube.patch_status(
-        "kaito.sh/v1beta1", "InferenceSet", meta["name"], meta.get("namespace"), status
+        "kaito.sh/v1beta1",
+        "InferenceSet",
+        meta["name"],
+        meta.get("namespace"),
+        {"conditions": conditions},
     )
 
 
-async def _reconcile(memo: Any, body: Mapping[str, Any]) -> None:
+async def _reconcile(memo: OperatorMemo, body: Mapping[str, Any]) -> None:
     try:
         inference_set = parse_inferenceset(body)
         with memo.metrics.reconcile("InferenceSet"):
@@ -69,18 +77,18 @@ async def _reconcile(memo: Any, body: Mapping[str, Any]) -> None:
         raise
 
 
-async def reconcile_inferenceset(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def reconcile_inferenceset(*, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
     """Create, rewrite or delete member Workspaces towards the spec; write the status."""
     await _reconcile(memo, body)
 
 
 async def resync_inferenceset(
-    *, body: kopf.Body, memo: Any, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+    *, body: kopf.Body, memo: OperatorMemo, stopped: kopf.DaemonStopped, logger: Any, **_: Any
 ) -> None:
     """Reconcile again whenever a member Workspace changes (a member became ready: the
     rolling update goes on), and every ``resync_seconds`` regardless."""
     namespace, name = body.metadata.namespace, body.metadata.name
-    wakeups: dict[tuple[str | None, str | None], asyncio.Event] = memo.inferenceset_wakeups
+    wakeups = memo.inferenceset_wakeups
     wake = wakeups.setdefault((namespace, name), asyncio.Event())
     try:
         while not stopped:
@@ -100,7 +108,7 @@ async def resync_inferenceset(
             del wakeups[(namespace, name)]
 
 
-async def member_changed(*, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def member_changed(*, body: kopf.Body, memo: OperatorMemo, **_: Any) -> None:
     """A member Workspace changed (status included): wake its InferenceSet's resync."""
     owner = body.metadata.labels.get(labels.LABEL_INFERENCESET_CREATED_BY)
     wake = memo.inferenceset_wakeups.get((body.metadata.namespace, owner))

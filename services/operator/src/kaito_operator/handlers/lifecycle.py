@@ -9,16 +9,14 @@ from typing import Any
 import kopf
 
 from kaito_operator.builders.common import NEWEST
+from kaito_operator.controller import Controller
 from kaito_operator.conversion import point_crd_at_webhook
 from kaito_operator.handlers.admission import webhook_server
-from kaito_operator.handlers.ragengine import RAGENGINE_CHILDREN
-from kaito_operator.handlers.workspace import WORKSPACE_CHILDREN
 from kaito_operator.kube import KubeClient
+from kaito_operator.memo import OperatorMemo
 from kaito_operator.metrics import OperatorMetrics, serve_metrics
 from kaito_operator.persistence import MemoryDiffBaseStorage
 from kaito_operator.reconcilers.inferenceset import InferenceSetReconciler
-from kaito_operator.reconcilers.nodes import NodeProvisioner
-from kaito_operator.reconcilers.observe import StatusObserver
 from kaito_operator.reconcilers.ragengine import RAGEngineReconciler
 from kaito_operator.reconcilers.workspace import WorkspaceReconciler
 from kaito_operator.settings import OperatorSettings
@@ -60,16 +58,15 @@ def operator_client(settings: OperatorSettings, kopf_settings: kopf.OperatorSett
     return KubeClient.from_kopf(connection_info(settings, kopf_settings), token_path=token_path)
 
 
-def login(*, memo: Any, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+def login(*, memo: OperatorMemo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
     """Authenticate kopf the same way the operator's own client does."""
     return connection_info(memo.settings, settings)
 
 
 async def startup(
-    *, memo: Any, settings: kopf.OperatorSettings, logger: Any, **kwargs: Any
+    *, memo: OperatorMemo, settings: kopf.OperatorSettings, logger: Any, **_: Any
 ) -> None:
-    """Tune kopf and put the client and reconcilers into ``memo`` (with the child indexes
-    of the enabled controllers, which kopf passes to every handler)."""
+    """Tune kopf and put the client and the enabled controllers into ``memo``."""
     config: OperatorSettings = memo.settings
     settings.posting.enabled = config.post_events
     # Events that matter: handler failures and retries (kopf logs them as warnings and
@@ -104,17 +101,17 @@ async def startup(
     memo.kube = kube
     if config.webhook_enabled and "ragengine" in config.controllers:
         await point_crd_at_webhook(kube, config)  # helm cannot template crds/
-    memo.workspaces = WorkspaceReconciler(kube, config)
-    server = await memo.workspaces.server()  # read once: newer fields only where it has them
-    memo.ragengines = RAGEngineReconciler(kube, config)
-    memo.inferencesets = InferenceSetReconciler(kube)
-    memo.inferenceset_wakeups = {}
-    children = {
-        kind: kwargs[index]
-        for kind, index in (("Workspace", WORKSPACE_CHILDREN), ("RAGEngine", RAGENGINE_CHILDREN))
-        if index in kwargs
-    }
-    memo.observer = StatusObserver(kube, NodeProvisioner(kube, config), memo.metrics, children)
+    workspaces = WorkspaceReconciler(kube, config)
+    server = await workspaces.server()  # read once: newer fields only where it has them
+    memo.controllers = {}
+    if "workspace" in config.controllers:
+        memo.controllers["workspace"] = Controller(workspaces, kube, memo.metrics)
+        memo.inferencesets = InferenceSetReconciler(kube)
+        memo.inferenceset_wakeups = {}
+    if "ragengine" in config.controllers:
+        memo.controllers["ragengine"] = Controller(
+            RAGEngineReconciler(kube, config), kube, memo.metrics
+        )
     logger.info(
         "kaito-operator started: node provisioner %s, Kubernetes %s",
         config.node_provisioner,
@@ -122,14 +119,11 @@ async def startup(
     )
 
 
-async def cleanup(*, memo: Any, **_: Any) -> None:
-    """Close the API client."""
+async def cleanup(*, memo: OperatorMemo, **_: Any) -> None:
+    """Stop the metrics server and close the API client."""
     server = getattr(memo, "metrics_server", None)
     if server is not None:
         await server.cleanup()
-    observer = getattr(memo, "observer", None)
-    if observer is not None:
-        await observer.close()
     kube = getattr(memo, "kube", None)
     if kube is not None:
         await kube.aclose()

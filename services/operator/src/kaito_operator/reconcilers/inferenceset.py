@@ -19,7 +19,6 @@ from kaito_operator.builders import inferenceset as builders
 from kaito_operator.errors import InvalidSpecError, NotReadyError, refuse_invalid
 from kaito_operator.kube import KubeApiError, KubeClient
 from kaito_operator.reconcilers import plan
-from kaito_operator.status import timestamp
 from kaito_sdk import labels
 from kaito_sdk.api import InferenceSet, Workspace
 from kaito_sdk.api.inferenceset import member_name, member_workspace
@@ -101,13 +100,14 @@ class InferenceSetReconciler:
             _after(inference_set, members, member_plan, revision),
             revision,
             member_plan,
-            now=timestamp(datetime.datetime.now(datetime.UTC)),
+            now=datetime.datetime.now(datetime.UTC),
         )
+        new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
         current = inference_set.status
         old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
-        if status != old:
+        if new != old:
             await self.kube.patch_status(
-                "kaito.sh/v1beta1", "InferenceSet", str(name), namespace, status
+                "kaito.sh/v1beta1", "InferenceSet", str(name), namespace, new
             )
         return member_plan
 

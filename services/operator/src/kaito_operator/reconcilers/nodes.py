@@ -1,12 +1,14 @@
 """Node provisioning for a Workspace: Karpenter NodePools, gpu-provisioner NodeClaims, or BYO.
 
-``provision`` creates what the mode needs, ``observe`` reports whether enough nodes are
-ready (and why not), ``release`` removes what was provisioned (called by the finalizer).
+``provision`` creates what the mode needs, ``read`` lists what the status is computed from
+and the pure :func:`node_state` says whether enough nodes are ready (and why not);
+``release`` removes what was provisioned (called by the finalizer).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from kaito_operator.builders import nodes as builders
@@ -18,7 +20,14 @@ from kaito_sdk import labels
 from kaito_sdk.api import ConditionReason, LabelSelector, Workspace
 from kaito_sdk.skus import Cloud, GpuSku
 
-__all__ = ["NodeProvisioner", "NodeState", "gpu_sku_from_labels", "selector_matches"]
+__all__ = [
+    "NodeInventory",
+    "NodeProvisioner",
+    "NodeState",
+    "gpu_sku_from_labels",
+    "node_state",
+    "selector_matches",
+]
 
 _GFD_PRODUCT = "nvidia.com/gpu.product"
 _GFD_COUNT = "nvidia.com/gpu.count"
@@ -129,61 +138,80 @@ class NodeProvisioner:
             n for n in all_nodes if selector_matches(selector, n["metadata"].get("labels") or {})
         ]
 
-    async def observe(self, ws: Workspace, *, target: int, gpu: bool) -> NodeState:
-        """Whether ``target`` suitable nodes are ready for ``ws`` (CPU workloads need none)."""
+    async def read(self, ws: Workspace, *, gpu: bool) -> NodeInventory:
+        """The nodes matching ``ws`` (none read for CPU workloads) and, with gpu-provisioner,
+        its NodeClaims: what :func:`node_state` judges."""
         if not gpu:
-            return NodeState(True, ConditionReason.NODES_READY, "CPU workload: no GPU nodes needed")
-        claim_condition = None
+            return NodeInventory()
+        claims = None
         if self.mode == "gpu-provisioner" and ws.resource.instance_type:
-            claim_condition = await self._observe_claims(ws, target)
-            if not claim_condition[0]:
-                return NodeState(False, claim_condition[1], claim_condition[2], [], claim_condition)
-        candidates = await self.matching_nodes(ws.resource.label_selector)
-        ready_nodes = [n for n in candidates if _node_ready(n, gpu=True)]
-        ready = sorted(n["metadata"]["name"] for n in ready_nodes)
-        gpus = {
-            (sku.gpu_model, sku.gpu_count, sku.gpu_memory_gib)
-            for sku in map(gpu_sku_from_labels, ready_nodes)
-            if sku is not None
-        }
-        if len(gpus) > 1:
-            kinds = ", ".join(
-                f"{count}x {model} ({memory} GiB)" for model, count, memory in sorted(gpus)
+            claims = await self.kube.list(
+                "karpenter.sh/v1", "NodeClaim", labels=builders.owner_labels(ws)
             )
-            message = (
-                f"the matching nodes have different GPUs ({kinds}); a workload needs uniform nodes"
-            )
-            return NodeState(
-                False, ConditionReason.NODES_NOT_READY, message, ready, claim_condition
-            )
-        if len(ready) >= target:
-            message = f"{len(ready)}/{target} GPU nodes ready"
-            return NodeState(
-                True, ConditionReason.NODES_READY, message, ready[:target], claim_condition
-            )
-        message = f"{len(ready)}/{target} ready GPU nodes match the label selector" + (
-            " (bring your own nodes: label them to match)" if self.mode == "byo" else ""
+        return NodeInventory(await self.matching_nodes(ws.resource.label_selector), claims)
+
+
+@dataclass(frozen=True)
+class NodeInventory:
+    """What a Workspace's node condition is computed from."""
+
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    """Nodes matching the Workspace's label selector."""
+    claims: list[dict[str, Any]] | None = None
+    """The Workspace's NodeClaims (gpu-provisioner mode with an instance type only)."""
+
+
+def node_state(inventory: NodeInventory, *, target: int, gpu: bool, byo: bool = False) -> NodeState:
+    """Whether ``target`` suitable nodes are ready (CPU workloads need none); ``byo``: the
+    message tells the user to label their own nodes."""
+    if not gpu:
+        return NodeState(True, ConditionReason.NODES_READY, "CPU workload: no GPU nodes needed")
+    claim_condition = None
+    if inventory.claims is not None:
+        claim_condition = _claims_state(inventory.claims, target)
+        if not claim_condition[0]:
+            return NodeState(False, claim_condition[1], claim_condition[2], [], claim_condition)
+    ready_nodes = [n for n in inventory.nodes if _node_ready(n, gpu=True)]
+    ready = sorted(n["metadata"]["name"] for n in ready_nodes)
+    gpus = {
+        (sku.gpu_model, sku.gpu_count, sku.gpu_memory_gib)
+        for sku in map(gpu_sku_from_labels, ready_nodes)
+        if sku is not None
+    }
+    if len(gpus) > 1:
+        kinds = ", ".join(
+            f"{count}x {model} ({memory} GiB)" for model, count, memory in sorted(gpus)
+        )
+        message = (
+            f"the matching nodes have different GPUs ({kinds}); a workload needs uniform nodes"
         )
         return NodeState(False, ConditionReason.NODES_NOT_READY, message, ready, claim_condition)
-
-    async def _observe_claims(self, ws: Workspace, target: int) -> tuple[bool, str, str]:
-        claims = await self.kube.list(
-            "karpenter.sh/v1", "NodeClaim", labels=builders.owner_labels(ws)
+    if len(ready) >= target:
+        message = f"{len(ready)}/{target} GPU nodes ready"
+        return NodeState(
+            True, ConditionReason.NODES_READY, message, ready[:target], claim_condition
         )
-        ready = 0
-        for claim in sorted(claims, key=lambda c: str(c["metadata"]["name"])):
-            conditions = (claim.get("status") or {}).get("conditions") or []
-            by_type = {c.get("type"): c for c in conditions}
-            if (by_type.get("Ready") or {}).get("status") == "True":
-                ready += 1
-                continue
-            for cond in conditions:
-                if cond.get("status") == "False" and cond.get("reason") and cond.get("message"):
-                    message = (
-                        f"NodeClaim {claim['metadata']['name']}: {cond['type']} is False: "
-                        f"{cond['reason']}: {cond['message']}"
-                    )
-                    return False, ConditionReason.NODE_PROVISIONING_FAILED, message
-        if ready >= target:
-            return True, "NodeClaimsReady", f"{ready}/{target} NodeClaims ready"
-        return False, "NodeClaimsNotReady", f"{ready}/{target} NodeClaims ready"
+    message = f"{len(ready)}/{target} ready GPU nodes match the label selector" + (
+        " (bring your own nodes: label them to match)" if byo else ""
+    )
+    return NodeState(False, ConditionReason.NODES_NOT_READY, message, ready, claim_condition)
+
+
+def _claims_state(claims: list[dict[str, Any]], target: int) -> tuple[bool, str, str]:
+    ready = 0
+    for claim in sorted(claims, key=lambda c: str(c["metadata"]["name"])):
+        conditions = (claim.get("status") or {}).get("conditions") or []
+        by_type = {c.get("type"): c for c in conditions}
+        if (by_type.get("Ready") or {}).get("status") == "True":
+            ready += 1
+            continue
+        for cond in conditions:
+            if cond.get("status") == "False" and cond.get("reason") and cond.get("message"):
+                message = (
+                    f"NodeClaim {claim['metadata']['name']}: {cond['type']} is False: "
+                    f"{cond['reason']}: {cond['message']}"
+                )
+                return False, ConditionReason.NODE_PROVISIONING_FAILED, message
+    if ready >= target:
+        return True, "NodeClaimsReady", f"{ready}/{target} NodeClaims ready"
+    return False, "NodeClaimsNotReady", f"{ready}/{target} NodeClaims ready"

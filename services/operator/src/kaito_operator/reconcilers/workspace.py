@@ -1,15 +1,17 @@
 """Workspace reconcile: read what the plan needs, provision nodes, apply the workload.
 
 Level-based and idempotent: every call server-side-applies the full desired state, so a
-restarted operator converges without duplicates. Status is computed separately
-(:mod:`kaito_operator.reconcilers.observe`) from what really runs.
+restarted operator converges without duplicates. The status is computed by the pure
+:func:`~kaito_operator.reconcilers.observe.observe_workspace` from what really runs; this
+class is the Workspace :class:`~kaito_operator.controller.Kind` of the generic controller.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
+import datetime
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from kaito_operator.builders import inference as inference_builders
 from kaito_operator.builders import services as service_builders
@@ -18,11 +20,12 @@ from kaito_operator.builders.common import NEWEST, KubeVersion
 from kaito_operator.errors import InvalidSpecError, NotReadyError, refuse_invalid
 from kaito_operator.kube import KubeApiError, KubeClient
 from kaito_operator.reconcilers import plan
-from kaito_operator.reconcilers.freshness import ChildEvent
+from kaito_operator.reconcilers.kind import Children, Reconciled
 from kaito_operator.reconcilers.nodes import NodeProvisioner, gpu_sku_from_labels
+from kaito_operator.reconcilers.observe import Outcome, WorkspaceChildren, observe_workspace
 from kaito_operator.settings import OperatorSettings
 from kaito_sdk import labels
-from kaito_sdk.api import Workspace
+from kaito_sdk.api import Workspace, WorkspaceStatus
 from kaito_sdk.images import image_for
 from kaito_sdk.inference_config import CONFIG_KEY
 from kaito_sdk.presets import Preset
@@ -30,22 +33,14 @@ from kaito_sdk.skus import GpuSku, find_sku
 from kaito_sdk.tuning_config import CONFIG_FILE_NAME
 from kaito_sdk.validation import validate
 
-__all__ = ["Reconciled", "WorkspaceReconciler"]
-
-
-@dataclass(frozen=True)
-class Reconciled:
-    """What a reconcile decided and wrote."""
-
-    target: int
-    """The node count (kept in ``status.targetNodeCount``)."""
-    workload: ChildEvent | None
-    """The StatefulSet or Job version the API server answered the write with (None: not
-    written); the status recompute waits until the watch has delivered it."""
+__all__ = ["WorkspaceReconciler"]
 
 
 class WorkspaceReconciler:
-    """Drives one Workspace to its desired children."""
+    """Drives Workspaces to their desired children and says what runs for them."""
+
+    model: ClassVar[type[Workspace]] = Workspace
+    summary: ClassVar[str] = "WorkspaceSucceeded"
 
     def __init__(self, kube: KubeClient, settings: OperatorSettings) -> None:
         self.kube = kube
@@ -70,13 +65,14 @@ class WorkspaceReconciler:
             service, registry=self.settings.image_registry, tag=self.settings.image_tag
         )
 
-    async def reconcile(self, ws: Workspace) -> Reconciled:
-        """Apply everything ``ws`` asks for; return the target node count (for the status)
-        and the workload version written.
+    async def reconcile(self, owner: Workspace) -> Reconciled:
+        """Apply everything ``owner`` asks for; return the target node count (for the
+        status) and the workload version written.
 
         The SDK's admission rules are checked here too: the webhook may be disabled, and
         names end up in paths and commands.
         """
+        ws = owner
         refuse_invalid(validate(ws))
         preset = plan.preset_of(ws)
         gpu = plan.needs_gpu(ws, preset)
@@ -89,7 +85,7 @@ class WorkspaceReconciler:
         if ws.tuning is not None:
             assert preset is not None
             job = await self._apply_tuning(ws, preset, sku)
-            return Reconciled(target, ChildEvent.of("Job", job, deleted=False) if job else None)
+            return Reconciled(target, ("Job", job) if job else None)
         inference = plan.inference_plan(
             ws,
             preset,
@@ -107,11 +103,37 @@ class WorkspaceReconciler:
         )
         # Independent objects: applied concurrently (one round trip, not three).
         *_, statefulset = await asyncio.gather(*(self.kube.apply(child) for child in children))
-        return Reconciled(target, ChildEvent.of("StatefulSet", statefulset, deleted=False))
+        return Reconciled(target, ("StatefulSet", statefulset))
 
-    async def cleanup(self, ws: Workspace) -> None:
+    async def cleanup(self, owner: Workspace) -> None:
         """Release what was provisioned outside the namespace (children go with the owner)."""
-        await self.nodes.release(ws)
+        await self.nodes.release(owner)
+
+    async def observe(
+        self, owner: Workspace, children: Children, outcome: Outcome, *, now: datetime.datetime
+    ) -> WorkspaceStatus:
+        """The status from the workload and pods (``children``) and the nodes read now."""
+        name = owner.metadata.name
+        workload_kind = "Job" if owner.tuning is not None else "StatefulSet"
+        workload: Mapping[str, Any] | None = None
+        pods = []
+        for kind, obj in children:
+            if kind == "Pod":
+                pods.append(obj)
+            elif kind == workload_kind and obj["metadata"]["name"] == name:
+                workload = obj
+        try:
+            gpu = plan.needs_gpu(owner, plan.preset_of(owner))
+        except InvalidSpecError:
+            gpu = plan.needs_gpu(owner, None)
+        inventory = await self.nodes.read(owner, gpu=gpu)
+        return observe_workspace(
+            owner,
+            WorkspaceChildren(workload, pods, inventory),
+            outcome,
+            now=now,
+            byo=self.settings.node_provisioner == "byo",
+        )
 
     async def _sku(self, ws: Workspace) -> GpuSku | None:
         """The instance type's SKU, or one read from the GPU feature discovery labels."""
