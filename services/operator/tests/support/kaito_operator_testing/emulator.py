@@ -1,4 +1,4 @@
-"""A Kubernetes API emulator for tests and benchmarks, built on ``kmock``.
+"""A Kubernetes API emulator for the operator's tests, built on ``kmock``.
 
 :class:`KubernetesEmulator` subclasses kmock's emulator and adds what the operator and
 kopf rely on: ``resourceVersion``/``uid``/``generation``/``creationTimestamp``; label and
@@ -30,7 +30,7 @@ from kmock._internal import enums, rendering
 from kaito_operator_testing import semantics
 from kaito_operator_testing.requests import apply_body, parse_request
 from kaito_operator_testing.semantics import clone
-from kaito_operator_testing.store import ChangeListener, ObjectStore, api_error
+from kaito_operator_testing.store import ObjectStore, api_error
 
 __all__ = ["KubernetesEmulator", "resource_key"]
 
@@ -134,11 +134,6 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         obj = self._state.objects.get((group, plural, namespace, name))
         return clone(obj) if obj is not None else None
 
-    def exists(self, api_version: str, plural: str, namespace: str | None, name: str) -> bool:
-        """Whether the object is stored (no copy: cheap enough to poll)."""
-        group = api_version.rpartition("/")[0]
-        return (group, plural, namespace, name) in self._state.objects
-
     def list_objects(
         self, api_version: str, plural: str, namespace: str | None = None, *, labels: str = ""
     ) -> list[dict[str, Any]]:
@@ -147,20 +142,10 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
         objs = self._state.select(resource_key(api_version, plural), namespace, selector, [])
         return sorted(objs, key=lambda obj: str(obj["metadata"]["name"]))
 
-    def add_listener(self, listener: ChangeListener) -> None:
-        """Call ``listener(event type, group, plural, object)`` on every stored change, as
-        it happens (benchmarks time child creation this way instead of polling)."""
-        self._state.listeners.append(listener)
-
     @property
     def recorded_requests(self) -> list[rendering.Request]:
         """Every request served so far (kmock records them), oldest first."""
         return list(self._requests)
-
-    @property
-    def revision(self) -> int:
-        """The current resource version counter."""
-        return self._state.revision
 
     async def create_object(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Create ``obj`` as a client would (POST)."""

@@ -1,4 +1,4 @@
-"""Run the real operator (kopf in a thread) against the API emulator, for tests and benchmarks."""
+"""Run the real operator (kopf in a thread) against the API emulator, for tests."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import collections
 import datetime
 import random
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jsonpatch
@@ -24,12 +24,10 @@ from kmock._internal import aiobus
 from kaito_operator_testing import semantics
 from kaito_operator_testing.semantics import clone
 
-__all__ = ["ChangeListener", "ObjectIndex", "ObjectKey", "ObjectStore", "api_error"]
+__all__ = ["ObjectIndex", "ObjectKey", "ObjectStore", "api_error"]
 
 #: (group, plural, namespace or None, name): versions share one storage.
 ObjectKey = tuple[str, str, str | None, str]
-#: Called with (event type, group, plural, object) after every change; must not mutate.
-ChangeListener = Callable[[str, str, str, Mapping[str, Any]], None]
 
 _WATCH_LOG_SIZE = 20_000
 _SYSTEM_FIELDS = (
@@ -75,7 +73,6 @@ class ObjectStore:
         self.resources = resources
         self.objects = ObjectIndex()
         self.applied: dict[tuple[ObjectKey, str, str], dict[str, Any]] = {}
-        self.listeners: list[ChangeListener] = []
         self.revision = 0
         self._random = random.Random()
         self.lock = asyncio.Lock()
@@ -151,8 +148,6 @@ class ObjectStore:
     async def _emit(self, ref: kmock.resource, kind: str, obj: Mapping[str, Any]) -> None:
         event = {"type": kind, "object": clone(obj)}
         group_plural = (str(ref.group), str(ref.plural))
-        for listener in self.listeners:
-            listener(kind, group_plural[0], group_plural[1], obj)
         self.logs[group_plural].append((self.revision, event))
         await self.buses[group_plural].put(event)
 
