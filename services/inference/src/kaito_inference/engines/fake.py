@@ -3,12 +3,12 @@
 Its tokens are the UTF-8 bytes of the text. Its completion echoes the prompt back, one
 byte per token, and then stops (``finish_reason`` ``"stop"``), unless ``max_tokens``
 ends it first (``"length"``). With ``temperature > 0`` the echo starts at a word chosen
-by ``seed`` and wraps around (any start when there is no seed), so seeded sampling repeats and different
-seeds differ. An adapter's completion is upper-cased, so adapters change the answer and
-the base model's does not change. Stop strings are cut with the same
-:class:`IncrementalText` the transformers engine uses. It needs no torch and starts in
-microseconds; ``load_delay_s`` and ``load_failure`` reproduce a loading or broken model,
-``token_delay_s`` a slow one, and ``max_running``/``max_waiting`` a full queue.
+by ``seed`` and wraps around (any start when there is no seed), so seeded sampling
+repeats and different seeds differ. An adapter's completion is upper-cased, so adapters
+change the answer and the base model's does not change. Stop strings are cut with the
+same :class:`IncrementalText` the transformers engine uses. It needs no torch and starts
+in microseconds; ``load_delay_s`` and ``load_failure`` reproduce a loading or broken
+model, ``token_delay_s`` a slow one, and ``max_running``/``max_waiting`` a full queue.
 """
 
 from __future__ import annotations
