@@ -13,8 +13,8 @@ What the controller keeps in memory, each for a need the cluster cannot answer:
 * the status it last wrote, with the owner version it was computed from: until the watch
   delivers that write, a recompute compares against it (no second identical write) and
   keeps its transition times;
-* the workload version a reconcile just wrote, until the watch delivers it: a pod event
-  that arrives first must not be judged against an older workload;
+* the workload a reconcile just wrote, until the watch delivers its generation: a pod
+  event that arrives first must not be judged against an older workload (or none);
 * one lock per owner, so that recomputes of one owner (its children's events arrive on
   several watches at once) read and write one after the other.
 
@@ -69,6 +69,10 @@ def _now() -> datetime.datetime:
 def _key(body: Mapping[str, Any]) -> _Key:
     meta = body["metadata"]
     return str(meta.get("namespace")), str(meta["name"])
+
+
+def _generation(obj: Mapping[str, Any]) -> int:
+    return int(obj["metadata"].get("generation") or 0)
 
 
 def _dump(status: KubeModel | None) -> dict[str, Any]:
@@ -157,20 +161,21 @@ class Controller(Generic[OwnerT]):
         self.metrics.set_state(self.name, *key, None)
 
     def children_of(self, key: _Key, index: ChildIndex) -> Children:
-        """The owner's children from the index, with the workload version the last
-        reconcile wrote in place of an older one the watch has not replaced yet."""
+        """The owner's children from the index, with the workload a reconcile just wrote in
+        place of an older generation of it (or none) that the index still holds."""
         children: Children = [(kind, obj) for kind, obj in index.get(key, ())]
         arriving = self._arriving.get(key)
         if arriving is None:
             return children
         kind, written = arriving
         name = written["metadata"]["name"]
-        version = written["metadata"].get("resourceVersion")
         same = [
             i for i, (k, obj) in enumerate(children) if (k, obj["metadata"]["name"]) == (kind, name)
         ]
-        if same and children[same[0]][1]["metadata"].get("resourceVersion") == version:
-            del self._arriving[key]  # delivered: the index is current from here on
+        if same and _generation(children[same[0]][1]) >= _generation(written):
+            # Delivered (or something newer): the index is current from here on. Watch
+            # events may be merged, so the very version written need not show up.
+            del self._arriving[key]
             return children
         return [c for i, c in enumerate(children) if i not in same] + [arriving]
 
