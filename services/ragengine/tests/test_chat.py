@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 import pytest_asyncio
+from openai.types.chat import ChatCompletionToolParam
 
 from kaito_ragengine.app import create_app
 
@@ -117,11 +118,13 @@ async def test_passthrough_streams(rag: httpx.AsyncClient) -> None:
 async def test_tools_pass_through(
     rag: httpx.AsyncClient, llm_records: list[dict[str, Any]]
 ) -> None:
-    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    tools: list[ChatCompletionToolParam] = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    ]
     completion = await _openai(rag).chat.completions.create(
         model="fake-llm",
         messages=[{"role": "user", "content": "use a tool"}],
-        tools=tools,  # type: ignore[arg-type]
+        tools=tools,
         extra_body={"index_name": "facts"},
     )
     assert "tools=1" in (completion.choices[0].message.content or "")

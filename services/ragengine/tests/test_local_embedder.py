@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kaito_ragengine.embeddings.cpu_kernels import has_native_bf16, pack_linear_layers
-from kaito_ragengine.embeddings.local import LocalEmbedder, resolve_model_path
+from kaito_ragengine.embeddings.local import LocalEmbedder, Precision, resolve_model_path
 
 from .test_real_embeddings import DOCS
 
@@ -101,8 +101,9 @@ async def test_bfloat16_stays_within_cosine_and_ranks_the_test_corpus_the_same()
         pytest.skip("this CPU has no native bf16 (auto precision stays float32 here)")
     texts = [d["text"] for d in DOCS]
     results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for precision in ("float32", "auto"):
-        embedder = LocalEmbedder("all-MiniLM-L6-v2", precision=precision)  # type: ignore[arg-type]
+    precisions: tuple[Precision, ...] = ("float32", "auto")
+    for precision in precisions:
+        embedder = LocalEmbedder("all-MiniLM-L6-v2", precision=precision)
         try:
             results[precision] = (await embedder.embed(texts), await embedder.embed(QUERIES))
         finally:

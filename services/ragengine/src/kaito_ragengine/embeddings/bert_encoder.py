@@ -90,7 +90,7 @@ class BertEncoder:
             or getattr(config, "position_embedding_type", "absolute") != "absolute"
             or getattr(config, "is_decoder", False)
             or getattr(config, "add_cross_attention", False)
-            or not torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+            or not torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]  # unannotated in torch
         ):
             return None
         try:

@@ -78,5 +78,6 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
             app.openapi_schema = _document(app, settings)
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    # FastAPI documents replacing ``app.openapi`` as the way to customise the document.
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
     app.add_exception_handler(HTTPException, _method_not_allowed)

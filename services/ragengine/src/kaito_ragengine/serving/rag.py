@@ -193,7 +193,7 @@ class RagService:
                         record = DocumentRecord(text_hash, doc.text, dict(doc.metadata), text_hash)
                         index.add(record, chunks, matrix)
                 self.metrics.documents.labels(name).set(len(index.documents))
-                return [_to_document(index.find(content_hash(d.text))) for d in documents]  # type: ignore[arg-type]
+                return [_to_document(index.stored(content_hash(d.text))) for d in documents]
 
     async def update_documents(
         self, name: str, updates: list[UpdateDocumentInput]

@@ -73,6 +73,13 @@ class RagIndex:
         doc_id = self._by_hash.get(text_hash, text_hash)
         return self.documents.get(doc_id)
 
+    def stored(self, text_hash: str) -> DocumentRecord:
+        """The document stored under this id or content hash (KeyError when there is none)."""
+        record = self.find(text_hash)
+        if record is None:
+            raise KeyError(text_hash)
+        return record
+
     def add(self, doc: DocumentRecord, chunks: list[str], embeddings: np.ndarray) -> None:
         """Store ``doc`` with one embedding row per chunk."""
         doc.node_ids = [f"{doc.doc_id}-{i}" for i in range(len(chunks))]

@@ -92,7 +92,8 @@ class FaissVectors(FaissMapVectorStore):
             if not wanted:
                 return []
             selector = faiss.IDSelectorBatch(np.asarray(wanted, dtype=np.int64))
-            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+            params = faiss.SearchParameters()
+            params.sel = selector  # ``selector`` (a local) outlives the search below
         scores, ids = self._faiss_index.search(
             vector.reshape(1, -1).astype(np.float32, copy=False), min(k, len(self)), params=params
         )
