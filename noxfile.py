@@ -81,7 +81,8 @@ def install_main(session: nox.Session, *, extras: str = "test") -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repository, then the import
-    contracts in ``.importlinter`` (layers, independent services, no cycles).
+    contracts in ``.importlinter`` (layers, independent services, no cycles) and the
+    tables of docs/architecture.md generated from them.
 
     import-linter reads the packages' source, so they go on PYTHONPATH instead of being
     installed (no torch, no dependencies: the session stays a few seconds long).
@@ -91,6 +92,8 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     sources = os.pathsep.join(str(ROOT / package / "src") for package in present_packages())
     session.run("lint-imports", "--no-cache", env={"PYTHONPATH": sources})
+    # docs/architecture.md's packages and layers tables against pyproject.toml/.importlinter
+    session.run("python", "tools/architecture.py", "check")
 
 
 @nox.session(python=PYTHON)
