@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import datasets
 import torch
@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 _HALF_DTYPES: Final = frozenset({"bfloat16", "float16", "half"})
 _UNEXPECTED_ARGUMENT: Final = re.compile(r"unexpected keyword argument '([^']+)'")
 _COLLATOR_TO_SFT: Final = frozenset({"pad_to_multiple_of"})
+_Config = TypeVar("_Config")  # the Hugging Face config class _hf_call builds
 
 
 class TuningError(RuntimeError):
@@ -91,7 +92,7 @@ def check_hardware(method: TuningMethod) -> None:
         )
 
 
-def _hf_call(section: str, target: Any, kwargs: dict[str, Any]) -> Any:
+def _hf_call(section: str, target: type[_Config], kwargs: dict[str, Any]) -> _Config:
     """Call a Hugging Face config class; turn its complaints into :class:`TuningError`."""
     try:
         return target(**kwargs)
@@ -171,7 +172,7 @@ def _sft_config(job: TrainJob, data: SplitData) -> SFTConfig:
         kwargs.setdefault("use_cpu", True)
         kwargs.setdefault("bf16", False)
         kwargs.setdefault("gradient_checkpointing", False)
-    return _hf_call("TrainingArguments", SFTConfig, kwargs)  # type: ignore[no-any-return]
+    return _hf_call("TrainingArguments", SFTConfig, kwargs)
 
 
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
@@ -215,7 +216,7 @@ def run_training(job: TrainJob, *, metrics: TrainingMetrics | None = None) -> Tr
         return TrainResult(adapter_dir=output_dir, already_complete=True)
     check_hardware(job.method)
     datasets.disable_progress_bars()  # the job logs its own progress lines
-    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # unannotated upstream
     data = load_split(job.input_dir, job.config.dataset)
     logger.info(
         "data: %d training rows, %d evaluation rows (%s layout)",
@@ -227,12 +228,12 @@ def run_training(job: TrainJob, *, metrics: TrainingMetrics | None = None) -> Tr
     args = _sft_config(job, data)
     model, tokenizer = _load_model(job)
     if job.config.quantization.quantized:
-        model = prepare_model_for_kbit_training(model)  # type: ignore[no-untyped-call]
+        model = prepare_model_for_kbit_training(model)  # type: ignore[no-untyped-call]  # unannotated in peft
     lora = _hf_call("LoraConfig", LoraConfig, job.config.lora.hf_kwargs())
-    model = get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)
     progress = ProgressCallback(metrics)
     trainer = SFTTrainer(
-        model=model,
+        model=peft_model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
@@ -246,7 +247,7 @@ def run_training(job: TrainJob, *, metrics: TrainingMetrics | None = None) -> Tr
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
     elapsed = time.monotonic() - started
-    model.save_pretrained(str(output_dir))
+    peft_model.save_pretrained(str(output_dir))
     missing = [name for name in ADAPTER_FILES if not (output_dir / name).is_file()]
     if missing:
         raise TuningError(f"the adapter was not saved: missing {', '.join(missing)}")
