@@ -1,4 +1,5 @@
-"""The pure observe functions: children and the last reconcile's outcome in, typed status out.
+"""The pure observe functions: children and the last reconcile's outcome in, typed status
+out (Workspace, RAGEngine, InferenceSet).
 
 Every honest-status rule in one table: readiness needs ready pods *and* a finished
 rollout; crash loops quote the termination message's last line; OOM, image pull,
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kaito_operator.builders.inferenceset import ANNOTATION_TEMPLATE_HASH, template_hash
+from kaito_operator.reconcilers.inferenceset import observe_inferenceset
 from kaito_operator.reconcilers.nodes import NodeInventory
 from kaito_operator.reconcilers.observe import (
     Outcome,
@@ -23,7 +26,7 @@ from kaito_operator.reconcilers.observe import (
     observe_ragengine,
     observe_workspace,
 )
-from kaito_sdk.api import RAGEngine, Workspace
+from kaito_sdk.api import InferenceSet, RAGEngine, Workspace
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -418,3 +421,55 @@ def test_ragengine_without_matching_nodes_or_with_a_refused_apply_is_not_ready()
         assert (conditions[kind].status, conditions[kind].reason) == ("False", "ApplyFailed")
         assert conditions[kind].message == refused.refused
     assert conditions["ResourceReady"].status == "True"
+
+
+def member(name: str, revision: str, *, ready: bool) -> dict[str, Any]:
+    condition = {
+        "type": "InferenceReady",
+        "status": "True" if ready else "False",
+        "reason": "InferenceReady" if ready else "InferenceNotReady",
+        "observedGeneration": 1,
+        "lastTransitionTime": "2026-01-01T11:00:00Z",
+    }
+    return {
+        "metadata": {
+            "name": name,
+            "generation": 1,
+            "annotations": {ANNOTATION_TEMPLATE_HASH: revision},
+        },
+        "status": {"conditions": [condition]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("members", "outcome", "ok", "reason"),
+    [
+        ([("0", True), ("1", True)], Outcome(), "True", "InferenceSetReady"),
+        ([("0", True)], Outcome(), "False", "ReplicasNotReady"),
+        ([("0", True), ("1", False)], Outcome(), "False", "ReplicasNotReady"),
+        (
+            [("0", True), ("1", True)],
+            Outcome(2, invalid="spec.replicas: bad"),
+            "False",
+            "InvalidSpec",
+        ),
+        (
+            [("0", True), ("1", True)],
+            Outcome(2, refused="404 Not Found: ScaledObject x"),
+            "False",
+            "ApplyFailed",
+        ),
+    ],
+)
+def test_inferenceset_status_counts_the_members_it_lists(
+    members: list[tuple[str, bool]], outcome: Outcome, ok: str, reason: str
+) -> None:
+    iset = InferenceSet.from_manifest(example("inferenceset-smollm2-cpu.yaml"))
+    revision = template_hash(iset)
+    listed = [member(f"inferenceset-smollm2-{i}", revision, ready=r) for i, r in members]
+    status = observe_inferenceset(iset, listed, outcome, now=NOW)
+    assert (status.replicas, status.ready_replicas) == (len(members), sum(r for _, r in members))
+    assert status.selector == "inferenceset.kaito.sh/created-by=inferenceset-smollm2"
+    [ready] = status.conditions or []
+    assert (ready.type, ready.status, ready.reason) == ("InferenceSetReady", ok, reason)
+    assert ready.observed_generation == 2

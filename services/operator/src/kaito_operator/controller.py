@@ -1,6 +1,7 @@
 """One generic controller per owner kind: parse, reconcile, observe, patch the status.
 
-A :class:`Controller` drives Workspaces or RAGEngines through the kind's :class:`Kind`
+A :class:`Controller` drives Workspaces, RAGEngines or InferenceSets through the kind's
+:class:`~kaito_operator.reconcilers.kind.Kind`
 (its reconciler): parse the body into the SDK model, reconcile (pure builders, applied
 through :mod:`kaito_operator.kube`), then compute the status with the kind's pure observe
 function from the children kopf's indexes hold, and patch it only when it changed. The
@@ -15,10 +16,12 @@ What the controller keeps in memory, each for a need the cluster cannot answer:
   keeps its transition times;
 * the workload a reconcile just wrote, until the watch delivers its generation: a pod
   event that arrives first must not be judged against an older workload (or none);
-* one lock per owner, so that recomputes of one owner (its children's events arrive on
-  several watches at once) read and write one after the other.
+* per owner, one lock for reconciles and one for recomputes, so that the change handler,
+  the resync timer and the children's events (several watches at once) read and write
+  one after the other; and whether a reconcile asked for by a child's change is already
+  queued (however many children change meanwhile, it runs once more).
 
-All four are dropped when the owner is deleted.
+All of it is dropped when the owner is deleted.
 """
 
 from __future__ import annotations
@@ -92,10 +95,18 @@ class Controller(Generic[OwnerT]):
         self._written: dict[_Key, tuple[str, KubeModel]] = {}
         self._arriving: dict[_Key, tuple[str, Mapping[str, Any]]] = {}
         self._locks: dict[_Key, asyncio.Lock] = {}
+        self._reconciling: dict[_Key, asyncio.Lock] = {}
+        self._queued: set[_Key] = set()
 
     async def reconcile(self, body: Mapping[str, Any], children: ChildIndex) -> None:
         """Parse, reconcile, then recompute the status; the reconcile's error is re-raised
         for kopf to retry (temporary) or give up (permanent) after the status says why."""
+        async with self._reconciling.setdefault(_key(body), asyncio.Lock()):
+            await self._reconcile(body, children)
+
+    async def _reconcile(self, body: Mapping[str, Any], children: ChildIndex) -> None:
+        if body["metadata"].get("deletionTimestamp"):
+            return  # going away: nothing more is written for it
         key = _key(body)
         generation = body["metadata"].get("generation")
         try:
@@ -134,7 +145,23 @@ class Controller(Generic[OwnerT]):
     async def child_changed(
         self, owner_key: _Key, owners: OwnerIndex, children: ChildIndex
     ) -> None:
-        """A child of ``owner_key`` changed: recompute the owner's status."""
+        """A child of ``owner_key`` changed: recompute the owner's status (or, where the
+        kind asks for it, reconcile it again once the running reconcile is done)."""
+        if self.kind.reconcile_on_child_change:
+            if owner_key in self._queued:
+                return  # the queued reconcile reads this change too
+            self._queued.add(owner_key)
+            try:
+                async with self._reconciling.setdefault(owner_key, asyncio.Lock()):
+                    pass  # wait for the running reconcile
+            finally:
+                self._queued.discard(owner_key)
+            # Read from the API: the owner index may not show a deletion yet, and a
+            # reconcile must not write children of an owner that is going away.
+            current = await self.kube.get(self.api_version, self.name, owner_key[1], owner_key[0])
+            if current is not None and not current["metadata"].get("deletionTimestamp"):
+                await self.resync(current, children)
+            return
         bodies = list(owners.get(owner_key, ()))
         if not bodies:
             return  # not created through this operator's watch yet, or gone
@@ -158,6 +185,8 @@ class Controller(Generic[OwnerT]):
         self._written.pop(key, None)
         self._arriving.pop(key, None)
         self._locks.pop(key, None)
+        self._reconciling.pop(key, None)
+        self._queued.discard(key)
         self.metrics.set_state(self.name, *key, None)
 
     def children_of(self, key: _Key, index: ChildIndex) -> Children:

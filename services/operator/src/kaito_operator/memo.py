@@ -6,7 +6,6 @@ attributes are shared); :func:`kaito_operator.handlers.lifecycle.startup` fills 
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import kopf
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
     from kaito_operator.controller import Controller
     from kaito_operator.kube import KubeClient
     from kaito_operator.metrics import OperatorMetrics
-    from kaito_operator.reconcilers.inferenceset import InferenceSetReconciler
     from kaito_operator.settings import OperatorSettings
 
 __all__ = ["OperatorMemo"]
@@ -35,8 +33,5 @@ class OperatorMemo(kopf.Memo):
     metrics_server: web.AppRunner | None
     """The ``/metrics`` server (None: not served)."""
     controllers: dict[str, Controller[Any]]
-    """The generic controller of each enabled owner kind: ``workspace``, ``ragengine``."""
-    inferencesets: InferenceSetReconciler
-    """The InferenceSet reconciler (part of the workspace controller)."""
-    inferenceset_wakeups: dict[tuple[str | None, str | None], asyncio.Event]
-    """Per InferenceSet: set when a member Workspace changed (its resync runs at once)."""
+    """The generic controller of each enabled owner kind: ``workspace``, ``inferenceset``
+    (with the workspace controller), ``ragengine``."""

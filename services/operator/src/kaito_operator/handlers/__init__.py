@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kopf
 
-from kaito_operator.handlers import admission, inferenceset, lifecycle, owners
+from kaito_operator.handlers import admission, lifecycle, owners
 from kaito_operator.settings import OperatorSettings
 
 __all__ = ["build_registry"]
@@ -17,7 +17,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     for controller in sorted(settings.controllers):
         owners.register(registry, settings, controller)
     if "workspace" in settings.controllers:
-        inferenceset.register(registry)
+        owners.register(registry, settings, "inferenceset")
     if settings.webhook_enabled:
         admission.register(registry, settings)
     return registry

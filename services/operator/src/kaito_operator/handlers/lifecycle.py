@@ -106,8 +106,9 @@ async def startup(
     memo.controllers = {}
     if "workspace" in config.controllers:
         memo.controllers["workspace"] = Controller(workspaces, kube, memo.metrics)
-        memo.inferencesets = InferenceSetReconciler(kube)
-        memo.inferenceset_wakeups = {}
+        memo.controllers["inferenceset"] = Controller(
+            InferenceSetReconciler(kube), kube, memo.metrics
+        )
     if "ragengine" in config.controllers:
         memo.controllers["ragengine"] = Controller(
             RAGEngineReconciler(kube, config), kube, memo.metrics

@@ -1,6 +1,6 @@
-"""kopf handlers of the owner kinds (Workspace, RAGEngine): one line each into the kind's
-generic controller (:class:`kaito_operator.controller.Controller`), picked by ``param``
-(given at registration: ``workspace`` or ``ragengine``).
+"""kopf handlers of the owner kinds (Workspace, RAGEngine, InferenceSet): one line each into
+the kind's generic controller (:class:`kaito_operator.controller.Controller`), picked by
+``param`` (given at registration: ``workspace``, ``ragengine`` or ``inferenceset``).
 
 Per kind: reconcile on resume, create and update; a timer that reconciles again every
 ``resync_seconds`` (level-based: drift is put back); a delete handler; kopf indexes of the
@@ -69,6 +69,13 @@ OWNERS = {
         (_DEPLOYMENTS, _PODS),
         finalizer=False,
     ),
+    # Part of the workspace controller: member Workspaces go with the set (owner reference).
+    "inferenceset": OwnerKind(
+        ("kaito.sh", "v1beta1", "inferencesets"),
+        labels.LABEL_INFERENCESET_CREATED_BY,
+        (("kaito.sh", "v1beta1", "workspaces"),),
+        finalizer=False,
+    ),
 }
 
 
@@ -107,7 +114,7 @@ async def index_owner(*, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dic
 async def index_child(
     *, body: kopf.Body, resource: kopf.Resource, param: Any = None, **_: Any
 ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
-    """Index a workload or pod under its owner's ``(namespace, name)``."""
+    """Index a child (workload, pod, member Workspace) under its owner's ``(namespace, name)``."""
     owner = str(body.metadata.labels[OWNERS[param].label])
     return {(str(body.metadata.namespace), owner): (resource.kind or "", dict(body))}
 
@@ -121,7 +128,7 @@ def _owner_key(meta: Mapping[str, Any], label: str, namespace_label: str | None)
 async def child_changed(
     *, body: kopf.Body, memo: OperatorMemo, param: Any = None, **kwargs: Any
 ) -> None:
-    """A workload or pod changed: recompute its owner's status."""
+    """A child changed: recompute its owner's status (an InferenceSet: reconcile it)."""
     key = _owner_key(body.metadata, OWNERS[param].label, None)
     await memo.controllers[param].child_changed(
         key, kwargs[owners_index(param)], kwargs[children_index(param)]
@@ -137,7 +144,7 @@ async def nodeclaim_changed(*, body: kopf.Body, memo: OperatorMemo, **kwargs: An
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, param: str) -> None:
-    """Register the handlers of one owner kind (``param``: ``workspace`` or ``ragengine``)."""
+    """Register the handlers of one owner kind (``param``: a key of :data:`OWNERS`)."""
     kind = OWNERS[param]
     resource = kind.resource
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):

@@ -1,17 +1,20 @@
 """InferenceSet reconcile: list the member Workspaces, create, rewrite and delete them as
-the plan says, apply the Service and the KEDA ScaledObject, write the status.
+the plan says, apply the Service and the KEDA ScaledObject; the InferenceSet
+:class:`~kaito_operator.reconcilers.kind.Kind` of the generic controller, whose status is
+the pure :func:`observe_inferenceset` of the members its index holds.
 
 Level-based: each call starts from what the API server lists, so a restarted operator
 picks up where the last one stopped. Members are garbage-collected with the set through
-their owner reference.
+their owner reference. A member's change reconciles the set again (a member became
+ready: the rolling update goes on).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import pydantic
 
@@ -19,41 +22,47 @@ from kaito_operator.builders import inferenceset as builders
 from kaito_operator.errors import InvalidSpecError, NotReadyError, refuse_invalid
 from kaito_operator.kube import KubeApiError, KubeClient
 from kaito_operator.reconcilers import plan
+from kaito_operator.reconcilers.kind import Children, Reconciled
+from kaito_operator.reconcilers.observe import Outcome, apply_outcome
+from kaito_operator.status import merge_conditions
 from kaito_sdk import labels
-from kaito_sdk.api import InferenceSet, Workspace
-from kaito_sdk.api.inferenceset import member_name, member_workspace
+from kaito_sdk.api import InferenceSet, InferenceSetStatus, Workspace
+from kaito_sdk.api.inferenceset import member_workspace
 from kaito_sdk.validation import validate
 from kaito_sdk.validation.update import check_workspace_update
 
-__all__ = ["InferenceSetReconciler"]
+__all__ = ["InferenceSetReconciler", "observe_inferenceset"]
 
 _WORKSPACE = ("kaito.sh/v1beta1", "Workspace")
 _SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
 
 
 class InferenceSetReconciler:
-    """Drives one InferenceSet to its member Workspaces, Service and ScaledObject."""
+    """Drives InferenceSets to their member Workspaces, Service and ScaledObject."""
+
+    model: ClassVar[type[InferenceSet]] = InferenceSet
+    summary: ClassVar[str] = "InferenceSetReady"
+    reconcile_on_child_change: ClassVar[bool] = True
 
     def __init__(self, kube: KubeClient) -> None:
         self.kube = kube
         # Sets known to have no ScaledObject (saves a DELETE per reconcile).
         self._without_scaler: set[tuple[str | None, str | None]] = set()
-        # One reconcile of a set at a time: the change handler and the resync daemon
-        # must not interleave their writes.
-        self._locks: dict[tuple[str | None, str | None], asyncio.Lock] = {}
 
-    def forget(self, namespace: str | None, name: str | None) -> None:
-        """Drop what is kept about a set that is gone."""
-        self._locks.pop((namespace, name), None)
-        self._without_scaler.discard((namespace, name))
+    async def cleanup(self, owner: InferenceSet) -> None:
+        """Members go by garbage collection; drop what is kept about the set."""
+        self._without_scaler.discard((owner.metadata.namespace, owner.metadata.name))
 
-    async def reconcile(self, inference_set: InferenceSet) -> builders.MemberPlan:
-        """One step towards the desired members; returns what it did."""
-        key = (inference_set.metadata.namespace, inference_set.metadata.name)
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            return await self._reconcile(inference_set)
+    async def observe(
+        self, owner: InferenceSet, children: Children, outcome: Outcome, *, now: datetime.datetime
+    ) -> InferenceSetStatus:
+        """The status from the member Workspaces (``children``)."""
+        members = [obj for kind, obj in children if kind == "Workspace"]
+        return observe_inferenceset(owner, members, outcome, now=now)
 
-    async def _reconcile(self, inference_set: InferenceSet) -> builders.MemberPlan:
+    async def reconcile(self, owner: InferenceSet) -> Reconciled:
+        """One step towards the desired members."""
+        inference_set = owner
         refuse_invalid(validate(inference_set))
         namespace, name = inference_set.metadata.namespace, inference_set.metadata.name
         listed = await self.kube.list(
@@ -95,21 +104,7 @@ class InferenceSetReconciler:
             self.kube.apply(builders.members_service(inference_set)),
             self._scaled_object(inference_set),
         )
-        status = builders.inferenceset_status(
-            inference_set,
-            _after(inference_set, members, member_plan, revision),
-            revision,
-            member_plan,
-            now=datetime.datetime.now(datetime.UTC),
-        )
-        new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        current = inference_set.status
-        old = current.model_dump(mode="json", by_alias=True, exclude_none=True) if current else {}
-        if new != old:
-            await self.kube.patch_status(
-                "kaito.sh/v1beta1", "InferenceSet", str(name), namespace, new
-            )
-        return member_plan
+        return Reconciled()
 
     async def _scaled_object(self, inference_set: InferenceSet) -> None:
         key = (inference_set.metadata.namespace, inference_set.metadata.name)
@@ -149,24 +144,29 @@ def _immutable_change(current: Mapping[str, Any] | None, desired: dict[str, Any]
     return any(True for _ in check_workspace_update(old, Workspace.from_manifest(desired)))
 
 
-def _after(
+def observe_inferenceset(
     inference_set: InferenceSet,
-    members: list[builders.Member],
-    member_plan: builders.MemberPlan,
-    revision: str,
-) -> list[builders.Member]:
-    """The members as this reconcile leaves them (created and rewritten ones not ready)."""
-    deleted = set(member_plan.delete)
-    rewritten = set(member_plan.update)
-    result = [
-        builders.Member(m.name, m.index, revision, False, m.deleting, m.nodes)
-        if m.index in rewritten
-        else m
-        for m in members
-        if m.name not in deleted
+    workspaces: Sequence[Mapping[str, Any]],
+    outcome: Outcome,
+    *,
+    now: datetime.datetime,
+) -> InferenceSetStatus:
+    """The set's status from its member Workspaces as listed (pure): member counts, the
+    selector and ``InferenceSetReady``, with the last reconcile's refusal on it."""
+    members = [
+        member
+        for member in (builders.member_from(inference_set, ws) for ws in workspaces)
+        if member is not None
     ]
-    result += [
-        builders.Member(member_name(inference_set, index), index, revision, False, False, 1)
-        for index in member_plan.create
-    ]
-    return result
+    revision = builders.template_hash(inference_set)
+    member_plan = builders.plan_members(inference_set, members, revision)
+    status = builders.inferenceset_status(inference_set, members, revision, member_plan, now=now)
+    generation = inference_set.metadata.generation
+    conditions, _ = apply_outcome(
+        status.conditions or [],
+        outcome,
+        summary="InferenceSetReady",
+        generation=generation,
+        now=now,
+    )
+    return status.model_copy(update={"conditions": merge_conditions(status.conditions, conditions)})

@@ -43,6 +43,12 @@ class Kind(Protocol[OwnerT]):
         """The summary condition type (``WorkspaceSucceeded``): where an invalid spec shows."""
         ...
 
+    @property
+    def reconcile_on_child_change(self) -> bool:
+        """Whether a child's change reconciles the owner again (an InferenceSet's member
+        became ready: the rolling update goes on) rather than only recompute its status."""
+        ...
+
     async def reconcile(self, owner: OwnerT) -> Reconciled:
         """Apply the children ``owner`` asks for."""
         ...

@@ -41,6 +41,7 @@ __all__ = [
     "Outcome",
     "RAGEngineChildren",
     "WorkspaceChildren",
+    "apply_outcome",
     "observe_ragengine",
     "observe_workspace",
 ]
@@ -52,6 +53,7 @@ _APPLY_CONDITIONS = {
     "ServiceReady",
     "WorkspaceSucceeded",
     "RAGEngineSucceeded",
+    "InferenceSetReady",
 }
 
 
@@ -198,7 +200,7 @@ def _tuning(
     ]
 
 
-def _apply_outcome(
+def apply_outcome(
     conditions: list[Condition],
     outcome: Outcome,
     *,
@@ -280,7 +282,7 @@ def observe_workspace(
             waiting=outcome.waiting,
             now=now,
         )
-    conditions, refused = _apply_outcome(
+    conditions, refused = apply_outcome(
         conditions + workload,
         outcome,
         summary="WorkspaceSucceeded",
@@ -329,7 +331,7 @@ def observe_ragengine(
         message = f"{len(ready_pods)}/1 replicas ready"
     node_reason = ConditionReason.NODES_READY if nodes_ok else ConditionReason.NODES_NOT_READY
     summary = ConditionReason.SUCCEEDED if ready else ConditionReason.PENDING
-    conditions, _ = _apply_outcome(
+    conditions, _ = apply_outcome(
         [
             condition(
                 "ResourceReady",

@@ -29,6 +29,7 @@ class RAGEngineReconciler:
 
     model: ClassVar[type[RAGEngine]] = RAGEngine
     summary: ClassVar[str] = "RAGEngineSucceeded"
+    reconcile_on_child_change: ClassVar[bool] = False
 
     def __init__(self, kube: KubeClient, settings: OperatorSettings) -> None:
         self.kube = kube

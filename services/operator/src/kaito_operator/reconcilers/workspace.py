@@ -41,6 +41,7 @@ class WorkspaceReconciler:
 
     model: ClassVar[type[Workspace]] = Workspace
     summary: ClassVar[str] = "WorkspaceSucceeded"
+    reconcile_on_child_change: ClassVar[bool] = False
 
     def __init__(self, kube: KubeClient, settings: OperatorSettings) -> None:
         self.kube = kube
