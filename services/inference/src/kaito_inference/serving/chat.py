@@ -27,9 +27,13 @@ class ChatService(GenerationService):
         adapter = self.models.adapter_for(body.model)
         ids = await asyncio.to_thread(self.engine.encode_chat, body.template_messages())
         return await self.reply(
-            body, ids, adapter=adapter, max_tokens=body.token_limit(),
-            prompt_param="messages", disconnected=disconnected,
-        )  # fmt: skip
+            body,
+            ids,
+            adapter=adapter,
+            max_tokens=body.token_limit(),
+            prompt_param="messages",
+            disconnected=disconnected,
+        )
 
     def choice(self, text: str, finish_reason: str | None) -> dict[str, Any]:
         """The assistant's message."""

@@ -26,9 +26,13 @@ class CompletionService(GenerationService):
         if not ids:
             raise InvalidValueError("prompt must not be empty", param="prompt")
         return await self.reply(
-            body, ids, adapter=adapter, max_tokens=body.max_tokens,
-            prompt_param="prompt", disconnected=disconnected,
-        )  # fmt: skip
+            body,
+            ids,
+            adapter=adapter,
+            max_tokens=body.max_tokens,
+            prompt_param="prompt",
+            disconnected=disconnected,
+        )
 
     def choice(self, text: str, finish_reason: str | None) -> dict[str, Any]:
         """The generated text."""

@@ -98,9 +98,15 @@ class GenerationService(ABC):
         return None
 
     async def reply(
-        self, body: SamplingRequest, prompt_ids: list[int], *, adapter: str | None,
-        max_tokens: int | None, prompt_param: str, disconnected: Disconnected,
-    ) -> Reply:  # fmt: skip
+        self,
+        body: SamplingRequest,
+        prompt_ids: list[int],
+        *,
+        adapter: str | None,
+        max_tokens: int | None,
+        prompt_param: str,
+        disconnected: Disconnected,
+    ) -> Reply:
         """The response body, or its SSE lines when ``body.stream``."""
         job = self.plan(body, prompt_ids, adapter, max_tokens, prompt_param)
         if job.stream:
@@ -110,9 +116,13 @@ class GenerationService(ABC):
         return await self._complete(job, disconnected)
 
     def plan(
-        self, body: SamplingRequest, ids: list[int], adapter: str | None,
-        max_tokens: int | None, prompt_param: str,
-    ) -> GenerationJob:  # fmt: skip
+        self,
+        body: SamplingRequest,
+        ids: list[int],
+        adapter: str | None,
+        max_tokens: int | None,
+        prompt_param: str,
+    ) -> GenerationJob:
         """Check the prompt and ``max_tokens`` against the context; build the job."""
         limit = self.engine.max_model_len
         room = limit - len(ids)
