@@ -25,12 +25,16 @@ __all__ = ["create_app"]
 
 
 def create_app(
-    settings: InferenceSettings,
+    settings: InferenceSettings | None = None,
     *,
     engine: Engine | None = None,
     metrics: InferenceMetrics | None = None,
 ) -> FastAPI:
-    """An app serving ``engine`` (default: a :class:`TransformersEngine` for ``settings``)."""
+    """An app serving ``engine`` (default: a :class:`TransformersEngine` for ``settings``).
+
+    ``settings`` defaults to the ``KAITO_INFERENCE_*`` environment.
+    """
+    settings = settings or InferenceSettings()
     metrics = metrics or InferenceMetrics()
     if engine is None:
         from kaito_inference.engines.transformers_engine import TransformersEngine
