@@ -10,9 +10,11 @@ from fastapi import FastAPI
 
 from kaito_ragengine.embeddings.base import Embedder
 from kaito_ragengine.embeddings.factory import build_embedder
-from kaito_ragengine.errors import StartupError, install_exception_handlers
-from kaito_ragengine.metrics import Metrics, RequestMetricsMiddleware
+from kaito_ragengine.errors import StartupError
+from kaito_ragengine.metrics import Metrics
 from kaito_ragengine.routers import chat, health, indexes, retrieve
+from kaito_ragengine.routers.errors import install_exception_handlers
+from kaito_ragengine.routers.middleware import RequestMetricsMiddleware
 from kaito_ragengine.routers.openapi import install_openapi
 from kaito_ragengine.serving.chat import ChatService
 from kaito_ragengine.serving.llm import LLMClient

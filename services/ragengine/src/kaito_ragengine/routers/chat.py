@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from kaito_ragengine.errors import error_responses
 from kaito_ragengine.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 from kaito_ragengine.routers.deps import chat_service
+from kaito_ragengine.routers.errors import error_responses
 from kaito_ragengine.serving.chat import ChatService
 
 __all__ = ["router"]

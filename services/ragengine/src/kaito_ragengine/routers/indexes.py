@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from kaito_ragengine.errors import UnprocessableError, error_responses
+from kaito_ragengine.errors import UnprocessableError
 from kaito_ragengine.protocol.documents import (
     INDEX_NAME_PATTERN,
     DeleteDocumentsRequest,
@@ -20,6 +20,7 @@ from kaito_ragengine.protocol.documents import (
     UpdateDocumentsResponse,
 )
 from kaito_ragengine.routers.deps import rag_service
+from kaito_ragengine.routers.errors import error_responses
 from kaito_ragengine.serving.rag import RagService
 
 __all__ = ["router"]

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from kaito_ragengine.errors import error_responses
 from kaito_ragengine.protocol.retrieve import RetrieveRequest, RetrieveResponse
 from kaito_ragengine.routers.deps import rag_service
+from kaito_ragengine.routers.errors import error_responses
 from kaito_ragengine.serving.rag import RagService
 
 __all__ = ["router"]
