@@ -98,7 +98,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy over every package (pyproject.toml: strict on the SDK, the RAG engine and tuning)."""
+    """mypy, strict on every package (pyproject.toml)."""
     install_main(session)
     session.install("mypy==2.4.1", "types-PyYAML", "-c", str(MAIN_CONSTRAINTS))
     targets = [f"{p}/src" for p in present_packages()]
