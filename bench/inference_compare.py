@@ -90,7 +90,7 @@ def markdown(runs: list[dict[str, object]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        for level in run["levels"]:  # type: ignore[attr-defined]
+        for level in run["levels"]:  # type: ignore[attr-defined]  # JSON read back untyped
             lines.append(
                 f"| {run['runtime']} | {level['concurrency']} | {level['requests']} "
                 f"| {level['tokens_per_s']:.1f} | {level['ttft_p50_s']:.2f} "

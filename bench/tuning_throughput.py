@@ -91,7 +91,7 @@ def run_plain_trl(args: argparse.Namespace, data: Path, out: Path) -> list[dict[
 
     history: list[dict[str, float]] = []
 
-    class Record(TrainerCallback):  # type: ignore[misc]
+    class Record(TrainerCallback):  # type: ignore[misc]  # transformers' base is untyped
         def on_log(self, a: Any, state: Any, c: Any, logs: Any = None, **kw: Any) -> None:
             if logs and "loss" in logs:
                 history.append(

@@ -53,7 +53,7 @@ def test_parse_manifest_dispatches_on_kind() -> None:
 )
 def test_parse_manifest_rejects_unknown_kinds_clearly(manifest: object, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
-        parse_manifest(manifest)  # type: ignore[arg-type]
+        parse_manifest(manifest)  # type: ignore[arg-type]  # wrong type on purpose
 
 
 def test_load_yaml_reads_every_document_and_skips_empty_ones() -> None:

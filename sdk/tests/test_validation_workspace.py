@@ -594,9 +594,9 @@ def test_field_error_prints_path_and_message() -> None:
     error = FieldError("inference.adapters[1].strength", "must be between 0 and 1, got 2")
     assert str(error) == "inference.adapters[1].strength: must be between 0 and 1, got 2"
     with pytest.raises(AttributeError):
-        error.path = "x"  # type: ignore[misc]
+        error.path = "x"  # type: ignore[misc]  # the test assigns to a frozen field
 
 
 def test_validate_rejects_other_types() -> None:
     with pytest.raises(TypeError, match="Workspace, RAGEngine or InferenceSet"):
-        validate("not an object")  # type: ignore[arg-type]
+        validate("not an object")  # type: ignore[arg-type]  # wrong type on purpose

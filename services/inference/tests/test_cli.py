@@ -12,7 +12,7 @@ from kaito_inference.cli import apply_kaito_config, build_parser, main, settings
 from kaito_inference.settings import InferenceSettings
 
 
-def settings(argv: list[str]):  # type: ignore[no-untyped-def]
+def settings(argv: list[str]):  # type: ignore[no-untyped-def]  # returns the CLI's private settings type
     args, extra = build_parser().parse_known_args(["serve", *argv])
     assert extra == []
     return settings_from_args(args)

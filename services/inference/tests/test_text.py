@@ -18,7 +18,7 @@ def tokenizer(tiny_model_dir: Path) -> object:
 def feed(tokenizer: object, text: str, stops: list[str]) -> tuple[list[str], IncrementalText]:
     stream = IncrementalText(tokenizer, stops)
     deltas = []
-    for token in tokenizer(text)["input_ids"]:  # type: ignore[operator]
+    for token in tokenizer(text)["input_ids"]:  # type: ignore[operator]  # the tokenizer's call is loosely typed
         deltas.append(stream.push(token))
         if stream.stopped:
             break

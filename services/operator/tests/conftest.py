@@ -60,7 +60,7 @@ def _verb(request: Any) -> str:
 def _violations(cluster: OperatorHarness, controller: str) -> list[str]:
     """Requests the operator sent that its chart's ClusterRole would refuse."""
     settings = cluster.operator_settings()
-    rules = rbac.rules_for(controller, settings.node_provisioner)  # type: ignore[arg-type]
+    rules = rbac.rules_for(controller, settings.node_provisioner)  # type: ignore[arg-type]  # controller names come from the harness
     allowed = {
         (group, resource, verb)
         for rule in rules

@@ -107,7 +107,7 @@ def test_an_empty_list_converts_to_an_empty_list() -> None:
             "request.objects[1] (RAGEngine x): metadata.annotations[kaito.sh/v1beta1-fields]:",
         ),
         (conversion_review("kaito.sh/v1beta1", ["text"]), "request.objects[0]: must be an object"),
-        (conversion_review("kaito.sh/v1beta1", None), "request.objects: required, a list"),  # type: ignore[arg-type]
+        (conversion_review("kaito.sh/v1beta1", None), "request.objects: required, a list"),  # type: ignore[arg-type]  # a missing list on purpose
         (
             {"request": {"uid": "c0ffee", "objects": []}},
             "request.desiredAPIVersion: required",

@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import kopf
 import pytest
@@ -50,10 +50,10 @@ async def cluster(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[KubeCl
         await client.aclose()
 
 
-async def eventually(check: object, within: float = 60) -> object:
+async def eventually(check: Callable[[], Awaitable[object]], within: float = 60) -> object:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        result = await check()  # type: ignore[operator]
+        result = await check()
         if result:
             return result
         await asyncio.sleep(1)

@@ -217,7 +217,7 @@ def test_ready_workspace_names_its_nodes_and_keeps_what_others_wrote() -> None:
     )
     assert status.worker_nodes == ["node-1"]
     assert status.target_node_count == 1
-    assert status.performance == ws.status.performance  # type: ignore[union-attr]
+    assert status.performance == ws.status.performance  # type: ignore[union-attr]  # the fixture has a status
 
 
 def test_an_invalid_generation_shows_on_the_summary_until_the_spec_changes() -> None:

@@ -42,7 +42,7 @@ def pod(name: str, **status: object) -> dict[str, object]:
 
 def test_diagnosis_names_each_cause() -> None:
     evicted = pod("p", reason="Evicted", message="The node was low on resource: memory.")
-    assert diagnose_pods([evicted]).reason == "PodEvicted"  # type: ignore[union-attr]
+    assert diagnose_pods([evicted]).reason == "PodEvicted"  # type: ignore[union-attr]  # diagnosed
     config_error = pod(
         "p",
         containerStatuses=[
@@ -71,7 +71,7 @@ def test_diagnosis_names_each_cause() -> None:
             }
         ],
     )
-    assert diagnose_pods([init_pull]).reason == "ImagePullFailed"  # type: ignore[union-attr]
+    assert diagnose_pods([init_pull]).reason == "ImagePullFailed"  # type: ignore[union-attr]  # diagnosed
     assert diagnose_pods([pod("p", phase="Running")]) is None
 
 

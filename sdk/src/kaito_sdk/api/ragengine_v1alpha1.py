@@ -58,7 +58,7 @@ class RAGEngineV1Alpha1Spec(RAGEngineSpec):
     """Desired state of a v1alpha1 RAGEngine: the v1beta1 spec with KAITO's flat storage
     and the service names."""
 
-    storage: FlatStorageSpec | None = None  # type: ignore[assignment]
+    storage: FlatStorageSpec | None = None  # type: ignore[assignment]  # v1alpha1's flat shape replaces v1beta1's on purpose
     """Index persistence on a PersistentVolumeClaim (v1beta1: ``storage.persistentVolume``)."""
     query_service_name: str | None = None
     """Name KAITO v1alpha1 gave the query Service; kept, not used by this operator."""

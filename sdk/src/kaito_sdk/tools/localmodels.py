@@ -246,11 +246,11 @@ def _convert_gguf(gguf: Path, out_dir: Path, *, progress: bool) -> None:
         settings.pop("quantization_config", None)  # the weights are plain float32 now
         settings.pop("_model_name_or_path", None)
         config = type(loaded.config).from_dict(settings)
-        fresh: Any = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        fresh: Any = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
             config, dtype=torch.float32
         )
         fresh.load_state_dict(loaded.state_dict())
-        fresh.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+        fresh.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]  # unannotated in transformers
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
             pad_token_id=tokenizer.pad_token_id,
@@ -308,7 +308,7 @@ def build_tiny_model(path: Path) -> Path:
         "pad_token": "<|endoftext|>",
         "unk_token": "<|endoftext|>",
     }
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # unannotated in transformers
         tokenizer_object=raw, **special_tokens
     )
     tokenizer.chat_template = CHATML_TEMPLATE
@@ -330,7 +330,7 @@ def build_tiny_model(path: Path) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]  # unannotated in transformers
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard, get_args
 
 import typer
 import yaml
@@ -215,6 +215,11 @@ def validate_objects(objects: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def _is_provisioner(value: str) -> TypeGuard[NodeProvisioner]:
+    """Whether ``value`` names a node provisioner the operator knows."""
+    return value in get_args(NodeProvisioner)
+
+
 def _render_command(
     file: Annotated[
         Path,
@@ -234,15 +239,14 @@ def _render_command(
     except (OSError, yaml.YAMLError) as exc:
         print(f"{file}: {exc}", file=sys.stderr)
         raise typer.Exit(code=1) from None
-    if node_provisioner not in ("karpenter", "gpu-provisioner", "byo"):
+    if not _is_provisioner(node_provisioner):
         print(
             f"--node-provisioner: must be karpenter, gpu-provisioner or byo, "
             f"got {node_provisioner!r}",
             file=sys.stderr,
         )
         raise typer.Exit(code=2)
-    provisioner: NodeProvisioner = node_provisioner  # type: ignore[assignment]
-    settings = OperatorSettings(node_provisioner=provisioner)
+    settings = OperatorSettings(node_provisioner=node_provisioner)
     try:
         objects = render_manifests(documents, settings)
     except RenderError as exc:

@@ -27,7 +27,7 @@ def pack_linear_layers(model: nn.Module) -> int:
     Returns the number of layers packed (0 when oneDNN is unavailable, the model is not
     float32 on CPU, or a packed layer does not reproduce ``F.linear`` on a probe input).
     """
-    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]  # unannotated in torch
         return 0
     linears = [
         m
@@ -55,5 +55,5 @@ def pack_linear_layers(model: nn.Module) -> int:
         log.warning("oneDNN prepacking unavailable (%s); using F.linear", exc)
         return 0
     for layer, forward in zip(linears, packed, strict=True):
-        layer.forward = forward  # type: ignore[method-assign,assignment]
+        layer.forward = forward  # type: ignore[method-assign,assignment]  # the packed kernel replaces the module's forward
     return len(linears)

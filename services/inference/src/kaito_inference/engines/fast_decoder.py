@@ -150,7 +150,7 @@ def _unsupported(model: Any) -> str | None:
     sliding = getattr(config, "sliding_window", None) and getattr(
         config, "use_sliding_window", True
     )
-    mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]  # unannotated in torch
     checks = (
         (getattr(config, "model_type", None) in SUPPORTED_TYPES, "its model type"),
         (not hasattr(model, "peft_config"), "it is wrapped by PEFT"),

@@ -37,7 +37,7 @@ def _append(
     return buffer, length + count
 
 
-class GrowableLayer(DynamicLayer):  # type: ignore[no-untyped-call]
+class GrowableLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # DynamicLayer is unannotated
     """A ``DynamicLayer`` whose keys and values live in buffers with spare capacity."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -45,7 +45,7 @@ class GrowableLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         self._value_buffer: torch.Tensor | None = None
         self._key_length = 0
         self._value_length = 0
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]  # DynamicLayer is unannotated
 
     @property
     def keys(self) -> torch.Tensor | None:
@@ -58,7 +58,7 @@ class GrowableLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         self._key_buffer = tensor
         self._key_length = tensor.shape[-2] if tensor is not None and tensor.dim() == 4 else 0
         if self._key_length:  # assigned real states: the layer is initialized
-            self.is_initialized, self.device = True, tensor.device  # type: ignore[union-attr]
+            self.is_initialized, self.device = True, tensor.device  # type: ignore[union-attr]  # a length > 0 means a tensor
 
     @property
     def values(self) -> torch.Tensor | None:

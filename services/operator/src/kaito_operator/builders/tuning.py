@@ -124,7 +124,7 @@ def tuning_job(ws: Workspace, plan: TuningPlan) -> dict[str, Any]:
         "name": "tuning",
         "image": plan.image,
         "command": contract.run_argv(
-            method=tuning.method.lower(),  # type: ignore[arg-type]
+            method=tuning.method.lower(),  # type: ignore[arg-type]  # validated: lora or qlora, any case
             preset=plan.preset.name,
             output_dir=plan.output_dir,
             push_image=output.image,

@@ -60,7 +60,7 @@ class ObjectIndex(dict[ObjectKey, dict[str, Any]]):
         super().__setitem__(key, value)
         self.by_kind.setdefault((key[0], key[1]), {})[key] = value
 
-    def pop(self, key: ObjectKey) -> dict[str, Any]:  # type: ignore[override]
+    def pop(self, key: ObjectKey) -> dict[str, Any]:  # type: ignore[override]  # pop without a default: a missing key is a test bug
         """Remove and return an object."""
         self.by_kind[(key[0], key[1])].pop(key, None)
         return super().pop(key)
