@@ -109,8 +109,11 @@ def test_base_image_is_pinned_and_multi_stage(service: str) -> None:
     parsed = dockerfile(service)
     assert len(parsed.stages) >= 2, "expected a builder stage and a final stage"
     assert BASE_IMAGE.match(parsed.args["PYTHON_IMAGE"]), parsed.args["PYTHON_IMAGE"]
+    stages: list[str] = []  # a stage may start from an earlier one (deps, then code)
     for source in parsed.all("FROM"):
-        assert source.split()[0] == "${PYTHON_IMAGE}", source
+        image, *alias = source.split()
+        assert image == "${PYTHON_IMAGE}" or image in stages, source
+        stages += alias[1:]
 
 
 def test_final_stage_runs_as_uid_10001(service: str) -> None:
