@@ -16,6 +16,7 @@ builds use the same package mirrors as the host's pip.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import shutil
@@ -28,7 +29,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "sdk" / "src"))
+if importlib.util.find_spec("kaito_sdk") is None:  # run from a checkout without the SDK
+    sys.path.insert(0, str(ROOT / "sdk" / "src"))
 from kaito_sdk.images import IMAGE_REGISTRY, IMAGE_TAG, SERVICE_IMAGES, image_for  # noqa: E402
 
 #: The base image the Dockerfiles name for a connected builder.
