@@ -1,10 +1,15 @@
-"""Print the third-party requirements of monorepo packages, one per line (stdlib only).
+"""What an image of one of our services needs, from the pyproject.toml files (stdlib only).
 
-The service Dockerfiles install these in a layer of their own before copying our code, so
-a code-only change reuses the layer with torch and every dependency. Arguments are
-package directories, each optionally with extras: ``sdk services/tuning[gpu]``.
-A requirement on one of our own packages (``kaito-sdk[oci]``) is replaced by that
-package's requirements and extras; its wheel comes later, with our code.
+    python tools/image_requirements.py services/ragengine[code]             # requirements
+    python tools/image_requirements.py --packages services/ragengine[code]  # our packages
+
+The first form prints the third-party requirements, one per line: the service
+Dockerfiles install them in a layer of their own before any of our code is copied, so a
+code-only change reuses the layer with torch and every dependency. A requirement on one
+of our own packages (``kaito-sdk[oci]``, ``kaito-cpu-runtime``) is replaced by that
+package's requirements and extras. ``--packages`` prints the directories of our packages
+the service needs, itself last: the Dockerfiles build their wheels. Run it from the
+repository root; our package ``kaito-<name>`` lives in ``sdk`` or ``services/<name>``.
 """
 
 from __future__ import annotations
@@ -15,16 +20,18 @@ import tomllib
 from pathlib import Path
 
 _ARG = re.compile(r"^(?P<path>[^\[\]]+)(?:\[(?P<extras>[\w,-]*)\])?$")
-_OURS = re.compile(r"^kaito[-_](?P<name>\w+)\s*(?:\[(?P<extras>[\w,\s-]*)\])?", re.IGNORECASE)
+_OURS = re.compile(r"^kaito[-_](?P<name>[\w-]+)\s*(?:\[(?P<extras>[\w,\s-]*)\])?", re.IGNORECASE)
 
 
 def _directory(name: str) -> str:
     """The directory of our package ``kaito-<name>`` (the SDK, or a service)."""
-    return "sdk" if name.lower() == "sdk" else f"services/{name.lower()}"
+    name = name.lower().replace("_", "-")
+    return "sdk" if name == "sdk" else f"services/{name}"
 
 
-def requirements(arg: str) -> list[str]:
-    """Runtime requirements (plus those of the named extras) of the package at ``arg``."""
+def _resolve(arg: str, packages: dict[str, None]) -> list[str]:
+    """Third-party requirements of the package ``arg`` (``DIR`` or ``DIR[extra,...]``);
+    our packages it needs are added to ``packages`` (dependencies before dependents)."""
     match = _ARG.match(arg)
     if match is None:
         raise SystemExit(f"image_requirements: {arg!r} is not DIR or DIR[extra,...]")
@@ -45,15 +52,30 @@ def requirements(arg: str) -> list[str]:
             result.append(requirement)
             continue
         extras = "".join((ours["extras"] or "").split())
-        result += requirements(f"{_directory(ours['name'])}[{extras}]")
+        result += _resolve(f"{_directory(ours['name'])}[{extras}]", packages)
+    packages[match["path"]] = None
     return result
 
 
+def requirements(arg: str) -> list[str]:
+    """Runtime requirements (plus those of the named extras) of the package at ``arg``."""
+    return _resolve(arg, {})
+
+
+def packages(arg: str) -> list[str]:
+    """Directories of our packages that ``arg`` needs, ``arg``'s own last."""
+    found: dict[str, None] = {}
+    _resolve(arg, found)
+    return list(found)
+
+
 def main(argv: list[str]) -> None:
-    """Print the requirements of every package in ``argv``, without duplicates."""
+    """Print the requirements (or, after ``--packages``, our package directories) of every
+    package in ``argv``, without duplicates."""
+    lister = packages if argv[:1] == ["--packages"] else requirements
     seen: dict[str, None] = {}
-    for arg in argv:
-        seen.update(dict.fromkeys(requirements(arg)))
+    for arg in argv[1:] if lister is packages else argv:
+        seen.update(dict.fromkeys(lister(arg)))
     print("\n".join(seen))
 
 
