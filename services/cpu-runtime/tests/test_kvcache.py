@@ -1,14 +1,33 @@
-"""The in-place KV cache and the prepacked linears reproduce transformers' own results."""
+"""The in-place KV cache reproduces transformers' own; a batch's rows merge and drop."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache
+from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
 
-from kaito_inference.engines.cpu_kernels import pack_linear_layers
-from kaito_inference.engines.kvcache import GrowableLayer, new_batch_cache
+from kaito_cpu_runtime.kvcache import (
+    GrowableLayer,
+    append_rows,
+    keep_rows,
+    left_pad,
+    new_batch_cache,
+)
+
+
+def tiny_llama() -> Any:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
 def decode_logits(model: torch.nn.Module, cache: object, steps: int = 70) -> torch.Tensor:
@@ -23,8 +42,8 @@ def decode_logits(model: torch.nn.Module, cache: object, steps: int = 70) -> tor
     return torch.stack(collected)
 
 
-def test_growable_cache_matches_dynamic_cache(tiny_model_dir: Path) -> None:
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+def test_growable_cache_matches_dynamic_cache() -> None:
+    model = tiny_llama()
     cache = new_batch_cache(model.config)
     assert all(isinstance(layer, GrowableLayer) for layer in cache.layers)
     ours = decode_logits(model, cache)
@@ -44,12 +63,31 @@ def test_growable_layer_accepts_assigned_tensors() -> None:
     assert layer.get_seq_length() == 5
 
 
-def test_prepacked_linears_give_the_same_logits(tiny_model_dir: Path) -> None:
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    ids = torch.tensor([[1, 20, 30, 40, 50, 60]])
-    with torch.inference_mode():
-        before = model(input_ids=ids).logits
-        packed = pack_linear_layers(model)
-        after = model(input_ids=ids).logits
-    assert packed == sum(isinstance(m, torch.nn.Linear) for m in model.modules())
-    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+def cache_of(keys: torch.Tensor) -> Any:
+    """A one-layer batch cache holding ``keys`` (values: their negation)."""
+    cache = new_batch_cache(tiny_llama().config)
+    cache.layers = cache.layers[:1]
+    cache.layers[0].keys, cache.layers[0].values = keys, -keys
+    return cache
+
+
+def test_rows_append_left_padded_and_drop_with_their_padding_columns() -> None:
+    running = cache_of(torch.arange(1.0, 7.0).view(2, 1, 3, 1))  # 2 rows of 3 tokens
+    newcomer = cache_of(torch.tensor([7.0]).view(1, 1, 1, 1))  # 1 row of 1 token
+    mask = append_rows(
+        running, torch.ones(2, 3, dtype=torch.long), newcomer, torch.ones(1, 1, dtype=torch.long)
+    )
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 1], [0, 0, 1]]
+    layer = running.layers[0]
+    assert layer.keys[:, 0, :, 0].tolist() == [[1, 2, 3], [4, 5, 6], [0, 0, 7]]
+    torch.testing.assert_close(layer.values, -layer.keys)
+    mask = keep_rows(running, mask, torch.tensor([2]))  # only the newcomer stays
+    assert mask.tolist() == [[1]]
+    assert layer.keys[:, 0, :, 0].tolist() == [[7]]
+    assert layer.values[:, 0, :, 0].tolist() == [[-7]]
+
+
+def test_left_pad_adds_zeros_in_front_only_when_needed() -> None:
+    row = torch.tensor([[1, 2]])
+    assert left_pad(row, 2, 1) is row
+    assert left_pad(row, 4, 1).tolist() == [[0, 0, 1, 2]]

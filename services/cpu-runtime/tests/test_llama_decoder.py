@@ -14,8 +14,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
-from kaito_inference.engines.fast_decoder import FastDecoder
-from kaito_inference.engines.kvcache import new_batch_cache
+from kaito_cpu_runtime.kvcache import new_batch_cache
+from kaito_cpu_runtime.llama_decoder import FastDecoder
 
 SHAPE = {
     "vocab_size": 97,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kaito_inference.engines.cpu_threads import (
+from kaito_cpu_runtime.threads import (
     ThreadGovernor,
     available_cpus,
     configure_cpu_threads,

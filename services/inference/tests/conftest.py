@@ -1,11 +1,5 @@
-"""Shared fixtures: offline mode, the tiny random model, the real embedded SmolLM2, and the
-``requires_cpu`` marker for tests that need a CPU feature.
-
-``@pytest.mark.requires_cpu("avx512bw avx512vl avx512dq", "avx_ne_convert", why="...")``
-runs a test only where ``/proc/cpuinfo`` lists every flag of at least one argument, and
-skips it with ``why`` and the missing flags elsewhere. Each such test has a counterpart
-that runs on every CPU (the ``cpu_flags`` fixture gives the flags to compare against).
-"""
+"""Shared fixtures: offline mode, the tiny random model, the real embedded SmolLM2, and
+this machine's CPU flags (for tests whose result depends on a CPU feature)."""
 
 from __future__ import annotations
 
@@ -13,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from _pytest.nodes import Item
 
 from kaito_sdk.tools.localmodels import build_tiny_model, embedded_model_dir
 
@@ -46,33 +39,7 @@ def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
-def missing_cpu_flags(flags: frozenset[str], *alternatives: str) -> str | None:
-    """``None`` when ``flags`` hold every flag of one alternative, else what is missing."""
-    missing = [sorted(set(option.split()) - flags) for option in alternatives]
-    if not alternatives or any(not gap for gap in missing):
-        return None
-    return " or ".join(" ".join(gap) for gap in missing)
-
-
 @pytest.fixture(scope="session")
 def cpu_flags() -> frozenset[str]:
     """This machine's CPU flags from ``/proc/cpuinfo``."""
     return read_cpu_flags()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``requires_cpu`` marker."""
-    config.addinivalue_line(
-        "markers",
-        "requires_cpu(*alternatives, why): skip unless /proc/cpuinfo has all the flags "
-        "of one alternative (space-separated flag names)",
-    )
-
-
-def pytest_runtest_setup(item: Item) -> None:
-    """Skip ``requires_cpu`` tests on CPUs without the feature, saying which flags lack."""
-    for marker in item.iter_markers("requires_cpu"):
-        missing = missing_cpu_flags(read_cpu_flags(), *marker.args)
-        if missing is not None:
-            why = marker.kwargs.get("why", "a CPU feature")
-            pytest.skip(f"this CPU lacks {missing} ({why})")

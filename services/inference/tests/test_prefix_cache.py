@@ -1,62 +1,21 @@
-"""Prefix caching: the cache itself, and the batcher giving the same tokens with it."""
+"""Prefix caching in the batcher: the same tokens with the cache as without it.
+
+The cache itself is tested in services/cpu-runtime/tests/test_prefix_cache.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kaito_cpu_runtime.llama_decoder import FastDecoder
+from kaito_cpu_runtime.prefix_cache import BLOCK_TOKENS, PrefixCache
 from kaito_inference.engines.batching import ContinuousBatcher
-from kaito_inference.engines.fast_decoder import FastDecoder
-from kaito_inference.engines.prefix_cache import BLOCK_TOKENS, PrefixCache
 from kaito_inference.engines.sequences import SamplingParams, Sequence
-
-
-def states(length: int, fill: float = 0.0, layers: int = 2) -> list[Any]:
-    return [(torch.full((2, length, 4), fill), torch.full((2, length, 4), -fill))] * layers
-
-
-def test_lookup_finds_the_longest_whole_block_start() -> None:
-    cache = PrefixCache(max_tokens=1000)
-    prompt = list(range(3 * BLOCK_TOKENS + 5))
-    assert cache.lookup(None, prompt) == (0, [])
-    cache.insert(None, prompt[: 2 * BLOCK_TOKENS], states(2 * BLOCK_TOKENS, 1.0))
-    length, found = cache.lookup(None, prompt)
-    assert length == 2 * BLOCK_TOKENS
-    assert found[0][0].shape == (2, 2 * BLOCK_TOKENS, 4)
-    other = prompt[:BLOCK_TOKENS] + [999] * (2 * BLOCK_TOKENS)  # diverges in block 2
-    assert cache.lookup(None, other)[0] == BLOCK_TOKENS
-    assert cache.lookup("an-adapter", prompt) == (0, [])  # adapters never share states
-
-
-def test_a_prompt_of_whole_blocks_keeps_one_token_to_compute() -> None:
-    cache = PrefixCache(max_tokens=1000)
-    prompt = list(range(2 * BLOCK_TOKENS))
-    cache.insert(None, prompt, states(2 * BLOCK_TOKENS))
-    assert cache.lookup(None, prompt)[0] == BLOCK_TOKENS
-    assert PrefixCache.reusable_length(2 * BLOCK_TOKENS) == BLOCK_TOKENS
-    assert PrefixCache.reusable_length(BLOCK_TOKENS) == 0
-
-
-def test_eviction_by_tokens_and_subsumed_entries() -> None:
-    cache = PrefixCache(max_tokens=3 * BLOCK_TOKENS)
-    first = list(range(BLOCK_TOKENS))
-    cache.insert(None, first, states(BLOCK_TOKENS))
-    longer = first + list(range(100, 100 + BLOCK_TOKENS))
-    cache.insert(None, longer, states(2 * BLOCK_TOKENS))  # contains the first: replaces it
-    assert cache.cached_tokens == 2 * BLOCK_TOKENS
-    assert cache.lookup(None, [*first, 7])[0] == BLOCK_TOKENS
-    cache.insert(None, list(range(500, 500 + 2 * BLOCK_TOKENS)), states(2 * BLOCK_TOKENS))
-    assert cache.cached_tokens == 2 * BLOCK_TOKENS  # the least recently used went
-    assert cache.lookup(None, [*longer, 7]) == (0, [])
-    cache.insert(None, list(range(5 * BLOCK_TOKENS)), states(5 * BLOCK_TOKENS))  # too big
-    assert cache.cached_tokens == 2 * BLOCK_TOKENS
-    cache.clear()
-    assert cache.cached_tokens == 0
 
 
 def generate(batcher: ContinuousBatcher, prompts: list[list[int]], tokens: int) -> list[list[int]]:

@@ -1,4 +1,8 @@
-"""The local embedder: same embeddings as sentence-transformers, bf16 within cosine 0.999."""
+"""The local embedder: same embeddings as sentence-transformers, bf16 within cosine 0.999.
+
+The kernels under it (the lean BERT encoder, prepacked linears) are tested in
+services/cpu-runtime/tests.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from kaito_ragengine.embeddings.cpu_kernels import has_native_bf16, pack_linear_layers
+from kaito_cpu_runtime.linear import has_native_bf16
 from kaito_ragengine.embeddings.local import LocalEmbedder, Precision, resolve_model_path
 
 from .test_real_embeddings import DOCS
@@ -20,56 +23,6 @@ QUERIES = [
     "interest rate hike hits equities",
     "bread yeast",
 ]
-
-
-def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
-    assert has_native_bf16(cpuinfo)
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
-    assert not has_native_bf16(cpuinfo)
-    assert not has_native_bf16(tmp_path / "missing")
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
-
-
-# oneDNN packs bfloat16 weights only with AVX-512 BW/VL/DQ or AVX-NE-CONVERT.
-_ONEDNN_BF16 = {"avx512bw", "avx512vl", "avx512dq"} <= _cpu_flags() or (
-    "avx_ne_convert" in _cpu_flags()
-)
-
-
-@pytest.mark.parametrize(
-    "dtype",
-    [
-        torch.float32,
-        pytest.param(
-            torch.bfloat16,
-            marks=pytest.mark.skipif(
-                not _ONEDNN_BF16,
-                reason="this CPU lacks AVX-512 BW/VL/DQ and AVX-NE-CONVERT: oneDNN has no "
-                "bfloat16 packing here (the float32 case runs everywhere)",
-            ),
-        ),
-    ],
-)
-def test_packed_linears_compute_what_f_linear_computes(dtype: torch.dtype) -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(48, 96), nn.GELU(), nn.Linear(96, 16, bias=False)).to(dtype)
-    inputs = torch.randn(5, 48).to(dtype)
-    with torch.inference_mode():
-        expected = model(inputs).float()
-        if pack_linear_layers(model) == 0:
-            pytest.skip("oneDNN prepacking is not available in this torch build")
-        packed = model(inputs).float()
-    tolerance = 3e-2 if dtype == torch.bfloat16 else 1e-4
-    torch.testing.assert_close(packed, expected, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.slow
@@ -152,14 +105,3 @@ async def test_other_architectures_run_through_transformers(tmp_path: Path) -> N
     assert embedder.precision == "float32"
     reference = reference_model.encode(QUERIES, normalize_embeddings=True)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
-
-
-def test_free_heap_memory_is_released_through_glibc() -> None:
-    import platform  # noqa: PLC0415
-
-    from kaito_ragengine.embeddings.cpu_kernels import _malloc_trim, release_free_memory  # noqa: PLC0415
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("malloc_trim is glibc's")
-    assert _malloc_trim() is not None
-    release_free_memory()

@@ -19,40 +19,29 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from kaito_cpu_runtime.linear import Activation, PackedLinear
+
 __all__ = ["BertEncoder"]
 
 log = logging.getLogger(__name__)
 
-_Linear = tuple[torch.Tensor, torch.Tensor | None]
 
-
-def _pack(layer: nn.Linear, dtype: torch.dtype) -> _Linear:
-    return _pack_weights(layer.weight, layer.bias, dtype)
-
-
-def _pack_weights(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> _Linear:
-    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype).contiguous(), None)
-    return packed, None if bias is None else bias.detach().to(dtype)
-
-
-def _linear(x: torch.Tensor, layer: _Linear, activation: str = "none") -> torch.Tensor:
-    out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-        x, layer[0], layer[1], activation, [], "none" if activation == "gelu" else ""
-    )
-    return out
+def _pack(layer: nn.Linear, dtype: torch.dtype, activation: Activation = "none") -> PackedLinear:
+    return PackedLinear(layer.weight, layer.bias, dtype, float32_io=False, activation=activation)
 
 
 class _Layer:
     def __init__(self, layer: Any, dtype: torch.dtype) -> None:
         attention = layer.attention.self
-        self.qkv = _pack_weights(
+        self.qkv = PackedLinear(
             torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]),
             torch.cat([attention.query.bias, attention.key.bias, attention.value.bias]),
             dtype,
+            float32_io=False,
         )
         self.attention_out = _pack(layer.attention.output.dense, dtype)
         self.attention_norm = _norm(layer.attention.output.LayerNorm, dtype)
-        self.up = _pack(layer.intermediate.dense, dtype)
+        self.up = _pack(layer.intermediate.dense, dtype, "gelu")
         self.down = _pack(layer.output.dense, dtype)
         self.output_norm = _norm(layer.output.LayerNorm, dtype)
 
@@ -122,17 +111,15 @@ class BertEncoder:
         x = F.layer_norm(x, (hidden,), *self.embedding_norm)
         keep = attention_mask.bool()[:, None, None, :]
         for layer in self.layers:
-            qkv = x.new_zeros(batch * length, 3 * hidden).index_copy_(
-                0, real, _linear(x, layer.qkv)
-            )
+            qkv = x.new_zeros(batch * length, 3 * hidden).index_copy_(0, real, layer.qkv(x))
             query, key, value = qkv.view(batch, length, 3, self.heads, head_size).permute(
                 2, 0, 3, 1, 4
             )
             attended = F.scaled_dot_product_attention(query, key, value, attn_mask=keep)
             attended = attended.transpose(1, 2).reshape(batch * length, hidden)[real]
-            x = F.layer_norm(_linear(attended, layer.attention_out) + x, (hidden,),
+            x = F.layer_norm(layer.attention_out(attended) + x, (hidden,),
                              *layer.attention_norm)  # fmt: skip
-            up = _linear(x, layer.up, "gelu")
-            x = F.layer_norm(_linear(up, layer.down) + x, (hidden,), *layer.output_norm)
+            up = layer.up(x)
+            x = F.layer_norm(layer.down(up) + x, (hidden,), *layer.output_norm)
         out = x.new_zeros(batch * length, hidden).index_copy_(0, real, x)
         return out.view(batch, length, hidden)

@@ -1,10 +1,10 @@
-"""A KV cache that appends in place: the batcher's cache for every decode step.
+"""A KV cache that appends in place, and the row operations of a continuous batch.
 
 transformers' ``DynamicLayer`` concatenates the whole cache with each new token; profiled
 here at batch 16 that copy took a fifth of every decode step. :class:`GrowableLayer`
 keeps a buffer with spare room (doubling when full), writes each new token into it and
-hands attention a view. Assigning ``keys``/``values`` (as the batcher does to merge,
-left-pad or drop rows) replaces the buffer.
+hands attention a view. Assigning ``keys``/``values`` (as :func:`append_rows` and
+:func:`keep_rows` do to merge, left-pad or drop rows) replaces the buffer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["GrowableLayer", "new_batch_cache"]
+__all__ = ["GrowableLayer", "append_rows", "keep_rows", "left_pad", "new_batch_cache"]
 
 MIN_CAPACITY = 64
 
@@ -97,3 +97,36 @@ def new_batch_cache(config: Any) -> Any:
         GrowableLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers
     ]
     return cache
+
+
+def left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``tensor`` widened to ``width`` along ``dim`` with zeros in front."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def append_rows(
+    cache: Any, mask: torch.Tensor, new_cache: Any, new_mask: torch.Tensor
+) -> torch.Tensor:
+    """Append the rows of ``new_cache`` to ``cache`` in place, left-padding the shorter side;
+    returns the attention mask (``[rows, tokens]``, 0 = padding) of the merged batch."""
+    width = max(mask.shape[1], new_mask.shape[1])
+    for old, new in zip(cache.layers, new_cache.layers, strict=True):
+        old.keys = torch.cat([left_pad(old.keys, width, 2), left_pad(new.keys, width, 2)])
+        old.values = torch.cat([left_pad(old.values, width, 2), left_pad(new.values, width, 2)])
+    return torch.cat([left_pad(mask, width, 1), left_pad(new_mask, width, 1)])
+
+
+def keep_rows(cache: Any, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Keep only ``rows`` (indices) of ``cache`` in place, and drop the leading columns
+    that are padding in every kept row; returns the mask of what is left."""
+    mask = mask[rows]
+    first_real = int(mask.any(dim=0).nonzero()[0].item())
+    for layer in cache.layers:
+        layer.keys = layer.keys[rows, :, first_real:]
+        layer.values = layer.values[rows, :, first_real:]
+    return mask[:, first_real:]

@@ -1,31 +1,35 @@
-"""Faster CPU inference for the embedding model: oneDNN-prepacked linears, native bf16.
+"""Faster linear layers on CPU: weights prepacked once for oneDNN, in float32 or bfloat16.
 
-Measured here (AMD EPYC, AVX-512 with ``avx512_bf16``, one thread, all-MiniLM-L6-v2,
-queries of 4-9 words): ``F.linear`` in float32 costs 12.4 ms for one query and 3.9 ms
-per query in batches of 8; weights prepacked once for oneDNN
-(``torch.ops.mkldnn._linear_pointwise``, the kernel torch's inductor uses for frozen
-CPU linears) 7.1 and 3.4 ms; the whole encoder in bfloat16 with prepacked weights 5.1
-and 2.3 ms, with embeddings within cosine 0.9999 of float32. The same idea as the
-inference service's kernels, kept separate because the services ship independently.
+oneDNN's prepacked linear (``torch.ops.mkldnn._linear_pointwise``, the kernel torch's own
+inductor uses for frozen CPU linears) against ``F.linear``, measured here:
+
+- SmolLM2's projections (2 AVX2 cores, batch 16, float32): 1.6-1.9x faster;
+- all-MiniLM-L6-v2 (AMD EPYC with ``avx512_bf16``, one thread, queries of 4-9 words):
+  12.4 ms for one query and 3.9 ms per query in batches of 8 with ``F.linear`` in
+  float32; 7.1 and 3.4 ms prepacked; the whole encoder in bfloat16 with prepacked weights
+  5.1 and 2.3 ms, with embeddings within cosine 0.9999 of float32.
+
+:class:`PackedLinear` is the one packed layer of the runtime (the Llama decoder's fused
+projections, the BERT encoder's layers, and a model's own ``nn.Linear`` layers through
+:func:`pack_linear_layers`). :func:`has_native_bf16` tells whether bfloat16 is worth it.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import logging
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import torch
 from torch import nn
 
-__all__ = ["has_native_bf16", "pack_linear_layers", "release_free_memory"]
+__all__ = ["Activation", "PackedLinear", "has_native_bf16", "pack_linear_layers"]
 
 log = logging.getLogger(__name__)
 
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+Activation = Literal["none", "gelu"]
 
 
 def has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -44,44 +48,96 @@ def has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return False
 
 
-def _packed_forward(packed: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x.contiguous(), packed, bias, "none", [], ""
+class PackedLinear:
+    """``y = act(x @ W.T + b)`` through oneDNN with ``W`` prepacked once in ``dtype``.
+
+    Two ways to run, chosen by ``float32_io``:
+
+    - ``True`` (the Llama decoder's): float32 in and out whatever ``dtype`` is. Inputs are
+      cast to ``dtype`` for the product, the result back to float32, and the bias is added
+      in float32 afterwards, so only the weights and the product's inputs are bfloat16.
+    - ``False`` (the BERT encoder's, and a model's own layers): everything in ``dtype``;
+      inputs must already be in it. The bias (cast to ``dtype``) and ``activation``
+      (``"gelu"``: exact, erf GELU) are fused into the oneDNN call.
+
+    ``part_sizes`` are the output widths of the projections fused into ``W`` (one part,
+    the whole width, by default).
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        dtype: torch.dtype,
+        part_sizes: tuple[int, ...] = (),
+        *,
+        float32_io: bool = True,
+        activation: Activation = "none",
+    ) -> None:
+        if float32_io and activation != "none":
+            raise ValueError("activation: only fused with float32_io=False")
+        self.dtype = dtype
+        self.float32_io = float32_io
+        self.activation = activation
+        self.part_sizes = part_sizes or (int(weight.shape[0]),)
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(
+            weight.detach().to(dtype).contiguous(), None
         )
+        bias_dtype = torch.float32 if float32_io else dtype
+        self.bias = None if bias is None else bias.detach().to(bias_dtype)
+        # oneDNN's algorithm argument: exact GELU is "none" ("tanh" would approximate).
+        self._algorithm = "none" if activation == "gelu" else ""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer to ``x`` (any leading dimensions); see the class docstring."""
+        if not self.float32_io:
+            fused: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+                x.contiguous(), self.weight, self.bias, self.activation, [], self._algorithm
+            )
+            return fused
+        if self.dtype != torch.float32:
+            x = x.to(self.dtype)
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+            x.contiguous(), self.weight, None, "none", [], ""
+        )
+        if out.dtype != torch.float32:
+            out = out.float()
+        if self.bias is not None:
+            out += self.bias
         return out
 
-    return forward
 
+def pack_linear_layers(model: nn.Module, dtypes: Collection[torch.dtype] = (torch.float32,)) -> int:
+    """Give every CPU ``nn.Linear`` of ``model`` whose weights are in ``dtypes`` a oneDNN
+    forward with prepacked weights (a :class:`PackedLinear` in the layer's own dtype).
 
-def pack_linear_layers(model: nn.Module) -> int:
-    """Give every CPU ``nn.Linear`` of ``model`` a oneDNN forward with prepacked weights.
-
-    The layers keep their dtype (float32 or bfloat16; convert the model first). Returns
-    the number of layers packed: 0 when oneDNN is unavailable or a packed layer does not
-    reproduce ``F.linear`` on a probe input, in which case the model is left untouched.
+    The layers stay ``nn.Linear`` (only their ``forward`` changes), so PEFT still wraps
+    them for LoRA; the original weights stay in place for it. Convert the model to its
+    dtype first. Returns the number of layers packed: 0 when oneDNN is unavailable or a
+    packed layer does not reproduce ``F.linear`` on a probe input, in which case the model
+    is left untouched.
     """
     if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]  # unannotated in torch
         return 0
     linears = [
         m
         for m in model.modules()
-        if type(m) is nn.Linear
-        and m.weight.device.type == "cpu"
-        and m.weight.dtype in (torch.float32, torch.bfloat16)
+        if type(m) is nn.Linear and m.weight.device.type == "cpu" and m.weight.dtype in dtypes
     ]
     try:
         with torch.inference_mode():
-            packed = [torch.ops.mkldnn._reorder_linear_weight(m.weight, None) for m in linears]
+            packed = [
+                PackedLinear(m.weight, m.bias, m.weight.dtype, float32_io=False) for m in linears
+            ]
             checked: set[tuple[int, int, bool, torch.dtype]] = set()
-            for layer, weights in zip(linears, packed, strict=True):
+            for layer, forward in zip(linears, packed, strict=True):
                 key = (layer.in_features, layer.out_features, layer.bias is not None,
                        layer.weight.dtype)  # fmt: skip
                 if key in checked:  # one probe per distinct layer shape is enough
                     continue
                 checked.add(key)
                 probe = torch.randn(3, layer.in_features).to(layer.weight.dtype)
-                got = _packed_forward(weights, layer.bias)(probe).float()
+                got = forward(probe).float()
                 want = nn.functional.linear(probe, layer.weight, layer.bias).float()
                 tolerance = 2e-2 if layer.weight.dtype == torch.bfloat16 else 1e-3
                 if not torch.allclose(got, want, atol=tolerance, rtol=tolerance):
@@ -90,28 +146,7 @@ def pack_linear_layers(model: nn.Module) -> int:
     except (RuntimeError, AttributeError) as exc:
         log.warning("oneDNN prepacking unavailable (%s); using F.linear", exc)
         return 0
-    for layer, weights in zip(linears, packed, strict=True):
+    for layer, forward in zip(linears, packed, strict=True):
         # Per instance, on purpose: only the layers checked above get the packed forward.
-        layer.forward = _packed_forward(weights, layer.bias)  # type: ignore[method-assign]  # per layer
+        layer.forward = forward  # type: ignore[method-assign,assignment]  # the packed kernel replaces the module's forward
     return len(linears)
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def release_free_memory() -> None:
-    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``; else nothing).
-
-    Document batches allocate activations of a different size every time (tokens vary),
-    and glibc kept the freed memory: the server's RSS grew from 1.0 to 1.2 GB over 2,000
-    embedded documents and reached 2.6 GB at 10,000. Trimming after each document batch
-    kept it at 0.85 GB at the same CPU cost per document (measured here).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

@@ -6,7 +6,8 @@ This module runs the same mathematics with fewer, larger operations:
 
 - the query/key/value projections and the gate/up projections are fused, so each layer
   makes four matrix multiplications instead of seven, all through oneDNN with weights
-  prepacked once; with ``--dtype bfloat16`` the packed weights are bfloat16 (on CPUs
+  prepacked once; with bfloat16 linears (the inference service's ``--dtype bfloat16``)
+  the packed weights are bfloat16 (on CPUs
   with AVX512-BF16 or AMX about 1.5x faster; activations, norms, attention and
   accumulation stay float32), otherwise float32;
 - RMSNorm is ``torch.nn.functional.rms_norm``; the rotary embedding is applied to
@@ -16,7 +17,7 @@ This module runs the same mathematics with fewer, larger operations:
   fused projections, so a batch mixing adapters and the base model stays one pass and
   base rows compute exactly what they compute without adapters.
 
-The KV cache is the batcher's own (:mod:`kaito_inference.engines.kvcache`), so merging,
+The KV cache is the batcher's own (:mod:`kaito_cpu_runtime.kvcache`), so merging,
 padding and dropping rows work the same on both paths. :meth:`FastDecoder.build` returns
 ``None`` (with the reason logged) for models it does not reproduce exactly; those use the
 transformers forward.
@@ -31,43 +32,13 @@ from typing import Any
 import torch
 from torch.nn import functional
 
-__all__ = ["FastDecoder", "PackedLinear", "read_lora"]
+from kaito_cpu_runtime.linear import PackedLinear
+
+__all__ = ["FastDecoder", "LoraUpdate", "read_lora"]
 
 log = logging.getLogger(__name__)
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2"})
 LoraTable = dict[tuple[int, str, int], dict[str, "LoraUpdate"]]
-
-
-class PackedLinear:
-    """``y = x @ W.T + b`` through oneDNN with ``W`` prepacked (float32 or bfloat16).
-
-    ``part_sizes`` are the output widths of the projections fused into ``W``.
-    """
-
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        dtype: torch.dtype,
-        part_sizes: tuple[int, ...] = (),
-    ) -> None:
-        self.dtype = dtype
-        self.part_sizes = part_sizes or (int(weight.shape[0]),)
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype).contiguous(), None)
-        self.bias = None if bias is None else bias.to(torch.float32)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the layer to float32 ``x`` (any leading dimensions); float32 result."""
-        if self.dtype != torch.float32:
-            x = x.to(self.dtype)
-        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-            x.contiguous(), self.weight, None, "none", [], ""
-        )
-        if out.dtype != torch.float32:
-            out = out.float()
-        if self.bias is not None:
-            out += self.bias
-        return out
 
 
 @dataclass(frozen=True)

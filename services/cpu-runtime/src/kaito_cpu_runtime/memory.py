@@ -1,9 +1,12 @@
-"""Give freed C heap memory back to the OS after tokenizing a very long text.
+"""Give the C heap's free pages back to the OS after a large, odd-sized allocation.
 
-Tokenizing a 15 MB prompt allocates about a gigabyte inside the tokenizer; glibc kept
-those pages after the request was refused, so the server's RSS went from 1.5 to 2.5 GB
-and stayed there. ``malloc_trim`` after such a text brought it back to 1.5 GB (measured
-here on SmolLM2's tokenizer).
+glibc keeps freed memory for later, and work whose buffers change size every time leaves
+it behind. Measured here: tokenizing a 15 MB prompt (SmolLM2's tokenizer) allocates about
+a gigabyte, and the inference server's RSS went from 1.5 to 2.5 GB and stayed there after
+the request was refused; embedding document batches (tokens vary per batch) grew the RAG
+engine's RSS from 1.0 to 1.2 GB over 2,000 documents and to 2.6 GB at 10,000.
+``malloc_trim`` after such work brought them back to 1.5 GB and kept them at 0.85 GB, at
+the same CPU cost per document.
 """
 
 from __future__ import annotations
@@ -13,10 +16,7 @@ import ctypes.util
 import functools
 from typing import Any
 
-__all__ = ["LARGE_TEXT_CHARS", "release_free_memory"]
-
-#: Texts at least this long are followed by a trim (shorter ones leave little behind).
-LARGE_TEXT_CHARS = 1 << 20
+__all__ = ["release_free_memory"]
 
 
 @functools.cache

@@ -175,8 +175,8 @@ def serve_transformers(settings: InferenceSettings) -> int:
         return fatal(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
     import uvicorn
 
+    from kaito_cpu_runtime.threads import configure_cpu_threads
     from kaito_inference.app import create_app
-    from kaito_inference.engines.cpu_threads import configure_cpu_threads
     from kaito_inference.engines.transformers_engine import TransformersEngine
     from kaito_inference.metrics import InferenceMetrics
 

@@ -27,13 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from kaito_cpu_runtime.kvcache import append_rows, keep_rows
+from kaito_cpu_runtime.sampling import sample_tokens
 from kaito_inference.engines.base import QueueFullError
 from kaito_inference.engines.sequences import Sequence, TokenEvent
 
 if TYPE_CHECKING:
-    from kaito_inference.engines.cpu_threads import ThreadGovernor
-    from kaito_inference.engines.fast_decoder import FastDecoder
-    from kaito_inference.engines.prefix_cache import PrefixCache
+    from kaito_cpu_runtime.llama_decoder import FastDecoder
+    from kaito_cpu_runtime.prefix_cache import PrefixCache
+    from kaito_cpu_runtime.threads import ThreadGovernor
 
 __all__ = ["BatchStats", "ContinuousBatcher"]
 
@@ -193,7 +195,7 @@ class ContinuousBatcher:
         return out.logits[:, -1, :].float(), getattr(out, self._cache_kwarg)
 
     def _prefill(self, seqs: list[Sequence]) -> None:
-        from kaito_inference.engines.kvcache import GrowableLayer, new_batch_cache
+        from kaito_cpu_runtime.kvcache import GrowableLayer, new_batch_cache
 
         cache = new_batch_cache(self.model.config)
         reuse = self.prefix_cache is not None and all(
@@ -288,13 +290,7 @@ class ContinuousBatcher:
         if not self._running or self._cache is None or self._mask is None:
             self._running, self._cache, self._mask = list(seqs), cache, mask
             return
-        width = max(self._mask.shape[1], mask.shape[1])
-        for old, new in zip(self._cache.layers, cache.layers, strict=True):
-            old.keys = torch.cat([_left_pad(old.keys, width, 2), _left_pad(new.keys, width, 2)])
-            old.values = torch.cat(
-                [_left_pad(old.values, width, 2), _left_pad(new.values, width, 2)]
-            )
-        self._mask = torch.cat([_left_pad(self._mask, width, 1), _left_pad(mask, width, 1)])
+        self._mask = append_rows(self._cache, self._mask, cache, mask)
         self._running.extend(seqs)
 
     def _emit_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
@@ -313,18 +309,13 @@ class ContinuousBatcher:
                 self._finish(seq, "length")
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
-        chosen = logits.argmax(dim=-1).tolist()
-        for row, seq in enumerate(seqs):
-            params = seq.params
-            if params.temperature <= 0:
-                continue
-            probs = torch.softmax(logits[row] / params.temperature, dim=-1)
-            if params.top_p < 1.0:
-                sorted_probs, order = probs.sort(descending=True)
-                keep = sorted_probs.cumsum(-1) - sorted_probs < params.top_p
-                probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-            chosen[row] = int(torch.multinomial(probs, 1, generator=seq.generator).item())
-        return [int(t) for t in chosen]
+        params = [seq.params for seq in seqs]
+        return sample_tokens(
+            logits,
+            [p.temperature for p in params],
+            [p.top_p for p in params],
+            [seq.generator for seq in seqs],
+        )
 
     def _finish(self, seq: Sequence, reason: str | None) -> None:
         if not seq.finished:
@@ -341,22 +332,7 @@ class ContinuousBatcher:
         if not keep:
             self._running, self._cache, self._mask = [], None, None
             return
-        index = torch.tensor(keep, device=self.device)
         self._running = [self._running[i] for i in keep]
         assert self._mask is not None
-        self._mask = self._mask[index]
-        # Columns that are padding in every remaining row can go.
-        first_real = int(self._mask.any(dim=0).nonzero()[0].item())
-        self._mask = self._mask[:, first_real:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys[index, :, first_real:]
-            layer.values = layer.values[index, :, first_real:]
-
-
-def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+        # Columns that are padding in every remaining row go too.
+        self._mask = keep_rows(self._cache, self._mask, torch.tensor(keep, device=self.device))

@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kaito_cpu_runtime.memory import release_free_memory
+from kaito_cpu_runtime.threads import ThreadGovernor, configure_cpu_threads
 from kaito_inference.engines.adapters import (
     AdapterError,
     attach_adapter,
@@ -20,8 +22,6 @@ from kaito_inference.engines.adapters import (
     discover_adapters,
 )
 from kaito_inference.engines.base import AdapterInfo, GenerationParams, TextDelta
-from kaito_inference.engines.cpu_threads import ThreadGovernor, configure_cpu_threads
-from kaito_inference.engines.memory import LARGE_TEXT_CHARS, release_free_memory
 from kaito_inference.engines.sequences import SamplingParams, Sequence
 from kaito_inference.engines.text import IncrementalText
 from kaito_inference.metrics import InferenceMetrics
@@ -29,13 +29,16 @@ from kaito_inference.modelsource import ResolvedModel, resolve_model
 from kaito_inference.settings import InferenceSettings
 
 if TYPE_CHECKING:
+    from kaito_cpu_runtime.llama_decoder import FastDecoder
     from kaito_inference.engines.batching import ContinuousBatcher
-    from kaito_inference.engines.fast_decoder import FastDecoder
 
 __all__ = ["TransformersEngine"]
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN = 4096
+#: Texts at least this long are followed by a trim of the C heap (tokenizing a 15 MB prompt
+#: allocates about a gigabyte; shorter texts leave little behind).
+LARGE_TEXT_CHARS = 1 << 20
 
 
 class TransformersEngine:
@@ -121,8 +124,8 @@ class TransformersEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from kaito_cpu_runtime.prefix_cache import PrefixCache
         from kaito_inference.engines.batching import ContinuousBatcher
-        from kaito_inference.engines.prefix_cache import PrefixCache
 
         started = time.monotonic()
         resolved = self._resolve(self.settings.model)
@@ -205,7 +208,7 @@ class TransformersEngine:
     @staticmethod
     def _fast_decoder(model: Any, linear_dtype: Any) -> FastDecoder | None:
         """The lean CPU forward (``None`` for models it does not cover)."""
-        from kaito_inference.engines.fast_decoder import FastDecoder
+        from kaito_cpu_runtime.llama_decoder import FastDecoder
 
         fast = FastDecoder.build(model, linear_dtype) if linear_dtype is not None else None
         if fast is not None:
@@ -215,7 +218,7 @@ class TransformersEngine:
     def _pack_linears(self, model: Any) -> None:
         """Prepack the model's own linear layers (the transformers forward, used with
         LoRA adapters); once per model."""
-        from kaito_inference.engines.cpu_kernels import pack_linear_layers
+        from kaito_cpu_runtime.linear import pack_linear_layers
 
         if not self._linears_packed:
             self._linears_packed = True

@@ -11,13 +11,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from kaito_cpu_runtime.bert_encoder import BertEncoder
+from kaito_cpu_runtime.linear import has_native_bf16, pack_linear_layers
+from kaito_cpu_runtime.memory import release_free_memory
 from kaito_ragengine.embeddings.base import normalize
-from kaito_ragengine.embeddings.bert_encoder import BertEncoder
-from kaito_ragengine.embeddings.cpu_kernels import (
-    has_native_bf16,
-    pack_linear_layers,
-    release_free_memory,
-)
 from kaito_sdk.contracts.ragengine import DEFAULT_EMBEDDING_MODEL
 
 __all__ = ["LocalEmbedder", "Precision", "resolve_model_path"]
@@ -53,7 +50,7 @@ class LocalEmbedder:
     ``torch.inference_mode`` (no per-call ``encode`` machinery), its token embeddings
     pooled in float32 by the model's own modules and L2-normalised. On CPU a plain BERT
     model (such as the default all-MiniLM-L6-v2) runs through
-    :class:`~kaito_ragengine.embeddings.bert_encoder.BertEncoder`: in bfloat16 when asked
+    :class:`~kaito_cpu_runtime.bert_encoder.BertEncoder`: in bfloat16 when asked
     or, with ``precision="auto"``, where the CPU multiplies bf16 natively, provided probe
     texts embed within cosine ``MIN_BF16_COSINE`` of the transformers model in float32;
     else in float32. Other models run through transformers with prepacked linears.
@@ -148,7 +145,8 @@ class LocalEmbedder:
             )
             self._encoder = None
         self.precision = "float32"
-        return f"transformers model, {pack_linear_layers(self._transformer)} linears prepacked"
+        packed = pack_linear_layers(self._transformer, (torch.float32, torch.bfloat16))
+        return f"transformers model, {packed} linears prepacked"
 
     def _forward(self, texts: list[str]) -> np.ndarray:
         import torch  # noqa: PLC0415

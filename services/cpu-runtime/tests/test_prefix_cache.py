@@ -1,0 +1,52 @@
+"""Prefix caching: whole blocks of tokens, per adapter, least recently used first out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kaito_cpu_runtime.prefix_cache import BLOCK_TOKENS, PrefixCache
+
+
+def states(length: int, fill: float = 0.0, layers: int = 2) -> list[Any]:
+    return [(torch.full((2, length, 4), fill), torch.full((2, length, 4), -fill))] * layers
+
+
+def test_lookup_finds_the_longest_whole_block_start() -> None:
+    cache = PrefixCache(max_tokens=1000)
+    prompt = list(range(3 * BLOCK_TOKENS + 5))
+    assert cache.lookup(None, prompt) == (0, [])
+    cache.insert(None, prompt[: 2 * BLOCK_TOKENS], states(2 * BLOCK_TOKENS, 1.0))
+    length, found = cache.lookup(None, prompt)
+    assert length == 2 * BLOCK_TOKENS
+    assert found[0][0].shape == (2, 2 * BLOCK_TOKENS, 4)
+    other = prompt[:BLOCK_TOKENS] + [999] * (2 * BLOCK_TOKENS)  # diverges in block 2
+    assert cache.lookup(None, other)[0] == BLOCK_TOKENS
+    assert cache.lookup("an-adapter", prompt) == (0, [])  # adapters never share states
+
+
+def test_a_prompt_of_whole_blocks_keeps_one_token_to_compute() -> None:
+    cache = PrefixCache(max_tokens=1000)
+    prompt = list(range(2 * BLOCK_TOKENS))
+    cache.insert(None, prompt, states(2 * BLOCK_TOKENS))
+    assert cache.lookup(None, prompt)[0] == BLOCK_TOKENS
+    assert PrefixCache.reusable_length(2 * BLOCK_TOKENS) == BLOCK_TOKENS
+    assert PrefixCache.reusable_length(BLOCK_TOKENS) == 0
+
+
+def test_eviction_by_tokens_and_subsumed_entries() -> None:
+    cache = PrefixCache(max_tokens=3 * BLOCK_TOKENS)
+    first = list(range(BLOCK_TOKENS))
+    cache.insert(None, first, states(BLOCK_TOKENS))
+    longer = first + list(range(100, 100 + BLOCK_TOKENS))
+    cache.insert(None, longer, states(2 * BLOCK_TOKENS))  # contains the first: replaces it
+    assert cache.cached_tokens == 2 * BLOCK_TOKENS
+    assert cache.lookup(None, [*first, 7])[0] == BLOCK_TOKENS
+    cache.insert(None, list(range(500, 500 + 2 * BLOCK_TOKENS)), states(2 * BLOCK_TOKENS))
+    assert cache.cached_tokens == 2 * BLOCK_TOKENS  # the least recently used went
+    assert cache.lookup(None, [*longer, 7]) == (0, [])
+    cache.insert(None, list(range(5 * BLOCK_TOKENS)), states(5 * BLOCK_TOKENS))  # too big
+    assert cache.cached_tokens == 2 * BLOCK_TOKENS
+    cache.clear()
+    assert cache.cached_tokens == 0
