@@ -104,10 +104,14 @@ class LocalCluster:
 
     binaries: Path | None = None
     """Folder of the three binaries (default: the cached build, built when absent)."""
+    apiserver_args: list[str] = field(default_factory=list)
+    """Extra kube-apiserver flags (an audit log, watch cache sizes), after the defaults."""
     workdir: Path = field(init=False)
     """Temporary directory holding certificates, tokens, kubeconfigs, logs and etcd data."""
     server: str = field(init=False)
     """The apiserver URL (``https://127.0.0.1:<port>``)."""
+    etcd_url: str = field(init=False)
+    """etcd's client URL (``http://127.0.0.1:<port>``, no TLS), for ``etcdctl``."""
     ca_file: Path = field(init=False)
     """The cluster CA: signs the apiserver's certificate and :meth:`issue_certificate`'s."""
     admin_token: str = field(init=False)
@@ -138,7 +142,7 @@ class LocalCluster:
         self._make_credentials()
         client, peer, secure = free_port(), free_port(), free_port()
         self.server = f"https://127.0.0.1:{secure}"
-        etcd_url = f"http://127.0.0.1:{client}"
+        etcd_url = self.etcd_url = f"http://127.0.0.1:{client}"
         self._spawn(
             "etcd",
             [
@@ -176,6 +180,7 @@ class LocalCluster:
                 "--profiling=false",
                 # The advertised 127.0.0.1 may not be an Endpoints address: no reconciler.
                 "--endpoint-reconciler-type=none",
+                *self.apiserver_args,
             ],
         )
         self._wait("kube-apiserver", lambda: self._api_ok("/readyz"))
@@ -231,6 +236,29 @@ class LocalCluster:
         assert self.binaries is not None
         command = [str(self.binaries / "kube-apiserver"), "--version"]
         return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()
+
+    def pid(self, name: str) -> int:
+        """The process id of a component (``etcd``, ``kube-apiserver``, ...)."""
+        return self._process(name).pid
+
+    def restart(self, name: str) -> None:
+        """Stop a component (SIGTERM) and start it again with the same command line, its
+        log appended; for the apiserver, return once it is ready again. Clients' watches
+        are cut; resumed from a resourceVersion older than the new apiserver's watch cache,
+        they are answered 410 Gone."""
+        process = self._process(name)
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self._processes.remove((name, process))
+        command = process.args
+        assert isinstance(command, list)  # _spawn starts every component from a list
+        self._spawn(name, [str(arg) for arg in command], append=True)
+        if name == "kube-apiserver":
+            self._wait(name, lambda: self._api_ok("/readyz"))
 
     def exited(self) -> str | None:
         """The name of a component that has exited, or None while all run."""
@@ -352,8 +380,14 @@ class LocalCluster:
             cwd=files,
         )  # fmt: skip
 
-    def _spawn(self, name: str, command: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
+    def _process(self, name: str) -> subprocess.Popen[bytes]:
+        for process_name, process in self._processes:
+            if process_name == name:
+                return process
+        raise KeyError(f"no component {name!r} (known: {[n for n, _ in self._processes]})")
+
+    def _spawn(self, name: str, command: list[str], *, append: bool = False) -> None:
+        log = (self.workdir / f"{name}.log").open("ab" if append else "wb")
         process = subprocess.Popen(
             command,
             stdout=log,

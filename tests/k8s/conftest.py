@@ -5,6 +5,16 @@ source package, etcd and the apiserver, controller manager and scheduler on loop
 When it cannot be built here, every test in this folder skips with the reason (pytest's
 summary prints it at the end of the run).
 
+With ``KAITO_E2E_KUBECONFIG=<path>`` the suite runs against that cluster instead
+(``kubeconfig_cluster.py``: its current context, as an admin; a disposable cluster, since
+the charts are installed into ``kaito-system`` and uninstalled at the end, their CRDs
+left as helm leaves them). The operator's webhook listens on this machine: set
+``KAITO_E2E_WEBHOOK_HOST`` to the address the apiserver reaches it at when that is not
+127.0.0.1. Tests that need what only the local control plane allows (etcd, restarting the
+apiserver, the node agent's Nodes, which no kubelet may own) skip with the reason; set
+``KAITO_E2E_NODE_AGENT=1`` for a cluster without a node lifecycle controller (one that
+``tools/local_cluster.py serve`` started) to run the node agent's tests too.
+
 Both charts are installed with the real helm (``tools/fetch_helm.py``), with no operator
 replicas: the operator runs as a local ``kaito-operator`` process with the environment
 of the chart's Deployment, authenticated as the chart's ServiceAccount (a token Secret
@@ -19,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import json
 import os
 import re
 import subprocess
@@ -27,7 +36,8 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -55,12 +65,12 @@ def load_tool(name: str) -> ModuleType:
     return module
 
 
-def _load_node_agent() -> ModuleType:
-    """``node_agent.py`` beside this file (not importable by name under importlib mode)."""
-    name = "kaito_k8s_e2e_node_agent"
+def _load_sibling(stem: str) -> ModuleType:
+    """``<stem>.py`` beside this file (not importable by name under importlib mode)."""
+    name = f"kaito_k8s_e2e_{stem}"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("node_agent.py"))
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -69,78 +79,36 @@ def _load_node_agent() -> ModuleType:
     return module
 
 
-_node_agent = _load_node_agent()
+_node_agent = _load_sibling("node_agent")
 NodeAgent = _node_agent.NodeAgent
 eventually = _node_agent.eventually
-
-
-@dataclass
-class Cluster:
-    """The running control plane, with admin helpers for the tests."""
-
-    local: Any
-    """The ``tools/local_cluster.LocalCluster``."""
-    kubectl_binary: Path
-    helm_binary: Path
-
-    def kubectl(
-        self, *args: str, stdin: str | None = None, kubeconfig: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run kubectl (as admin unless ``kubeconfig``); the caller checks the result."""
-        config = kubeconfig or self.local.kubeconfig
-        return subprocess.run(
-            [str(self.kubectl_binary), f"--kubeconfig={config}", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-
-    def apply(
-        self, manifest: dict[str, Any] | str, *extra: str
-    ) -> subprocess.CompletedProcess[str]:
-        """``kubectl apply -f -`` of one object (a dict) or YAML text, as admin."""
-        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
-        return self.kubectl("apply", "-f", "-", *extra, stdin=text)
-
-    def get(self, path: str) -> dict[str, Any] | None:
-        """GET an API path as admin; None on 404."""
-        try:
-            result: dict[str, Any] = self.local.request("GET", path)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise
-        return result
-
-    def send(
-        self, method: str, path: str, body: object, content_type: str = "application/json"
-    ) -> dict[str, Any]:
-        """A write as admin (``merge-patch+json`` etc. through ``content_type``)."""
-        result: dict[str, Any] = self.local.request(method, path, body, content_type=content_type)
-        return result
-
-    def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run helm as admin; fail the test with helm's output on an error."""
-        result = subprocess.run(
-            [str(self.helm_binary), f"--kubeconfig={self.local.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=180,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
+_clusters = _load_sibling("clusters")
+Cluster = _clusters.Cluster
+KubeconfigCluster = _clusters.KubeconfigCluster
+#: The cluster the suite runs against instead of the local control plane (a kubeconfig).
+EXTERNAL_KUBECONFIG = os.environ.get("KAITO_E2E_KUBECONFIG")
+#: ``python -m kaito_operator``, with kopf's watch-stream lines (started, restarted after
+#: 410 Gone, stopped) logged at DEBUG; the rest of the operator's log stays at INFO.
+OPERATOR_COMMAND = [
+    sys.executable,
+    "-c",
+    "import logging, runpy; "
+    "logging.getLogger('kopf._cogs.clients.watching').setLevel(logging.DEBUG); "
+    "runpy.run_module('kaito_operator', run_name='__main__', alter_sys=True)",
+]
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    """The local control plane for the whole session (skip with the reason if none)."""
+    """The local control plane for the whole session (skip with the reason if none), or
+    the ``KAITO_E2E_KUBECONFIG`` cluster."""
     local_cluster = load_tool("local_cluster")
     try:
-        local = local_cluster.LocalCluster().__enter__()
+        if EXTERNAL_KUBECONFIG:
+            local = KubeconfigCluster(Path(EXTERNAL_KUBECONFIG))
+            local.request("GET", "/version")  # fail here, naming the server, if unreachable
+        else:
+            local = local_cluster.LocalCluster().__enter__()
     except local_cluster.ClusterUnavailableError as exc:
         pytest.skip(f"no local Kubernetes control plane: {str(exc)[:2000]}")
     try:
@@ -151,21 +119,37 @@ def cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def charts(cluster: Cluster) -> Cluster:
+def charts(cluster: Cluster) -> Iterator[Cluster]:
     """Both charts installed with ``helm install`` (CRDs, RBAC, webhook configuration,
-    ConfigMaps), operator replicas 0: the operator runs as a local process."""
-    for release in (WORKSPACE_RELEASE, RAGENGINE_RELEASE):
-        cluster.helm(
-            "install",
-            release,
-            str(ROOT / "charts" / release),
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-            "--set",
-            "replicaCount=0",
-        )
-    return cluster
+    ConfigMaps), operator replicas 0: the operator runs as a local process. On a
+    ``KAITO_E2E_KUBECONFIG`` cluster both releases are uninstalled afterwards, and the
+    CRDs they brought are deleted (the operator points them at its webhook here)."""
+    releases = (WORKSPACE_RELEASE, RAGENGINE_RELEASE)
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    existing = {crd["metadata"]["name"] for crd in (cluster.get(crds) or {}).get("items", [])}
+    try:
+        for release in releases:
+            cluster.helm(
+                "install",
+                release,
+                str(ROOT / "charts" / release),
+                "--namespace",
+                NAMESPACE,
+                "--create-namespace",
+                "--set",
+                "replicaCount=0",
+            )
+        yield cluster
+    finally:
+        if cluster.external:
+            for release in releases:
+                cluster.helm("uninstall", release, "--namespace", NAMESPACE, check=False)
+                selector = f"{TOKEN_LABEL}={release}"
+                cluster.kubectl("delete", "secret", "-n", NAMESPACE, "-l", selector)
+            for crd in (cluster.get(crds) or {}).get("items", []):
+                name = crd["metadata"]["name"]
+                if name.endswith(".kaito.sh") and name not in existing:
+                    cluster.kubectl("delete", "customresourcedefinition", name)
 
 
 @dataclass
@@ -179,13 +163,15 @@ class OperatorProcess:
     kubeconfig: Path
     """Authenticates as the chart's ServiceAccount (its token)."""
     service_account: str
+    restarts: list[tuple[float, float]] = field(default_factory=list)
+    """The cluster's apiserver restart windows (``Cluster.restarts``, the same list)."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start ``kaito-operator`` (output appended to the log); return once healthy."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "kaito_operator"],
+                OPERATOR_COMMAND,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -202,7 +188,7 @@ class OperatorProcess:
             except OSError:
                 return False
 
-        eventually(healthy, within=60, what="the operator's /healthz")
+        eventually(healthy, within=60, what=f"the operator's /healthz (its log: {self.log})")
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to finish what it is doing."""
@@ -215,10 +201,23 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")[-6000:]
 
     def rbac_denials(self) -> list[str]:
-        """Log lines where the apiserver's RBAC refused the operator a call."""
+        """Log lines where the apiserver's RBAC refused the operator a call, but for those
+        logged while a restarted apiserver was filling its RBAC cache (``restarts``)."""
         pattern = re.compile(r'forbidden: User \\?"system:serviceaccount:[^"\\]+\\?" cannot')
+
+        def while_restarting(line: str) -> bool:
+            try:  # the operator's log lines start with a local timestamp
+                at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                return False
+            return any(start <= at <= end for start, end in self.restarts)
+
         text = self.log.read_text(errors="replace")
-        return [line for line in text.splitlines() if pattern.search(line)]
+        return [
+            line
+            for line in text.splitlines()
+            if pattern.search(line) and not while_restarting(line)
+        ]
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, then SIGKILL after 15 s)."""
@@ -231,9 +230,14 @@ class OperatorProcess:
                 self.process.wait()
 
 
+#: Label of the ServiceAccount token Secrets the suite makes (value: the release).
+TOKEN_LABEL = "e2e.kaito.sh/token-for"
+
+
 def service_account_kubeconfig(cluster: Cluster, release: str) -> tuple[str, Path]:
     """(ServiceAccount name, kubeconfig with its token) of a chart release: a Secret of
-    type ``kubernetes.io/service-account-token`` that the token controller fills."""
+    type ``kubernetes.io/service-account-token`` that the token controller fills (one
+    left by an earlier run on a ``KAITO_E2E_KUBECONFIG`` cluster is used again)."""
     binding = cluster.get(
         f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{NAMESPACE}-{release}"
     )
@@ -241,19 +245,21 @@ def service_account_kubeconfig(cluster: Cluster, release: str) -> tuple[str, Pat
     (subject,) = binding["subjects"]
     account = subject["name"]
     secret_name = f"{account}-e2e-token"
-    cluster.send(
-        "POST",
-        f"/api/v1/namespaces/{NAMESPACE}/secrets",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": secret_name,
-                "annotations": {"kubernetes.io/service-account.name": account},
-            },
-            "type": "kubernetes.io/service-account-token",
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name,
+            "labels": {TOKEN_LABEL: release},
+            "annotations": {"kubernetes.io/service-account.name": account},
         },
-    )
+        "type": "kubernetes.io/service-account-token",
+    }
+    try:
+        cluster.send("POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:
+            raise
 
     def token() -> str | None:
         secret = cluster.get(f"/api/v1/namespaces/{NAMESPACE}/secrets/{secret_name}")
@@ -276,7 +282,9 @@ def start_operator(
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     cert_dir = workdir / "webhook-cert"
-    cluster.local.issue_certificate(cert_dir, ["127.0.0.1"])
+    # Where the apiserver reaches this machine (loopback: the local control plane).
+    webhook_host = os.environ.get("KAITO_E2E_WEBHOOK_HOST", "127.0.0.1")
+    cluster.local.issue_certificate(cert_dir, [webhook_host])
     webhook_port, health_port = free_port(), free_port()
     env.update(
         {
@@ -291,7 +299,7 @@ def start_operator(
     )
     configuration = env["KAITO_OPERATOR_WEBHOOK_CONFIGURATION"]
     ca_bundle = base64.b64encode(cluster.local.ca_file.read_bytes()).decode()
-    url = f"https://127.0.0.1:{webhook_port}/{webhook_path}"
+    url = f"https://{webhook_host}:{webhook_port}/{webhook_path}"
     patch = [
         {
             "op": "replace",
@@ -312,6 +320,7 @@ def start_operator(
         log=workdir / f"{release}.log",
         kubeconfig=kubeconfig,
         service_account=account,
+        restarts=cluster.restarts,
     )
     operator.start()
     return operator
@@ -348,16 +357,29 @@ def eventually_fixture() -> Callable[..., Any]:
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace per test (deleted after it)."""
+    """A fresh namespace per test (deleted after it; on a ``KAITO_E2E_KUBECONFIG``
+    cluster the deletion is awaited while the operator still runs its finalizers)."""
     name = "e2e-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    path = f"/api/v1/namespaces/{name}"
+    if cluster.external:  # an earlier run's namespace may still be terminating
+        eventually(lambda: cluster.get(path) is None, within=120, what=f"namespace {name} gone")
     cluster.send("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false")
+    if cluster.external:
+        # Pods on the node agent's Nodes have no kubelet to confirm their deletion.
+        cluster.kubectl("delete", "pods", "--all", "-n", name, "--grace-period=0", "--force")
+        eventually(lambda: cluster.get(path) is None, within=120, what=f"namespace {name} gone")
 
 
 @pytest.fixture
 def node(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A node agent for a fresh Node (registered by the test with its labels)."""
+    if cluster.external and os.environ.get("KAITO_E2E_NODE_AGENT") != "1":
+        pytest.skip(
+            "needs the node agent's Nodes, which a node lifecycle controller marks unreachable "
+            "(KAITO_E2E_NODE_AGENT=1 runs them on a cluster without one)"
+        )
     agent = NodeAgent(
         cluster, "node-" + request.node.name.lower().replace("_", "-")[-40:].strip("-")
     )
