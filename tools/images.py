@@ -159,7 +159,10 @@ def make_local_base(image: str = LOCAL_PYTHON_IMAGE) -> str:
     junk_dirs = ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man")
     for junk in (*junk_dirs, "usr/share/info", "usr/share/locale"):
         for child in (rootfs / junk).glob("*"):
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     changes = ["--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]']
     _run(["podman", "import", *changes, "-", image], stdin=tar.stdout)
