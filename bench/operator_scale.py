@@ -249,7 +249,12 @@ def run(count: int, gpu_share: float, profile: str | None) -> dict[str, Any]:
         policy, audit_log = workdir / "audit-policy.yaml", workdir / "audit.log"
         policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         audit_log.touch()
-        flags = [f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}"]
+        flags = [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={audit_log}",
+            # The local control plane's /24 has 253 ClusterIPs; every Workspace takes one.
+            "--service-cluster-ip-range=10.0.0.0/16",
+        ]
         with local_cluster.LocalCluster(apiserver_args=flags) as cluster:
             gpu_names = [f"ws-{index:04d}" for index in range(round(count * gpu_share))]
             kubeconfig = setup(cluster, gpu_names)
