@@ -163,7 +163,7 @@ def test_ragengine_image_indexes_and_retrieves(
         timeout=60,
     )
     assert found.status_code == 200, found.text
-    texts = [node["text"] for node in found.json()["nodes"]]
+    texts = [node["text"] for node in found.json()["results"]]
     assert "Quillton" in texts[0], texts
 
 
