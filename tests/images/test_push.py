@@ -66,6 +66,9 @@ def test_build_push_publishes_the_image_under_the_registry(engine: Any, registry
     target = f"{registry}/kaito"
     argv = [sys.executable, "tools/images.py", "build", "--service", "operator", "--push", target]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    # The push left a local tag under the registry's name; drop it (the image stays).
+    untag = [engine.runner, "rmi", f"{target}/kaito-operator:0.1.0"]
+    subprocess.run(untag, capture_output=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(
         r"^kaito-operator: ghcr\.io/kaito-py/kaito-operator:0\.1\.0 built in \d+ s, 0\.\d\d GB$",
