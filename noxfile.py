@@ -28,6 +28,7 @@ nox.options.sessions = [
     "install_check",
     "k8s",
     "vllm",
+    "images",
 ]
 
 ROOT = Path(__file__).parent

@@ -16,6 +16,8 @@ builds use the same package mirrors as the host's pip.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib.util
 import os
 import resource
@@ -24,8 +26,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,13 +100,32 @@ class PipMirrors:
 
 
 def _run(
-    argv: list[str], *, check: bool = True, **kwargs: object
+    argv: list[str],
+    *,
+    check: bool = True,
+    timeout: float | None = None,
+    stdin: IO[bytes] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` capturing text output; raise :class:`ImageError` with its stderr."""
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=False, timeout=timeout, stdin=stdin
+    )
     if check and done.returncode != 0:
         raise ImageError(f"{' '.join(argv[:3])} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return done  # type: ignore[no-any-return]
+    return done
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One build at a time on this machine: CI starts one in the background and the
+    ``images`` nox session's own build waits for it, then finds every layer cached."""
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    with (WORK_DIR / ".build.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _container_limits() -> tuple[str, ...]:
@@ -311,29 +334,35 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "base":
-            print(make_local_base())
-            return 0
-        engine = find_engine()
-        if engine is None:
-            raise ImageError("no container engine: install docker, or buildah and podman")
-        base = python_image(engine, args.python_image)
-        engine = find_engine(base) or engine
-        options = build_options(engine, base, None if engine.is_docker else pip_mirrors())
-        print(f"engine: {engine.builder}/{engine.runner}; base image: {base}", flush=True)
-        services = [s for s in BUILD_ORDER if s in (args.services or BUILD_ORDER)]
-        started = time.monotonic()
-        for service in services:
-            print(f"{SERVICE_IMAGES[service]}: building ...", flush=True)
-            built = build(engine, service, options, tag=args.tag)
-            print(built.line(), flush=True)
-            if args.push:
-                pushed = push(engine, service, args.push, tag=args.tag)
-                print(f"{SERVICE_IMAGES[service]}: pushed {pushed}", flush=True)
-        print(f"{len(services)} images in {time.monotonic() - started:.0f} s", flush=True)
+        with build_lock():
+            return _command(args)
     except ImageError as exc:
         print(f"images.py: {exc}", file=sys.stderr)
         return 1
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the parsed command (under the build lock)."""
+    if args.command == "base":
+        print(make_local_base())
+        return 0
+    engine = find_engine()
+    if engine is None:
+        raise ImageError("no container engine: install docker, or buildah and podman")
+    base = python_image(engine, args.python_image)
+    engine = find_engine(base) or engine
+    options = build_options(engine, base, None if engine.is_docker else pip_mirrors())
+    print(f"engine: {engine.builder}/{engine.runner}; base image: {base}", flush=True)
+    services = [s for s in BUILD_ORDER if s in (args.services or BUILD_ORDER)]
+    started = time.monotonic()
+    for service in services:
+        print(f"{SERVICE_IMAGES[service]}: building ...", flush=True)
+        built = build(engine, service, options, tag=args.tag)
+        print(built.line(), flush=True)
+        if args.push:
+            pushed = push(engine, service, args.push, tag=args.tag)
+            print(f"{SERVICE_IMAGES[service]}: pushed {pushed}", flush=True)
+    print(f"{len(services)} images in {time.monotonic() - started:.0f} s", flush=True)
     return 0
 
 
