@@ -91,14 +91,12 @@ def pod_container_argv(
     ports: dict[int, int] | None = None,
     host_network: bool = False,
     env: dict[str, str] | None = None,
-    scratch: tuple[str, ...] = (),
 ) -> list[str]:
     """``<engine> run`` for the pod's first container, as the kubelet would start it.
 
     ``host_dirs`` maps a volume name to the host directory that stands in for it (a
     ConfigMap's files, a PVC); ``ports`` maps a container port to a loopback host port;
-    ``env`` adds or replaces variables (ports and API addresses the test chooses);
-    ``scratch`` names paths the pod spec does not mount that get a tmpfs anyway.
+    ``env`` adds or replaces variables (ports and API addresses the test chooses).
     """
     [container] = pod_spec["containers"]
     volumes = {volume["name"]: volume for volume in pod_spec.get("volumes", [])}
@@ -118,8 +116,6 @@ def pod_container_argv(
             argv += ["--volume", f"{host_dirs[mount['name']]}:{path}:{mode}"]
         else:
             raise AssertionError(f"volume {mount['name']!r} ({path}) has no host directory")
-    for path in scratch:
-        argv += ["--tmpfs", f"{path}:rw,mode=1777"]
     variables = {var["name"]: var["value"] for var in container.get("env", []) if "value" in var}
     variables.update(env or {})
     for key, value in variables.items():

@@ -41,10 +41,6 @@ pytestmark = [
 ]
 
 PRESET = "smollm2-135m-instruct"
-#: The workload pods the operator builds mount no /tmp and leave the root filesystem
-#: writable (no readOnlyRootFilesystem), so /tmp is writable there. Python's tempfile needs
-#: one when the model loads; on a read-only root /tmp has to be a volume (docs/images.md).
-SCRATCH = ("/tmp",)
 CHART_CRDS = Path(__file__).resolve().parents[2] / "charts" / "kaito-workspace" / "crds"
 ADAPTER = "secret-word"
 TRAINING_CONFIG = """
@@ -71,7 +67,11 @@ def _workspace(name: str, **sections: Any) -> Workspace:
 
 
 def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    """The workload's pod spec; the run below is read-only because the spec says so, and
+    the container writes only where the spec mounts a volume."""
     spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    for container in spec["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
     return spec
 
 
@@ -88,9 +88,7 @@ def _inference_pod(image: str, adapters: list[dict[str, Any]] | None = None) -> 
 def _serve(
     run_detached: Callable[..., Running], pod: dict[str, Any], port: int, **options: Any
 ) -> str:
-    server = run_detached(
-        pod, ports={inference_contract.DEFAULT_PORT: port}, scratch=SCRATCH, **options
-    )
+    server = run_detached(pod, ports={inference_contract.DEFAULT_PORT: port}, **options)
     url = f"http://127.0.0.1:{port}"
     server.wait_healthy(f"{url}/health", within=600)
     return url
@@ -143,9 +141,7 @@ def test_ragengine_image_indexes_and_retrieves(
     pod = _pod_spec(ragengine_deployment(engine, image=image("ragengine")))
     port = free_port_factory()
     data = writable_dir(tmp_path / "rag-data")
-    server = run_detached(
-        pod, ports={rag_contract.DEFAULT_PORT: port}, host_dirs={"data": data}, scratch=SCRATCH
-    )
+    server = run_detached(pod, ports={rag_contract.DEFAULT_PORT: port}, host_dirs={"data": data})
     url = f"http://127.0.0.1:{port}"
     server.wait_healthy(f"{url}/health", within=300)
     documents = [{"text": text, "metadata": {"n": i}} for i, text in enumerate(known.facts)]
@@ -220,7 +216,6 @@ def test_tuning_image_trains_an_adapter_that_the_inference_image_serves(
         pod,
         name=name,
         host_dirs={"config": config, "data": data, "results": results},
-        scratch=SCRATCH,
     )
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=1200, check=False)

@@ -239,3 +239,44 @@ def test_ragengine_with_an_external_vector_db_runs_on_faiss() -> None:
     assert ragengine.ragengine_deployment(with_db, image="x") == ragengine.ragengine_deployment(
         plain, image="x"
     )
+
+
+def _pods(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    templates = [o["spec"].get("template", {}) for o in objects if "spec" in o]
+    return [t["spec"] for t in templates if "containers" in t.get("spec", {})]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_our_containers_run_non_root_on_a_read_only_root(name: str) -> None:
+    """Every container of our images: no privileges, read-only root, and an emptyDir at
+    each path it writes (/tmp, the home directory with its caches); user images (a
+    template, adapter or data pullers) keep what the user gave."""
+    for pod in _pods(CASES[name]()):
+        volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            ours = container["image"].startswith("ghcr.io/kaito-py/")
+            security = container.get("securityContext")
+            if not ours:
+                assert security is None, container["name"]
+                continue
+            assert security == {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+            }
+            writable = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+            assert "emptyDir" in writable["/tmp"]
+            assert "emptyDir" in writable["/home/kaito"]
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_a_ragengine_without_storage_persists_to_an_emptydir() -> None:
+    [deployment] = ragengine_local_retrieve_only()
+    pod = deployment["spec"]["template"]["spec"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "data"]
+    assert mount["mountPath"] == "/mnt/data"
+    assert {"name": "data", "emptyDir": {}} in pod["volumes"]
+    with_pvc = ragengine_remote_with_pvc()[1]
+    mounts = with_pvc["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert [m["mountPath"] for m in mounts if m["name"] == "data"] == ["/data"]

@@ -5,6 +5,7 @@ Builders are pure: typed SDK objects in, manifest dicts out; no I/O, no clock.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -16,12 +17,16 @@ from kaito_sdk import labels
 from kaito_sdk.api import KubeObject, LabelSelector
 
 __all__ = [
+    "CONTAINER_SECURITY",
     "GPU_RESOURCE",
     "GPU_TOLERATIONS",
     "NEWEST",
     "OLDEST_SUPPORTED",
+    "POD_SECURITY",
+    "SERVICE_HOME",
     "KubeVersion",
     "config_hash",
+    "harden",
     "node_affinity",
     "object_meta",
     "owner_reference",
@@ -37,6 +42,26 @@ GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
     {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
 ]
+
+
+#: The service images' user and group (tools/images.py and the Dockerfiles: ``kaito``).
+SERVICE_UID = 10001
+#: That user's home: the services' caches (model downloads, compiler caches) go under it.
+SERVICE_HOME = "/home/kaito"
+#: What every container running one of our images gets: no privileges, a read-only root.
+CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+#: The pod-level part: RuntimeDefault seccomp, volumes writable by the services' group
+#: (changed only where the volume's root does not match, so large volumes mount fast).
+POD_SECURITY: dict[str, Any] = {
+    "fsGroup": SERVICE_UID,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -150,6 +175,36 @@ def shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 (a mount, not a temp file)
     )
+
+
+def harden(
+    pod_spec: dict[str, Any],
+    ours: list[dict[str, Any]],
+    *,
+    writable: Mapping[str, str] | None = None,
+) -> None:
+    """Run the containers ``ours`` (our images) non-root on a read-only root filesystem.
+
+    Each gets :data:`CONTAINER_SECURITY` and emptyDirs at ``/tmp``, at the home directory
+    (caches) and at the paths of ``writable`` (volume name -> path), where no volume of its
+    own is mounted already;
+    the pod gets :data:`POD_SECURITY`. Containers of the user's images (adapter and data
+    pullers) keep the user's settings: they may run as root.
+    """
+    scratch = {"tmp": "/tmp", "home": SERVICE_HOME}  # noqa: S108 (a mount, not a temp file)
+    scratch.update(writable or {})
+    volumes: list[dict[str, Any]] = pod_spec.setdefault("volumes", [])
+    used: set[str] = set()
+    for container in ours:
+        container["securityContext"] = copy.deepcopy(CONTAINER_SECURITY)
+        mounts: list[dict[str, Any]] = container.setdefault("volumeMounts", [])
+        mounted = {mount["mountPath"] for mount in mounts}
+        for name, path in scratch.items():
+            if path not in mounted:
+                mounts.append({"name": name, "mountPath": path})
+                used.add(name)
+    volumes += [{"name": name, "emptyDir": {}} for name in scratch if name in used]
+    pod_spec["securityContext"] = {**POD_SECURITY, **pod_spec.get("securityContext", {})}
 
 
 def config_hash(*parts: Any) -> str:

@@ -14,6 +14,7 @@ from kaito_operator.builders.common import (
     NEWEST,
     TERMINATION_MESSAGE_POLICY,
     KubeVersion,
+    harden,
     node_affinity,
     object_meta,
     selector_labels,
@@ -127,6 +128,7 @@ def _preset_pod(ws: Workspace, plan: InferencePlan) -> dict[str, Any]:
         "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     pod: dict[str, Any] = {"containers": [container], "volumes": volumes}
+    harden(pod, [container])
     if init_containers:
         pod["initContainers"] = init_containers
     if pull_secrets:

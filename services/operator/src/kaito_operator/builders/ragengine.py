@@ -9,6 +9,7 @@ from kaito_operator.builders.common import (
     GPU_TOLERATIONS,
     TERMINATION_MESSAGE_POLICY,
     config_hash,
+    harden,
     node_affinity,
     object_meta,
     selector_labels,
@@ -129,6 +130,9 @@ def ragengine_deployment(engine: RAGEngine, *, image: str) -> dict[str, Any]:
         "volumes": volumes,
         "terminationGracePeriodSeconds": SHUTDOWN_GRACE_SECONDS,
     }
+    # Without a volume the indexes persist to an emptyDir (kept across container restarts).
+    scratch = {} if mounts else {"data": contract.DEFAULT_PERSIST_DIR}
+    harden(pod_spec, [container], writable=scratch)
     compute = engine.spec.compute
     if compute is not None:
         affinity = node_affinity(compute.label_selector)

@@ -9,6 +9,7 @@ from kaito_operator.builders.common import (
     GPU_RESOURCE,
     GPU_TOLERATIONS,
     TERMINATION_MESSAGE_POLICY,
+    harden,
     node_affinity,
     object_meta,
     shm_volume,
@@ -141,6 +142,7 @@ def tuning_job(ws: Workspace, plan: TuningPlan) -> dict[str, Any]:
         "containers": [container],
         "volumes": volumes,
     }
+    harden(pod_spec, [container, *(c for c in init_containers if c["image"] == plan.image)])
     if not init_containers:
         del pod_spec["initContainers"]
     if pull_secrets:
