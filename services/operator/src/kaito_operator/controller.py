@@ -16,6 +16,11 @@ What the controller keeps in memory, each for a need the cluster cannot answer:
   keeps its transition times;
 * the workload a reconcile just wrote, until the watch delivers its generation: a pod
   event that arrives first must not be judged against an older workload (or none);
+* what the last successful reconcile applied (the owner's generation, the workload's
+  kind, name and generation): a resync that finds both unchanged in the cluster skips
+  the apply (an edit by anyone bumps the workload's generation and is put back), except
+  every ``full_resync_every``-th one, which applies everything again (what is not
+  watched, such as Services and ConfigMaps read, converges too);
 * per owner, one lock for reconciles and one for recomputes, so that the change handler,
   the resync timer and the children's events (several watches at once) read and write
   one after the other; and whether a reconcile asked for by a child's change is already
@@ -85,8 +90,16 @@ def _dump(status: KubeModel | None) -> dict[str, Any]:
 class Controller(Generic[OwnerT]):
     """Reconciles owners of one kind and keeps their status current."""
 
-    def __init__(self, kind: Kind[OwnerT], kube: KubeClient, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        kind: Kind[OwnerT],
+        kube: KubeClient,
+        metrics: OperatorMetrics,
+        *,
+        full_resync_every: int = 10,
+    ) -> None:
         self.kind = kind
+        self.full_resync_every = full_resync_every
         self.kube = kube
         self.metrics = metrics
         self.name = kind.model.api_info.kind
@@ -97,6 +110,8 @@ class Controller(Generic[OwnerT]):
         self._locks: dict[_Key, asyncio.Lock] = {}
         self._reconciling: dict[_Key, asyncio.Lock] = {}
         self._queued: set[_Key] = set()
+        self._applied: dict[_Key, tuple[int, str, str, int]] = {}
+        self._skipped: dict[_Key, int] = {}
 
     async def reconcile(self, body: Mapping[str, Any], children: ChildIndex) -> None:
         """Parse, reconcile, then recompute the status; the reconcile's error is re-raised
@@ -115,12 +130,17 @@ class Controller(Generic[OwnerT]):
             await self._report_unparsable(body, exc)
             raise
         outcome = self._outcomes.get(key, Outcome())
+        self._applied.pop(key, None)
+        self._skipped.pop(key, None)
         try:
             with self.metrics.reconcile(self.name):
                 done = await self.kind.reconcile(owner)
             outcome = Outcome(generation, target=done.target)
             if done.workload is not None:
                 self._arriving[key] = done.workload
+                kind, obj = done.workload
+                applied = (_generation(body), kind, obj["metadata"]["name"], _generation(obj))
+                self._applied[key] = applied
         except KubeApiError as exc:
             outcome = Outcome(generation, refused=str(exc))
             raise
@@ -136,11 +156,38 @@ class Controller(Generic[OwnerT]):
 
     async def resync(self, body: Mapping[str, Any], children: ChildIndex) -> None:
         """Level-based resync: reconcile and recompute; errors are logged (the status shows
-        them), the next change or resync tries again."""
+        them), the next change or resync tries again. When the owner and its workload are
+        as the last reconcile left them, only the status is recomputed (see the module)."""
+        key = _key(body)
+        if self._unchanged(key, body, children):
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            try:
+                owner = parse_owner(self.kind.model, body)
+            except InvalidSpecError:
+                pass  # unreachable in practice: it parsed when it was applied
+            else:
+                await self._observe_safely(owner, children)
+                return
         try:
             await self.reconcile(body, children)
         except (KubeApiError, InvalidSpecError, NotReadyError) as exc:
             log.info("resync of %s %s/%s: %s", self.name, *_key(body), exc)
+
+    def _unchanged(self, key: _Key, body: Mapping[str, Any], children: ChildIndex) -> bool:
+        """Whether the owner and its workload are at the generations the last successful
+        reconcile applied, and this is not the resync due to apply everything anyway."""
+        applied = self._applied.get(key)
+        if applied is None or body["metadata"].get("deletionTimestamp"):
+            return False
+        if self._skipped.get(key, 0) + 1 >= self.full_resync_every:
+            return False
+        generation, kind, name, workload_generation = applied
+        if _generation(body) != generation:
+            return False
+        found = [
+            obj for k, obj in children.get(key, ()) if k == kind and obj["metadata"]["name"] == name
+        ]
+        return len(found) == 1 and _generation(found[0]) == workload_generation
 
     async def child_changed(
         self, owner_key: _Key, owners: OwnerIndex, children: ChildIndex
@@ -187,6 +234,8 @@ class Controller(Generic[OwnerT]):
         self._locks.pop(key, None)
         self._reconciling.pop(key, None)
         self._queued.discard(key)
+        self._applied.pop(key, None)
+        self._skipped.pop(key, None)
         self.metrics.set_state(self.name, *key, None)
 
     def children_of(self, key: _Key, index: ChildIndex) -> Children:

@@ -7,6 +7,8 @@ and the pure :func:`node_state` says whether enough nodes are ready (and why not
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,11 +82,25 @@ def gpu_sku_from_labels(node: Mapping[str, Any]) -> GpuSku | None:
     return GpuSku(name, Cloud.AZURE, product, count, memory_gib)
 
 
+#: How long one list of the cluster's Nodes answers every Workspace (a wave of reconciles
+#: and status recomputes reads it once, not once per Workspace).
+NODE_LIST_SECONDS = 1.0
+
+
 class NodeProvisioner:
     """Provision, observe and release the nodes of Workspaces, per the configured mode."""
 
-    def __init__(self, kube: KubeClient, settings: OperatorSettings) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        settings: OperatorSettings,
+        *,
+        node_list_seconds: float = NODE_LIST_SECONDS,
+    ) -> None:
         self.kube = kube
+        self.node_list_seconds = node_list_seconds
+        self._node_list: asyncio.Task[list[dict[str, Any]]] | None = None
+        self._node_list_at = 0.0
         self.mode = settings.node_provisioner
         self.node_class = builders.NodeClassRef(
             settings.karpenter_node_class_group,
@@ -131,9 +147,19 @@ class NodeProvisioner:
         for obj in await self.kube.list("karpenter.sh/v1", kind, labels=builders.owner_labels(ws)):
             await self.kube.delete("karpenter.sh/v1", kind, obj["metadata"]["name"])
 
+    async def all_nodes(self) -> list[dict[str, Any]]:
+        """The cluster's Nodes, listed at most once per ``node_list_seconds``: callers in
+        the meantime (concurrent ones included) share that list. A failed list is not kept."""
+        task = self._node_list
+        fresh = time.monotonic() - self._node_list_at < self.node_list_seconds
+        if task is None or not fresh or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(self.kube.list("v1", "Node"))
+            self._node_list, self._node_list_at = task, time.monotonic()
+        return await asyncio.shield(task)
+
     async def matching_nodes(self, selector: LabelSelector) -> list[dict[str, Any]]:
         """Nodes whose labels satisfy ``selector``."""
-        all_nodes = await self.kube.list("v1", "Node", labels=selector.match_labels or None)
+        all_nodes = await self.all_nodes()
         return [
             n for n in all_nodes if selector_matches(selector, n["metadata"].get("labels") or {})
         ]
