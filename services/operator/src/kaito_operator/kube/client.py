@@ -119,14 +119,34 @@ class KubeClient:
         *,
         field_manager: str = FIELD_MANAGER,
         timeout: float = 30.0,
+        max_connections: int = 100,
     ) -> None:
         self.field_manager = field_manager
         self._config = config
         self._timeout = httpx2.Timeout(timeout)
+        # One pool for the operator's life, every connection in it kept alive: kopf runs
+        # handlers of many owners at once, and with httpx's default (20 kept alive of 100)
+        # each burst past 20 would open, TLS-handshake and close connections.
         # trust_env=False: the configuration is complete; proxies and CA bundles from the
         # environment do not apply to the API server (kopf does the same).
+        assert config.user is not None  # KubeConfig.from_one and kubeconfig files set one
+        transport = httpx2.AsyncHTTPTransport(
+            verify=client_adapter.verify_cluster(
+                config.cluster, config.user, config.abs_file, trust_env=False
+            ),
+            limits=httpx2.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=60.0,
+            ),
+            trust_env=False,
+        )
         self._api = AsyncClient(
-            config, timeout=self._timeout, field_manager=field_manager, trust_env=False
+            config,
+            timeout=self._timeout,
+            field_manager=field_manager,
+            trust_env=False,
+            transport=transport,
         )
 
     @classmethod
