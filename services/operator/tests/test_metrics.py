@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import Any
 
 import httpx
+import kopf
 import pytest
 
+from kaito_operator.handlers import lifecycle
+from kaito_operator.memo import OperatorMemo
 from kaito_operator_testing.harness import OperatorHarness
 
 pytestmark = pytest.mark.asyncio
@@ -68,3 +72,22 @@ async def test_metrics_count_reconciles_and_states(cluster: OperatorHarness) -> 
     for line in expected:
         assert line in text
     assert "kaito_operator_reconcile_seconds_bucket" in text
+
+
+async def test_a_retried_startup_keeps_its_metrics_server(cluster: OperatorHarness) -> None:
+    """kopf runs a startup handler again after it failed; the metrics server of the first
+    attempt stays (a second bind of the same port would fail: address already in use)."""
+    port = free_port()
+    config = cluster.operator_settings().model_copy(update={"metrics_port": port})
+    memo = OperatorMemo(settings=config)
+    log = logging.getLogger("test")
+    await lifecycle.startup(memo=memo, settings=kopf.OperatorSettings(), logger=log)
+    first = (memo.metrics_server, memo.metrics)
+    try:
+        await lifecycle.startup(memo=memo, settings=kopf.OperatorSettings(), logger=log)
+        assert (memo.metrics_server, memo.metrics) == first
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert answer.status_code == 200
+    finally:
+        await lifecycle.cleanup(memo=memo)

@@ -94,9 +94,11 @@ async def startup(
     if presets:
         resolve_preset(presets[0].name)
     kube = operator_client(config, settings)
-    memo.metrics = OperatorMetrics()
-    memo.metrics_server = None
-    if config.metrics_port is not None:
+    # kopf retries a startup that failed (an API server not reachable yet): the metrics
+    # and their server from an earlier attempt stay, or the port would be taken by itself.
+    if memo.get("metrics") is None:
+        memo.metrics = OperatorMetrics()
+    if memo.get("metrics_server") is None and config.metrics_port is not None:
         memo.metrics_server = await serve_metrics(memo.metrics, config.metrics_port)
     memo.kube = kube
     if config.webhook_enabled and "ragengine" in config.controllers:
