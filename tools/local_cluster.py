@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, TracebackType
+from typing import Any
 
 import yaml
 
@@ -82,6 +83,49 @@ def free_port() -> int:
 
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def write_token_kubeconfig(path: Path, cluster: dict[str, Any], token: str, name: str) -> Path:
+    """Write a kubeconfig for ``cluster`` (``server`` and its CA fields) whose user ``name``
+    authenticates with ``token``; readable by its owner only."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kaito", "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": "kaito", "user": name}}],
+        "current-context": name,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def subject_alt_names(hosts: list[str]) -> list[str]:
+    """``IP:``/``DNS:`` subjectAltName entries for IP addresses and DNS names."""
+    return [
+        f"IP:{host}" if re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+:[0-9a-fA-F:]*", host) else f"DNS:{host}"
+        for host in hosts
+    ]
+
+
+def sign_certificate(
+    ca_dir: Path, crt: Path, key: Path, common_name: str, alt_names: list[str], *, days: int
+) -> None:
+    """A new key and a certificate for it signed by ``ca_dir``'s ``ca.crt``/``ca.key``."""
+    extensions = ca_dir / f"{crt.stem}-{secrets.token_hex(4)}.ext"
+    extensions.write_text(f"subjectAltName={','.join(alt_names)}\n")
+    csr = extensions.with_suffix(".csr")
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+        "-subj", f"/CN={common_name}",
+        cwd=ca_dir,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", str(days), "-out", str(crt), "-extfile", str(extensions),
+        cwd=ca_dir,
+    )  # fmt: skip
 
 
 def _die_with_parent() -> None:
@@ -275,34 +319,14 @@ class LocalCluster:
     def write_kubeconfig(self, token: str, name: str) -> Path:
         """A kubeconfig for this cluster that authenticates with ``token``."""
         ca_data = base64.b64encode(self.ca_file.read_bytes()).decode()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "kaito-local",
-                    "cluster": {"server": self.server, "certificate-authority-data": ca_data},
-                }
-            ],
-            "users": [{"name": name, "user": {"token": token}}],
-            "contexts": [{"name": name, "context": {"cluster": "kaito-local", "user": name}}],
-            "current-context": name,
-        }
-        path = self.workdir / f"{name}.kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-        return path
+        cluster = {"server": self.server, "certificate-authority-data": ca_data}
+        return write_token_kubeconfig(self.workdir / f"{name}.kubeconfig", cluster, token, name)
 
     def issue_certificate(self, directory: Path, hosts: list[str]) -> tuple[Path, Path]:
         """A serving certificate for ``hosts`` (IPs or DNS names) signed by the cluster CA;
         written as ``tls.crt`` and ``tls.key`` in ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
-        names = [
-            f"IP:{host}"
-            if re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+:[0-9a-fA-F:]*", host)
-            else f"DNS:{host}"
-            for host in hosts
-        ]
+        names = subject_alt_names(hosts)
         crt, key = directory / "tls.crt", directory / "tls.key"
         self._sign(crt, key, hosts[0], names)
         return crt, key
@@ -365,20 +389,7 @@ class LocalCluster:
         )
 
     def _sign(self, crt: Path, key: Path, common_name: str, alt_names: list[str]) -> None:
-        files = self.workdir
-        extensions = files / f"{crt.stem}-{secrets.token_hex(4)}.ext"
-        extensions.write_text(f"subjectAltName={','.join(alt_names)}\n")
-        csr = extensions.with_suffix(".csr")
-        _openssl(
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-            "-subj", f"/CN={common_name}",
-            cwd=files,
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", str(csr), "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "7", "-out", str(crt), "-extfile", str(extensions),
-            cwd=files,
-        )  # fmt: skip
+        sign_certificate(self.workdir, crt, key, common_name, alt_names, days=7)
 
     def _process(self, name: str) -> subprocess.Popen[bytes]:
         for process_name, process in self._processes:

@@ -17,21 +17,40 @@ file or a client certificate; exec and auth-provider plugins are refused with th
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-__all__ = ["Cluster", "KubeconfigCluster", "KubeconfigError"]
+__all__ = ["Cluster", "KubeconfigCluster", "KubeconfigError", "load_tool"]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import ``tools/<name>.py`` (tools/ is a folder of scripts, not a package)."""
+    module_name = f"kaito_tools_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 class KubeconfigError(ValueError):
@@ -176,40 +195,20 @@ class KubeconfigCluster:
             cluster["insecure-skip-tls-verify"] = True
         elif self._api_ca is not None:
             cluster["certificate-authority-data"] = base64.b64encode(self._api_ca).decode()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "e2e", "cluster": cluster}],
-            "users": [{"name": name, "user": {"token": token}}],
-            "contexts": [{"name": name, "context": {"cluster": "e2e", "user": name}}],
-            "current-context": name,
-        }
         path = self.workdir / f"{name}.kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-        return path
+        written: Path = load_tool("local_cluster").write_token_kubeconfig(
+            path, cluster, token, name
+        )
+        return written
 
     def issue_certificate(self, directory: Path, hosts: list[str]) -> tuple[Path, Path]:
         """A serving certificate for ``hosts`` (IP addresses or DNS names) signed by
         ``ca_file``; written as ``tls.crt`` and ``tls.key`` in ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
-        names = ",".join(
-            f"IP:{host}" if host.replace(".", "").isdigit() or ":" in host else f"DNS:{host}"
-            for host in hosts
-        )
-        crt, key, csr = directory / "tls.crt", directory / "tls.key", directory / "tls.csr"
-        extensions = directory / "tls.ext"
-        extensions.write_text(f"subjectAltName={names}\n")
-        _openssl(
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
-            "-subj", f"/CN={hosts[0]}",
-            cwd=self.workdir,
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", str(csr), "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-out", str(crt), "-extfile", str(extensions),
-            cwd=self.workdir,
-        )  # fmt: skip
+        tool = load_tool("local_cluster")
+        crt, key = directory / "tls.crt", directory / "tls.key"
+        names = tool.subject_alt_names(hosts)
+        tool.sign_certificate(self.workdir, crt, key, hosts[0], names, days=2)
         return crt, key
 
 

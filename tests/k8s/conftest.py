@@ -51,20 +51,6 @@ WORKSPACE_RELEASE = "kaito-workspace"
 RAGENGINE_RELEASE = "kaito-ragengine"
 
 
-def load_tool(name: str) -> ModuleType:
-    """Import ``tools/<name>.py`` (tools/ is a folder of scripts, not a package)."""
-    module_name = f"kaito_tools_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tools" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _load_sibling(stem: str) -> ModuleType:
     """``<stem>.py`` beside this file (not importable by name under importlib mode)."""
     name = f"kaito_k8s_e2e_{stem}"
@@ -83,6 +69,7 @@ _node_agent = _load_sibling("node_agent")
 NodeAgent = _node_agent.NodeAgent
 eventually = _node_agent.eventually
 _clusters = _load_sibling("clusters")
+load_tool = _clusters.load_tool
 Cluster = _clusters.Cluster
 KubeconfigCluster = _clusters.KubeconfigCluster
 #: The cluster the suite runs against instead of the local control plane (a kubeconfig).
