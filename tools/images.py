@@ -1,7 +1,8 @@
 """Build, push and run the four service images with whatever container engine is here.
 
-    python tools/images.py build [--service NAME ...] [--push REGISTRY]
+    python tools/images.py build [--service NAME ...] [--push REGISTRY] [--prune-layers]
     python tools/images.py base        # make the local Debian base image (no registry)
+    python tools/images.py space       # exit 3 when the disk cannot hold the builds
 
 Tags come from :mod:`kaito_sdk.images`. The engine is Docker when a Docker daemon
 answers, else buildah (build) with podman (run, push), which need no daemon. Where the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import importlib.util
 import os
 import resource
@@ -52,6 +54,17 @@ BUILD_ORDER = ("operator", "inference", "ragengine", "tuning")
 WORK_DIR = Path(os.environ.get("KAITO_IMAGES_WORK_DIR", "/var/tmp/kaito-images"))  # noqa: S108
 #: Process and file limits containers get (this sandbox refuses the engines' defaults).
 NPROC_LIMIT = 32768
+#: The label holding the digest of what an image was built from (see context_digest).
+CONTEXT_LABEL = "io.kaito.build-context"
+#: What the Dockerfiles copy from the repository root: an image is up to date while
+#: none of these (nor its Dockerfile, build options, tag or revision) changed.
+CONTEXT_PATHS = ("sdk", "services", "presets", "constraints", "tools/image_requirements.py")
+#: Disk each build needs while it runs, in GB: the final image plus the stages it is
+#: built from (the torch venv twice, the embedded model twice), measured with buildah
+#: 1.28 on the local base; with --prune-layers the stages go once the image is built.
+BUILD_SPACE_GB = {"operator": 0.6, "inference": 4.5, "ragengine": 4.0, "tuning": 4.5}
+#: Exit status of ``space`` when the disk cannot hold the builds.
+NO_SPACE = 3
 
 
 class ImageError(RuntimeError):
@@ -81,9 +94,16 @@ class Built:
     image: str
     size: int
     seconds: float
+    up_to_date: bool = False
+    """The image was already built from the same context: nothing was rebuilt."""
 
     def line(self) -> str:
         """The progress line for this image."""
+        if self.up_to_date:
+            return (
+                f"{SERVICE_IMAGES[self.service]}: {self.image} up to date "
+                f"(built from this context before), {self.size / 1e9:.2f} GB"
+            )
         return (
             f"{SERVICE_IMAGES[self.service]}: {self.image} built in {self.seconds:.0f} s, "
             f"{self.size / 1e9:.2f} GB"
@@ -281,13 +301,97 @@ def revision() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def build(engine: Engine, service: str, options: list[str], *, tag: str = IMAGE_TAG) -> Built:
-    """Build ``service``'s Dockerfile from the repository root; its log goes to WORK_DIR."""
+def storage_root(engine: Engine) -> Path:
+    """The folder the engine keeps images in (where the builds need disk)."""
+    if engine.is_docker:
+        done = _run(["docker", "info", "--format", "{{.DockerRootDir}}"], check=False)
+    else:
+        done = _run(["podman", "info", "--format", "{{.Store.GraphRoot}}"], check=False)
+    path = Path(done.stdout.strip() or "/var/lib/containers")
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+class NoSpaceError(ImageError):
+    """The disk cannot hold a build (the message says how much is free and needed)."""
+
+
+def space_report(engine: Engine, services: list[str], *, tag: str = IMAGE_TAG) -> tuple[bool, str]:
+    """Whether the engine's disk can hold the builds of those ``services`` whose image is
+    not in local storage yet, and a line saying so."""
+    root = storage_root(engine)
+    free_gb = shutil.disk_usage(root).free / 1e9
+    missing = [s for s in services if not image_exists(engine, image_for(s, tag=tag))]
+    need_gb = sum(BUILD_SPACE_GB[s] for s in missing)
+    enough = free_gb >= need_gb
+    verdict = "enough disk" if enough else "not enough disk"
+    todo = ", ".join(missing) or "nothing (every image is built)"
+    line = (
+        f"{verdict}: {free_gb:.1f} GB free under {root}; to build: {todo}, about {need_gb:.1f} GB"
+    )
+    return enough, line
+
+
+def context_digest(service: str, argv: list[str]) -> str:
+    """A digest of everything ``service``'s image is built from: the build command
+    (options, tag, revision), its Dockerfile and every file under :data:`CONTEXT_PATHS`
+    that git tracks or would track (ignored files are not in the build context either)."""
+    ls_files = ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others"]
+    paths = [*CONTEXT_PATHS, f"services/{service}/Dockerfile"]
+    listed = _run([*ls_files, "--exclude-standard", "--", *paths], check=False)
+    digest = hashlib.sha256("\0".join(argv).encode())
+    for name in sorted(set(filter(None, listed.stdout.split("\0")))):
+        path = ROOT / name
+        digest.update(name.encode() + b"\0")
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def image_label(engine: Engine, image: str, label: str) -> str | None:
+    """The value of ``label`` on a local ``image`` (None when the image or label is absent)."""
+    done = _run(
+        [engine.runner, "image", "inspect", "--format", f'{{{{index .Labels "{label}"}}}}', image],
+        check=False,
+    )
+    value = done.stdout.strip()
+    return value if done.returncode == 0 and value and value != "<no value>" else None
+
+
+def prune_dangling(engine: Engine) -> None:
+    """Remove untagged images: the stages and cached layers a finished build left."""
+    _run([engine.runner, "image", "prune", "--force"], check=False, timeout=600)
+
+
+def build(
+    engine: Engine,
+    service: str,
+    options: list[str],
+    *,
+    tag: str = IMAGE_TAG,
+    force: bool = False,
+) -> Built:
+    """Build ``service``'s Dockerfile from the repository root; its log goes to WORK_DIR.
+
+    An image built before from the same context (its :data:`CONTEXT_LABEL`) is kept as it
+    is unless ``force``: a second build in the same checkout costs nothing even where the
+    layer cache was pruned.
+    """
     image = image_for(service, tag=tag)
     dockerfile = ROOT / "services" / service / "Dockerfile"
     argv = [engine.builder, "build" if engine.is_docker else "bud", "-f", str(dockerfile)]
     argv += [*options, "--build-arg", f"VERSION={tag}", "--build-arg", f"REVISION={revision()}"]
-    argv += ["-t", image, str(ROOT)]
+    digest = context_digest(service, argv)
+    if not force and image_label(engine, image, CONTEXT_LABEL) == digest:
+        return Built(service, image, image_size(engine, image), 0.0, up_to_date=True)
+    free_gb = shutil.disk_usage(storage_root(engine)).free / 1e9
+    if free_gb < BUILD_SPACE_GB[service]:
+        raise NoSpaceError(
+            f"not enough disk to build {image}: {free_gb:.1f} GB free under "
+            f"{storage_root(engine)}, about {BUILD_SPACE_GB[service]:.1f} GB needed"
+        )
+    argv += ["--label", f"{CONTEXT_LABEL}={digest}", "-t", image, str(ROOT)]
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     log = WORK_DIR / f"build-{service}.log"
     started = time.monotonic()
@@ -326,7 +430,21 @@ def _parser() -> argparse.ArgumentParser:
     build_cmd.add_argument("--tag", default=IMAGE_TAG)
     build_cmd.add_argument("--push", metavar="REGISTRY", help=f"e.g. {IMAGE_REGISTRY}")
     build_cmd.add_argument("--python-image", help=f"base image (default {DEFAULT_PYTHON_IMAGE})")
+    build_cmd.add_argument(
+        "--prune-layers",
+        action="store_true",
+        help="remove each build's stages and cached layers once its image is built "
+        "(small disks, CI); the next code-only change then rebuilds from scratch",
+    )
+    build_cmd.add_argument(
+        "--force", action="store_true", help="rebuild images already built from this context"
+    )
     commands.add_parser("base", help=f"make {LOCAL_PYTHON_IMAGE} with debootstrap")
+    space_cmd = commands.add_parser(
+        "space", help=f"exit {NO_SPACE} when the disk cannot hold the builds still to do"
+    )
+    space_cmd.add_argument("--service", action="append", choices=BUILD_ORDER, dest="services")
+    space_cmd.add_argument("--tag", default=IMAGE_TAG)
     return parser
 
 
@@ -336,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with build_lock():
             return _command(args)
+    except NoSpaceError as exc:
+        print(f"images.py: {exc}", file=sys.stderr)
+        return NO_SPACE
     except ImageError as exc:
         print(f"images.py: {exc}", file=sys.stderr)
         return 1
@@ -346,6 +467,14 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "base":
         print(make_local_base())
         return 0
+    if args.command == "space":
+        probe = find_engine()
+        if probe is None:
+            raise ImageError("no container engine: install docker, or buildah and podman")
+        wanted = [s for s in BUILD_ORDER if s in (args.services or BUILD_ORDER)]
+        enough, line = space_report(probe, wanted, tag=args.tag)
+        print(line)
+        return 0 if enough else NO_SPACE
     engine = find_engine()
     if engine is None:
         raise ImageError("no container engine: install docker, or buildah and podman")
@@ -357,8 +486,10 @@ def _command(args: argparse.Namespace) -> int:
     started = time.monotonic()
     for service in services:
         print(f"{SERVICE_IMAGES[service]}: building ...", flush=True)
-        built = build(engine, service, options, tag=args.tag)
+        built = build(engine, service, options, tag=args.tag, force=args.force)
         print(built.line(), flush=True)
+        if args.prune_layers and not built.up_to_date:
+            prune_dangling(engine)
         if args.push:
             pushed = push(engine, service, args.push, tag=args.tag)
             print(f"{SERVICE_IMAGES[service]}: pushed {pushed}", flush=True)
