@@ -8,8 +8,9 @@ operator must relist and reconcile a Workspace created afterwards, in the same p
 
 The operators are paused (SIGSTOP) while the apiserver restarts and resumed once it
 serves our CRDs again: for a moment after ``/readyz`` a restarted 1.20 apiserver answers
-404 for custom resources, and kopf ends the operator on a watch answered 404 (in a
-cluster the kubelet starts it again; this test is about the 410, not that window).
+404 for custom resources, and an operator whose watch gets that 404 starts its watches
+over with a fresh list (``test_unserved_resources.py``), which would bypass the 410 this
+test is about.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """``kaito-operator``: run the controllers the settings enable, cluster-wide.
 
+A watched custom resource that the API server stops serving for a while (a restart, a
+CRD deleted and created again) does not end the process: the operator waits until it is
+served and starts watching again (:mod:`kaito_operator.supervisor`).
+
 A fatal error (settings that do not validate, no API server credentials, a startup
 handler that fails for good) ends the process with exit code 1 and
 ``kaito-operator: fatal: <cause>`` as the last line on stderr, so a crash-looping pod
@@ -12,12 +16,10 @@ import asyncio
 import logging
 import sys
 
-import kopf
 from pydantic import ValidationError
 
-from kaito_operator.handlers import build_registry
-from kaito_operator.memo import OperatorMemo
 from kaito_operator.settings import OperatorSettings
+from kaito_operator.supervisor import run_operator
 
 __all__ = ["main"]
 
@@ -48,12 +50,8 @@ def main() -> None:
         raise _fatal(f"invalid settings (KAITO_OPERATOR_* environment): {problems}") from None
     try:
         asyncio.run(
-            kopf.operator(
-                registry=build_registry(settings),
-                clusterwide=True,
-                standalone=True,
-                memo=OperatorMemo(settings=settings),
-                liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
+            run_operator(
+                settings, liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz"
             )
         )
     except KeyboardInterrupt:

@@ -123,10 +123,12 @@ async def startup(
 
 
 async def cleanup(*, memo: OperatorMemo, **_: Any) -> None:
-    """Stop the metrics server and close the API client."""
+    """Stop the metrics server and close the API client (a supervised restart's startup
+    serves the metrics again)."""
     server = getattr(memo, "metrics_server", None)
     if server is not None:
         await server.cleanup()
+        memo.metrics_server = None
     kube = getattr(memo, "kube", None)
     if kube is not None:
         await kube.aclose()

@@ -216,6 +216,20 @@ class KubeClient:
         answer: dict[str, Any] = response.json()
         return answer
 
+    async def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the API server serves this kind now: a list of it (one object at most,
+        cluster-wide) is answered; False when it is answered 404."""
+        resource = resource_for(api_version, kind)[0]
+        root = f"/apis/{api_version}" if resource.group else f"/api/{api_version}"
+        params = client_adapter.ConnectionParams(timeout=self._timeout, trust_env=False)
+        async with client_adapter.AsyncClient(self._config, params) as http:
+            response = await http.get(f"{root}/{resource.plural}", params={"limit": 1})
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise KubeApiError(response.status_code, response.reason_phrase, response.text[:500])
+        return True
+
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> dict[str, Any] | None:

@@ -35,6 +35,8 @@ from kaito_operator_testing.store import ObjectStore, api_error
 __all__ = ["KubernetesEmulator", "resource_key"]
 
 _VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+#: The bus event that ends the watches of a withdrawn resource (never sent to a client).
+_WITHDRAWN = "kaito-test-withdrawn"
 _PATCH_KINDS = {
     "application/json-patch+json": "json",
     "application/merge-patch+json": "merge",
@@ -106,6 +108,21 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
             )
         key = ("apiextensions.k8s.io", "customresourcedefinitions", None, crd["metadata"]["name"])
         self._state.objects[key] = self._state.stamp_new(clone(dict(crd)))
+
+    async def withdraw_crd(self, name: str) -> None:
+        """Stop serving a registered CRD's resources, as a restarting API server does for
+        a moment or while a CRD is deleted: lists, watches and reads of them are answered
+        404, and open watches of them end. The CRD object and the objects stay;
+        :meth:`register_crd` serves them again."""
+        key = ("apiextensions.k8s.io", "customresourcedefinitions", None, name)
+        spec = self._state.objects[key]["spec"]
+        plural = spec["names"]["plural"]
+        for version in spec["versions"]:
+            ref = resource_key(f"{spec['group']}/{version['name']}", plural)
+            if ref in self.resources:
+                del self.resources[ref]
+            self._served.discard((spec["group"], version["name"], plural))
+        await self._state.buses[(spec["group"], plural)].put({"type": _WITHDRAWN})
 
     def register_crd_file(self, path: str | Path) -> None:
         """Register every CRD in a (multi-document) YAML file."""
@@ -305,6 +322,8 @@ class KubernetesEmulator(kmock.KubernetesEmulator):
                     yield event
             async with asyncio.timeout(timeout):
                 async for event in bus.stream(since=mark):
+                    if event.get("type") == _WITHDRAWN:
+                        return  # the resource is no longer served: the stream ends
                     if wanted(event):
                         yield event
         except TimeoutError:

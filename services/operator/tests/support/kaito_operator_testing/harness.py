@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any, Self
 
 import kmock
-import kopf
 
-from kaito_operator.handlers import build_registry
 from kaito_operator.settings import OperatorSettings
+from kaito_operator.supervisor import Backoff, run_operator
 from kaito_operator_testing.emulator import KubernetesEmulator
 
 __all__ = ["OperatorHarness", "RunningOperator", "inference_workspace"]
@@ -40,7 +39,7 @@ def inference_workspace(
 
 
 class RunningOperator:
-    """One kopf operator running in its own thread and event loop."""
+    """One operator (kopf, supervised as the process runs it) in its own thread and event loop."""
 
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
@@ -50,16 +49,13 @@ class RunningOperator:
         self.thread = threading.Thread(target=self._run, name="kaito-operator", daemon=True)
 
     def _run(self) -> None:
-        registry = build_registry(self.settings)
         try:
             asyncio.run(
-                kopf.operator(
-                    registry=registry,
-                    clusterwide=True,
-                    standalone=True,
-                    memo=kopf.Memo(settings=self.settings),
+                run_operator(
+                    self.settings,
                     stop_flag=self.stop_flag,
                     ready_flag=self.ready_flag,
+                    backoff=Backoff(first=0.1, limit=0.5),
                 )
             )
         except BaseException as exc:  # reported to the test through .error
