@@ -200,9 +200,16 @@ def setup(cluster: Any, gpu_names: list[str]) -> Path:
 
 
 def start_operator(
-    kubeconfig: Path, health_port: int, metrics_port: int, log: Path, profile: str | None
+    kubeconfig: Path,
+    health_port: int,
+    metrics_port: int,
+    log: Path,
+    profile: str | None,
+    *,
+    floor: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """``python -m kaito_operator`` (Workspace controller) as the bench ServiceAccount."""
+    """``python -m kaito_operator`` (Workspace controller) as the bench ServiceAccount, or
+    with ``floor`` the minimal controller of ``operator_floor.py`` in its place."""
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -211,9 +218,13 @@ def start_operator(
         "KAITO_OPERATOR_METRICS_PORT": str(metrics_port),
     }
     profiling = ["-m", "cProfile", "-o", profile] if profile else []
+    program = ["-m", "kaito_operator"]
+    if floor:
+        floor_script = str(Path(__file__).with_name("operator_floor.py"))
+        program = [floor_script, f"--kubeconfig={kubeconfig}", f"--health-port={health_port}"]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, *profiling, "-m", "kaito_operator"],
+            [sys.executable, *profiling, *program],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

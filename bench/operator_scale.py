@@ -21,6 +21,10 @@ controller manager and scheduler over the run (``/proc``), and the machine and l
 average, so that a number taken on a busy machine says so.
 
     python bench/operator_scale.py --workspaces 200 [--gpu-share 0.5] [--profile FILE]
+
+With ``--floor`` the minimal controller of ``operator_floor.py`` runs in the operator's
+place (same account, same measurements): the floor this control plane sets on this
+machine for the same children.
 """
 
 from __future__ import annotations
@@ -240,7 +244,9 @@ async def measure(
     }
 
 
-def run(count: int, gpu_share: float, profile: str | None) -> dict[str, Any]:
+def run(
+    count: int, gpu_share: float, profile: str | None, *, floor: bool = False
+) -> dict[str, Any]:
     """Start the control plane and the operator, set up, measure (module docstring)."""
     local_cluster = load_local_cluster()
     load_before = os.getloadavg()
@@ -260,7 +266,9 @@ def run(count: int, gpu_share: float, profile: str | None) -> dict[str, Any]:
             kubeconfig = setup(cluster, gpu_names)
             free_port = local_cluster.free_port
             log = workdir / "operator.log"
-            operator = start_operator(kubeconfig, free_port(), free_port(), log, profile)
+            operator = start_operator(
+                kubeconfig, free_port(), free_port(), log, profile, floor=floor
+            )
             try:
                 time.sleep(2)  # kopf lists and starts its watches
                 results = asyncio.run(measure(cluster, operator.pid, audit_log, count, gpu_share))
@@ -272,6 +280,7 @@ def run(count: int, gpu_share: float, profile: str | None) -> dict[str, Any]:
     return {
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "controller": "floor (bench/operator_floor.py)" if floor else "kaito-operator",
         "control_plane": version,
         "machine": machine_facts(),
         "load_average_before": [round(x, 2) for x in load_before],
@@ -289,8 +298,12 @@ def main() -> None:
         "--gpu-share", type=float, default=0.5, help="share of BYO GPU Workspaces (0-1)"
     )
     parser.add_argument("--profile", help="write a cProfile of the operator process here")
+    parser.add_argument(
+        "--floor", action="store_true", help="the minimal controller in the operator's place"
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.workspaces, args.gpu_share, args.profile), indent=2))
+    results = run(args.workspaces, args.gpu_share, args.profile, floor=args.floor)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
