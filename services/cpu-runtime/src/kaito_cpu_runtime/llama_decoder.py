@@ -12,6 +12,10 @@ This module runs the same mathematics with fewer, larger operations:
   accumulation stay float32), otherwise float32;
 - RMSNorm is ``torch.nn.functional.rms_norm``; the rotary embedding is applied to
   queries and keys together; residual additions happen in place;
+- the linear weights are float32 or bfloat16 (oneDNN, prepacked) or int8 or int4
+  (:mod:`kaito_cpu_runtime.quantized`, torch's weight-only kernels), by ``weights``; int4
+  takes a GGUF file's Q4_1 blocks as they are when given them (``q4_blocks``), and the
+  LM head is int8 when the rest is int4;
 - only the last position of each row goes through the final norm and the LM head;
 - LoRA adapters (plain LoRA, as PEFT attached them) are applied per row on top of the
   fused projections, so a batch mixing adapters and the base model stays one pass and
@@ -26,6 +30,7 @@ transformers forward.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +38,14 @@ import torch
 from torch.nn import functional
 
 from kaito_cpu_runtime.linear import PackedLinear
+from kaito_cpu_runtime.quantized import Q4Blocks, QuantizedLinear, WeightFormat, int4_fits
 
 __all__ = ["FastDecoder", "LoraUpdate", "read_lora"]
 
 log = logging.getLogger(__name__)
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2"})
 LoraTable = dict[tuple[int, str, int], dict[str, "LoraUpdate"]]
+Linear = PackedLinear | QuantizedLinear
 
 
 @dataclass(frozen=True)
@@ -97,21 +104,64 @@ def read_lora(model: Any) -> LoraTable | None:
 @dataclass
 class _Layer:
     input_norm: torch.Tensor
-    qkv: PackedLinear
-    out: PackedLinear
+    qkv: Linear
+    out: Linear
     post_norm: torch.Tensor
-    gate_up: PackedLinear
-    down: PackedLinear
+    gate_up: Linear
+    down: Linear
 
 
-def _fused(linears: tuple[Any, ...], dtype: torch.dtype) -> PackedLinear:
-    """One packed layer computing every ``nn.Linear`` in ``linears`` side by side."""
-    bias = None
-    if any(m.bias is not None for m in linears):
-        parts = [m.weight.new_zeros(m.out_features) if m.bias is None else m.bias for m in linears]
-        bias = torch.cat(parts)
-    weight = torch.cat([m.weight for m in linears])
-    return PackedLinear(weight, bias, dtype, tuple(m.out_features for m in linears))
+@dataclass(frozen=True)
+class _Weights:
+    """How the decoder stores its linear weights (see :meth:`FastDecoder.build`)."""
+
+    layers: WeightFormat
+    head: WeightFormat
+    activation_dtype: torch.dtype
+    blocks: dict[int, Q4Blocks]  # by id() of the nn.Linear whose weights they hold
+
+    def fused(self, linears: tuple[Any, ...], weight_format: WeightFormat | None = None) -> Linear:
+        """One layer computing every ``nn.Linear`` in ``linears`` side by side."""
+        weight_format = weight_format or self.layers
+        bias = None
+        if any(m.bias is not None for m in linears):
+            parts = [m.weight.new_zeros(m.out_features) if m.bias is None else m.bias
+                     for m in linears]  # fmt: skip
+            bias = torch.cat(parts)
+        weight = torch.cat([m.weight for m in linears])
+        sizes = tuple(m.out_features for m in linears)
+        if weight_format in ("float32", "bfloat16"):
+            return PackedLinear(weight, bias, getattr(torch, weight_format), sizes)
+        if weight_format == "int4" and int4_fits(*weight.shape):
+            blocks = [self.blocks.get(id(m)) or Q4Blocks.quantize(m.weight) for m in linears]
+            return QuantizedLinear.int4_from_blocks(
+                Q4Blocks.concat(blocks), bias, sizes, self.activation_dtype
+            )
+        return QuantizedLinear.int8(weight, bias, sizes, self.activation_dtype)
+
+
+def _matching_blocks(model: Any, q4_blocks: Mapping[str, Q4Blocks]) -> dict[int, Q4Blocks]:
+    """The blocks whose dequantised weights are the model's own, by module id; blocks for
+    other weights (another file, a fine-tuned copy) are left out with a warning."""
+    found: dict[int, Q4Blocks] = {}
+    for name, blocks in q4_blocks.items():
+        try:
+            module = model.get_submodule(name.removesuffix(".weight"))
+        except AttributeError:
+            continue
+        weight = module.weight
+        if blocks.codes.shape == weight.shape and torch.allclose(
+            blocks.dequantize(), weight, rtol=0, atol=1e-6
+        ):
+            found[id(module)] = blocks
+    if len(found) < len(q4_blocks):
+        log.warning(
+            "%d of %d Q4_1 tensors do not hold the model's weights; those are quantized "
+            "from the float weights",
+            len(q4_blocks) - len(found),
+            len(q4_blocks),
+        )
+    return found
 
 
 def _unsupported(model: Any) -> str | None:
@@ -137,7 +187,7 @@ def _unsupported(model: Any) -> str | None:
 class FastDecoder:
     """Runs a Llama-family causal LM forward for the batcher (see the module docstring)."""
 
-    def __init__(self, model: Any, linear_dtype: torch.dtype) -> None:
+    def __init__(self, model: Any, linear_dtype: torch.dtype, weights: _Weights) -> None:
         config = model.config
         inner = model.model
         self.num_heads = config.num_attention_heads
@@ -150,18 +200,22 @@ class FastDecoder:
         self.rotary = inner.rotary_emb
         self.final_norm = inner.norm.weight
         self.linear_dtype = linear_dtype
-        self.lm_head = PackedLinear(model.lm_head.weight, model.lm_head.bias, linear_dtype)
+        self.weights = weights.layers
+        self.head_weights = weights.head
+        self.activation_dtype = weights.activation_dtype
+        #: How many projections hold a GGUF file's Q4_1 blocks as they are.
+        self.exact_q4_blocks = len(weights.blocks)
+        self.lm_head = weights.fused((model.lm_head,), weights.head)
         self.layers = [
             _Layer(
                 input_norm=layer.input_layernorm.weight,
-                qkv=_fused(
-                    (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
-                    linear_dtype,
+                qkv=weights.fused(
+                    (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
                 ),
-                out=_fused((layer.self_attn.o_proj,), linear_dtype),
+                out=weights.fused((layer.self_attn.o_proj,)),
                 post_norm=layer.post_attention_layernorm.weight,
-                gate_up=_fused((layer.mlp.gate_proj, layer.mlp.up_proj), linear_dtype),
-                down=_fused((layer.mlp.down_proj,), linear_dtype),
+                gate_up=weights.fused((layer.mlp.gate_proj, layer.mlp.up_proj)),
+                down=weights.fused((layer.mlp.down_proj,)),
             )
             for layer in inner.layers
         ]
@@ -169,15 +223,35 @@ class FastDecoder:
         self._serves_adapters = True
 
     @classmethod
-    def build(cls, model: Any, linear_dtype: torch.dtype = torch.float32) -> FastDecoder | None:
-        """A fast decoder for the plain (not yet PEFT-wrapped) ``model``, or ``None``."""
+    def build(
+        cls,
+        model: Any,
+        linear_dtype: torch.dtype = torch.float32,
+        *,
+        weights: WeightFormat | None = None,
+        activation_dtype: torch.dtype = torch.float32,
+        q4_blocks: Mapping[str, Q4Blocks] | None = None,
+    ) -> FastDecoder | None:
+        """A fast decoder for the plain (not yet PEFT-wrapped) ``model``, or ``None``.
+
+        ``weights`` is the linear layers' format (default: ``linear_dtype``'s, float32 or
+        bfloat16); int8 and int4 multiply in ``activation_dtype``. int4 layers take
+        ``q4_blocks`` (by parameter name, from :func:`~kaito_cpu_runtime.quantized.read_gguf_q4_1`)
+        where they hold exactly the model's weights, and quantize the float weights
+        otherwise; a shape the int4 kernel does not take, and the LM head, are int8.
+        """
         reason = _unsupported(model)
         if reason is not None:
             log.info("fast CPU decoder off: %s", reason)
             return None
+        layers: WeightFormat = weights or (
+            "bfloat16" if linear_dtype == torch.bfloat16 else "float32"
+        )
         try:
             with torch.inference_mode():
-                return cls(model, linear_dtype)
+                blocks = _matching_blocks(model, q4_blocks or {}) if layers == "int4" else {}
+                head: WeightFormat = "int8" if layers == "int4" else layers
+                return cls(model, linear_dtype, _Weights(layers, head, activation_dtype, blocks))
         except (RuntimeError, AttributeError) as exc:
             log.warning("fast CPU decoder unavailable (%s); using the transformers forward", exc)
             return None
@@ -206,8 +280,12 @@ class FastDecoder:
         position_ids: torch.Tensor,
         cache: Any,
         adapters: list[str | None] | None = None,
+        *,
+        all_positions: bool = False,
     ) -> torch.Tensor:
-        """Logits (float32) of the last position of every row; appends to ``cache``.
+        """Logits (float32) of the last position of every row (``[batch, vocab]``), or of
+        every position with ``all_positions`` (``[batch, length, vocab]``); appends to
+        ``cache``.
 
         ``attention_mask`` covers the cached tokens plus the new ones (1 = real token,
         left padding is 0), as in the Hugging Face forward. ``adapters`` names each row's
@@ -243,8 +321,8 @@ class FastDecoder:
             gate_up = self._project(layer.gate_up, normed, rows, index, "gate_up")
             activated = functional.silu(gate_up[..., :size]) * gate_up[..., size:]
             hidden += self._project(layer.down, activated, rows, index, "down")
-        last = functional.rms_norm(hidden[:, -1, :], norm_shape, self.final_norm, self.eps)
-        return self.lm_head(last)
+        final = hidden if all_positions else hidden[:, -1, :]
+        return self.lm_head(functional.rms_norm(final, norm_shape, self.final_norm, self.eps))
 
     def _adapter_rows(self, adapters: list[str | None] | None) -> dict[str, torch.Tensor | None]:
         """The rows of each adapter in this batch (``None``: every row)."""
@@ -260,7 +338,7 @@ class FastDecoder:
 
     def _project(
         self,
-        linear: PackedLinear,
+        linear: Linear,
         x: torch.Tensor,
         rows: dict[str, torch.Tensor | None],
         layer: int,

@@ -1,0 +1,305 @@
+"""Weight-only quantized linear layers on CPU: int8 per output channel, int4 in groups of 32.
+
+Decoding one token reads every weight once, so on CPU a decode step is bound by memory
+bandwidth: float32 weights move four bytes per parameter, int8 one, int4 half of one.
+:class:`QuantizedLinear` keeps the weights quantized and multiplies with torch's own CPU
+kernels, which dequantise inside the matrix multiplication:
+
+- ``int8``: ``torch.ops.aten._weight_int8pack_mm``, symmetric int8 codes with one scale
+  per output channel (``w = q * scale``);
+- ``int4``: ``torch.ops.aten._weight_int4pack_mm_for_cpu`` on weights packed by
+  ``_convert_weight_to_int4pack_for_cpu``: codes 0..15 in groups of 32 inputs with a scale
+  and a zero point per group (``w = (q - 8) * scale + zero``).
+
+A GGUF Q4_1 block is 32 codes 0..15 with a scale ``d`` and a minimum ``m``
+(``w = q * d + m``), so int4 groups of 32 hold it exactly with ``scale = d`` and
+``zero = m + 8 d`` (:meth:`QuantizedLinear.int4_from_blocks`); weights that come as
+floats are quantized here with each group's minimum and maximum, as llama.cpp makes Q4_1.
+:func:`read_gguf_q4_1` reads a GGUF file's Q4_1 tensors as blocks under their Hugging Face
+names.
+
+The layer has :class:`~kaito_cpu_runtime.linear.PackedLinear`'s float32 interface
+(float32 in and out, ``part_sizes`` of fused projections, the bias added in float32).
+``activation_dtype`` is what the kernel multiplies in: float32, or bfloat16 where the CPU
+has native bf16 (see :func:`default_activation_dtype`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from kaito_cpu_runtime.linear import has_native_bf16
+
+__all__ = [
+    "INT4_GROUP",
+    "Q4Blocks",
+    "QuantizedLinear",
+    "WeightFormat",
+    "default_activation_dtype",
+    "int4_fits",
+    "kernel_available",
+    "read_gguf_q4_1",
+]
+
+log = logging.getLogger(__name__)
+
+#: Weight formats of the fast decoder's linear layers.
+WeightFormat = Literal["float32", "bfloat16", "int8", "int4"]
+#: Inputs per int4 group: a GGUF Q4_1 block's size.
+INT4_GROUP = 32
+_Kernel = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Q4Blocks:
+    """Q4_1-style int4 weights of one ``[out, in]`` matrix: ``w = codes * scale + minimum``.
+
+    ``codes`` is ``[out, in]`` (values 0..15, any integer dtype); ``scale`` and ``minimum``
+    are ``[out, in / 32]``, one per block of 32 consecutive inputs.
+    """
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    minimum: torch.Tensor
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weights the blocks stand for."""
+        out, width = self.codes.shape
+        grouped = self.codes.reshape(out, width // INT4_GROUP, INT4_GROUP).float()
+        weights = grouped * self.scale.float()[..., None] + self.minimum.float()[..., None]
+        return weights.reshape(out, width)
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor) -> Q4Blocks:
+        """Blocks of float ``weight`` from each block's minimum and maximum (as llama.cpp's
+        Q4_1); a constant block gets scale 0."""
+        out, width = weight.shape
+        grouped = weight.detach().float().reshape(out, width // INT4_GROUP, INT4_GROUP)
+        low = grouped.amin(-1)
+        scale = (grouped.amax(-1) - low) / 15
+        inverse = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
+        codes = torch.round((grouped - low[..., None]) * inverse[..., None]).clamp(0, 15)
+        return cls(codes.to(torch.uint8).reshape(out, width), scale, low)
+
+    @staticmethod
+    def concat(parts: list[Q4Blocks]) -> Q4Blocks:
+        """The blocks of the parts' matrices stacked along the output dimension."""
+        return Q4Blocks(
+            torch.cat([p.codes for p in parts]),
+            torch.cat([p.scale for p in parts]),
+            torch.cat([p.minimum for p in parts]),
+        )
+
+
+def int4_fits(out_features: int, in_features: int) -> bool:
+    """Whether torch's int4 CPU kernel takes this shape (outputs a multiple of 16, inputs
+    of the group size)."""
+    return out_features % 16 == 0 and in_features % INT4_GROUP == 0
+
+
+def default_activation_dtype() -> torch.dtype:
+    """bfloat16 where the CPU multiplies it natively (AVX-512 BF16 or AMX), else float32."""
+    return torch.bfloat16 if has_native_bf16() else torch.float32
+
+
+class QuantizedLinear:
+    """``y = x @ W.T + b`` with ``W`` int8 or int4 (see the module docstring); float32 in
+    and out, like a float32-io :class:`~kaito_cpu_runtime.linear.PackedLinear`.
+
+    Build it with :meth:`int8`, :meth:`int4` or :meth:`int4_from_blocks`.
+    """
+
+    def __init__(
+        self,
+        kernel: _Kernel,
+        weight_format: WeightFormat,
+        bias: torch.Tensor | None,
+        part_sizes: tuple[int, ...],
+        activation_dtype: torch.dtype,
+    ) -> None:
+        self._kernel = kernel
+        self.weight_format = weight_format
+        self.bias = None if bias is None else bias.detach().float()
+        self.part_sizes = part_sizes
+        self.activation_dtype = activation_dtype
+
+    @classmethod
+    def int8(
+        cls,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        part_sizes: tuple[int, ...] = (),
+        activation_dtype: torch.dtype = torch.float32,
+    ) -> QuantizedLinear:
+        """Symmetric int8 codes with one scale per output channel (``max |w| / 127``)."""
+        weight = weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+        codes = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        scales = scale.to(activation_dtype)
+
+        def kernel(x: torch.Tensor) -> torch.Tensor:
+            result: torch.Tensor = torch.ops.aten._weight_int8pack_mm(x, codes, scales)
+            return result
+
+        return cls(kernel, "int8", bias, part_sizes or (int(weight.shape[0]),), activation_dtype)
+
+    @classmethod
+    def int4(
+        cls,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        part_sizes: tuple[int, ...] = (),
+        activation_dtype: torch.dtype = torch.float32,
+    ) -> QuantizedLinear:
+        """int4 in groups of 32 quantized from float ``weight`` (:meth:`Q4Blocks.quantize`)."""
+        return cls.int4_from_blocks(Q4Blocks.quantize(weight), bias, part_sizes, activation_dtype)
+
+    @classmethod
+    def int4_from_blocks(
+        cls,
+        blocks: Q4Blocks,
+        bias: torch.Tensor | None = None,
+        part_sizes: tuple[int, ...] = (),
+        activation_dtype: torch.dtype = torch.float32,
+    ) -> QuantizedLinear:
+        """int4 holding Q4_1-style ``blocks`` as they are (``zero = minimum + 8 * scale``).
+
+        Raises ``ValueError`` for a shape the kernel does not take (:func:`int4_fits`).
+        """
+        out, width = blocks.codes.shape
+        if not int4_fits(out, width):
+            raise ValueError(f"int4: a {out}x{width} weight does not fit the CPU kernel")
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            blocks.codes.to(torch.int32).contiguous(), 1
+        )
+        scale = blocks.scale.float()
+        zero = blocks.minimum.float() + 8 * scale
+        # [in / 32, out, 2]: each group's scale and zero point, per output channel.
+        scale_zero = torch.stack((scale.T, zero.T), dim=-1).to(activation_dtype).contiguous()
+
+        def kernel(x: torch.Tensor) -> torch.Tensor:
+            result: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
+                x, packed, INT4_GROUP, scale_zero
+            )
+            return result
+
+        return cls(kernel, "int4", bias, part_sizes or (out,), activation_dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer applied to float32 ``x`` (any leading dimensions); float32 out."""
+        leading = x.shape[:-1]
+        flat = x.reshape(-1, x.shape[-1]).to(self.activation_dtype).contiguous()
+        out = self._kernel(flat)
+        if out.dtype != torch.float32:
+            out = out.float()
+        if self.bias is not None:
+            out += self.bias
+        return out.reshape(*leading, out.shape[-1])
+
+
+def kernel_available(weight_format: WeightFormat, activation_dtype: torch.dtype) -> str | None:
+    """``None`` when this torch and CPU run ``weight_format`` correctly, else why not.
+
+    Runs the kernel on a small probe against the dequantised weights, so a kernel that is
+    missing, refuses the dtype or computes something else is caught before serving.
+    """
+    if weight_format in ("float32", "bfloat16"):
+        return None
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(32, 64, generator=generator)
+    probe = torch.randn(3, 64, generator=generator)
+    try:
+        if weight_format == "int8":
+            layer = QuantizedLinear.int8(weight, activation_dtype=activation_dtype)
+            scale = weight.abs().amax(1, keepdim=True) / 127
+            reference = torch.round(weight / scale) * scale
+        else:
+            blocks = Q4Blocks.quantize(weight)
+            layer = QuantizedLinear.int4_from_blocks(blocks, activation_dtype=activation_dtype)
+            reference = blocks.dequantize()
+        with torch.inference_mode():
+            got = layer(probe)
+    except (RuntimeError, NotImplementedError, AttributeError) as exc:
+        return f"torch's {weight_format} kernel failed: {exc}"
+    want = probe.to(activation_dtype).float() @ reference.T
+    tolerance = 5e-2 if activation_dtype == torch.bfloat16 else 1e-3
+    if not torch.allclose(got, want, atol=tolerance * float(want.abs().max()), rtol=0):
+        return f"torch's {weight_format} kernel does not match its dequantised weights"
+    return None
+
+
+#: GGUF tensor names of a Llama layer's projections -> the Hugging Face module path.
+_GGUF_PROJECTIONS = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_Q4_1_BLOCK_BYTES = 20  # float16 d, float16 m, 16 bytes of two codes each
+
+
+def read_gguf_q4_1(path: Path) -> dict[str, Q4Blocks]:
+    """The Q4_1 projections of a Llama-family GGUF file, keyed by Hugging Face parameter
+    name (``model.layers.0.self_attn.q_proj.weight``); other tensors are left out.
+
+    llama.cpp's converter interleaves the rows of the query and key projections for its
+    rotary layout; they are put back in Hugging Face's order, as transformers does when it
+    dequantises the file, so the blocks stand for exactly the weights it loads. Needs the
+    ``gguf`` package (imported here only).
+    """
+    import gguf  # noqa: PLC0415  (only for GGUF files; a dependency of kaito-sdk[models])
+
+    reader = gguf.GGUFReader(path)
+    arch = bytes(_gguf_value(reader, "general.architecture")).decode()
+    heads = {
+        "attn_q": int(_gguf_value(reader, f"{arch}.attention.head_count")[0]),
+        "attn_k": int(_gguf_value(reader, f"{arch}.attention.head_count_kv")[0]),
+    }
+    found: dict[str, Q4Blocks] = {}
+    for tensor in reader.tensors:
+        parts = tensor.name.split(".")
+        if tensor.tensor_type.name != "Q4_1" or len(parts) != 4 or parts[0] != "blk":
+            continue
+        module = _GGUF_PROJECTIONS.get(parts[2])
+        if module is None:
+            continue
+        blocks = _q4_1_blocks(torch.from_numpy(tensor.data.copy()))
+        if parts[2] in heads:
+            blocks = _unpermute_rows(blocks, heads[parts[2]])
+        found[f"model.layers.{parts[1]}.{module}.weight"] = blocks
+    return found
+
+
+def _gguf_value(reader: Any, key: str) -> Any:
+    """The first value of a GGUF metadata field (a numpy array of bytes or numbers)."""
+    field = reader.fields[key]
+    return field.parts[field.data[0]]
+
+
+def _q4_1_blocks(raw: torch.Tensor) -> Q4Blocks:
+    """Q4_1 bytes ``[out, blocks * 20]`` as codes, scales and minima (codes 0-15 are the
+    low nibbles of a block's 16 bytes, codes 16-31 the high ones)."""
+    out = raw.shape[0]
+    blocks = raw.reshape(out, -1, _Q4_1_BLOCK_BYTES)
+    scale = blocks[..., 0:2].contiguous().view(torch.float16).squeeze(-1).float()
+    minimum = blocks[..., 2:4].contiguous().view(torch.float16).squeeze(-1).float()
+    packed = blocks[..., 4:]
+    codes = torch.cat((packed & 0x0F, packed >> 4), dim=-1).reshape(out, -1)
+    return Q4Blocks(codes, scale, minimum)
+
+
+def _unpermute_rows(blocks: Q4Blocks, heads: int) -> Q4Blocks:
+    """Undo llama.cpp's per-head interleaving of rotary rows (rows are output channels, so
+    whole rows of blocks move)."""
+    out = blocks.codes.shape[0]
+    order = torch.arange(out).reshape(heads, out // heads // 2, 2).transpose(1, 2).reshape(-1)
+    return Q4Blocks(blocks.codes[order], blocks.scale[order], blocks.minimum[order])

