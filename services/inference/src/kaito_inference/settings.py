@@ -28,6 +28,11 @@ class InferenceSettings(BaseSettings):
     adapters_dir: Path = Path("/mnt/adapter")
     kaito_config_file: Path | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    weights: Literal["auto", "float32", "bfloat16", "int8", "int4"] = Field(
+        default="auto",
+        description="the fast CPU decoder's linear weights; auto: the fastest format on "
+        "this CPU whose perplexity stays within 2% of float32",
+    )
     device: str = "auto"
     max_running: int = Field(default=16, ge=1, description="sequences decoded together")
     max_waiting: int = Field(default=64, ge=0, description="queued requests before 429")

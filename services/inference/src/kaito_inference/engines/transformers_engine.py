@@ -73,6 +73,8 @@ class TransformersEngine:
         self._max_model_len = settings.max_model_len or DEFAULT_MAX_MODEL_LEN
         self.load_error: BaseException | None = None
         self._linears_packed = False
+        #: The fast decoder's linear weight format once loaded (``--weights``).
+        self.weights: str | None = None
         self._loader = threading.Thread(target=self._load, name="kaito-loader", daemon=True)
 
     @property
@@ -149,7 +151,11 @@ class TransformersEngine:
         if resolved.chat_template:
             tokenizer.chat_template = resolved.chat_template
         model.to(device).eval()
-        fast_decoder = self._fast_decoder(model, fast_linear_dtype) if device == "cpu" else None
+        fast_decoder = (
+            self._fast_decoder(model, tokenizer, resolved, fast_linear_dtype)
+            if device == "cpu" and fast_linear_dtype is not None
+            else None
+        )
         if fast_decoder is None and model.dtype != dtype:
             model.to(dtype)
         adapters = discover_adapters(self.settings.adapters_dir)
@@ -205,15 +211,25 @@ class TransformersEngine:
         self.metrics.cpu_threads.set(threads)
         return ThreadGovernor(max_threads=threads, set_threads=set_threads)
 
-    @staticmethod
-    def _fast_decoder(model: Any, linear_dtype: Any) -> FastDecoder | None:
-        """The lean CPU forward (``None`` for models it does not cover)."""
-        from kaito_cpu_runtime.llama_decoder import FastDecoder
+    def _fast_decoder(
+        self, model: Any, tokenizer: Any, resolved: ResolvedModel, linear_dtype: Any
+    ) -> FastDecoder | None:
+        """The lean CPU forward in the weight format ``--weights`` picks (``None`` for
+        models it does not cover); ``--dtype bfloat16`` with ``--weights auto`` keeps
+        meaning bfloat16 linear weights."""
+        import torch
 
-        fast = FastDecoder.build(model, linear_dtype) if linear_dtype is not None else None
-        if fast is not None:
-            log.info("fast CPU decoder on (linear weights %s)", linear_dtype)
-        return fast
+        from kaito_inference.engines.weights import build_decoder, embedded_q4_blocks
+
+        setting = self.settings.weights
+        if setting == "auto" and linear_dtype == torch.bfloat16:
+            setting = "bfloat16"
+        blocks = embedded_q4_blocks(resolved.location) if setting in ("auto", "int4") else {}
+        choice = build_decoder(model, tokenizer, setting, blocks)
+        if choice.decoder is not None:
+            log.info("fast CPU decoder on: linear weights %s (%s)", choice.weights, choice.reason)
+        self.weights = choice.weights
+        return choice.decoder
 
     def _pack_linears(self, model: Any) -> None:
         """Prepack the model's own linear layers (the transformers forward, used with

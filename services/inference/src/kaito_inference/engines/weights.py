@@ -1,0 +1,213 @@
+"""Which weight format the fast CPU decoder serves (``--weights``), and why.
+
+``float32``, ``bfloat16`` (oneDNN, prepacked), ``int8`` or ``int4`` (torch's weight-only
+kernels, :mod:`kaito_cpu_runtime.quantized`). ``auto`` tries the formats this CPU runs
+fastest first (:data:`SPEED_ORDER`, measured) and serves the first whose quality is
+within :data:`PERPLEXITY_TOLERANCE` of float32 on :data:`CHECK_TEXT`, a paragraph scored
+at startup with the model's own float32 forward as the reference. A format whose kernel
+is missing or wrong on this CPU and torch falls back to the next one, with a log line.
+"""
+
+# ruff: noqa: PLC0415  (torch and the runtime are imported by the engine's loader thread)
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from kaito_sdk.tools.localmodels import EMBEDDED_MODEL_NAME, embedded_gguf_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from kaito_cpu_runtime.llama_decoder import FastDecoder
+    from kaito_cpu_runtime.quantized import Q4Blocks, WeightFormat
+
+__all__ = [
+    "CHECK_TEXT",
+    "FALLBACK",
+    "PERPLEXITY_TOLERANCE",
+    "SPEED_ORDER",
+    "WeightChoice",
+    "WeightsSetting",
+    "activation_dtype",
+    "build_decoder",
+    "cpu_kind",
+    "embedded_q4_blocks",
+    "perplexity",
+]
+
+log = logging.getLogger(__name__)
+
+WeightsSetting = Literal["auto", "float32", "bfloat16", "int8", "int4"]
+#: A format serves under ``auto`` when its perplexity on :data:`CHECK_TEXT` is at most
+#: this much above float32's (2%).
+PERPLEXITY_TOLERANCE = 0.02
+#: Fastest first, per CPU kind, as measured with ``bench/quant_kernels.py`` and
+#: ``bench/inference_load.py`` (docs/inference.md, "Weight formats").
+SPEED_ORDER: dict[str, tuple[WeightFormat, ...]] = {
+    "native-bf16": ("int4", "int8", "bfloat16", "float32"),
+    "avx2": ("int4", "int8", "float32"),
+}
+#: Scored at startup by ``auto``: plain prose about this service, written for it.
+CHECK_TEXT = (
+    "A small language model can answer questions on an ordinary computer. Each new word "
+    "it writes depends on every word before it, so the server keeps a cache of what it has "
+    "already computed. When many people send requests at the same time, the server puts "
+    "their sentences into one batch and reads the weights of the model only once for all "
+    "of them. Reading the weights is the slow part: a processor can multiply numbers much "
+    "faster than it can fetch them from memory. Storing each weight in four bits instead "
+    "of thirty-two means eight times fewer bytes to fetch for every word."
+)
+
+
+def cpu_kind() -> tuple[str, str]:
+    """``native-bf16`` or ``avx2`` (the :data:`SPEED_ORDER` key), and the flags found."""
+    import torch
+
+    from kaito_cpu_runtime.linear import has_native_bf16
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    flags = [f for f in ("avx512_bf16", "amx_bf16") if _has_flag(f)]
+    kind = "native-bf16" if has_native_bf16() else "avx2"
+    found = f"torch CPU capability {capability}, " + (
+        f"bf16 flags {' '.join(flags)}" if flags else "no avx512_bf16/amx_bf16"
+    )
+    return kind, found
+
+
+def _has_flag(flag: str) -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and flag in line.split() for line in text.splitlines())
+
+
+def activation_dtype(weights: WeightFormat, kind: str) -> torch.dtype:
+    """What the int8/int4 kernels multiply in on this CPU kind (the faster, measured)."""
+    import torch
+
+    quantized = weights in ("int8", "int4")
+    return torch.bfloat16 if kind == "native-bf16" and quantized else torch.float32
+
+
+def embedded_q4_blocks(location: str) -> Mapping[str, Q4Blocks]:
+    """The shipped GGUF's Q4_1 blocks when ``location`` is the converted embedded model
+    (empty otherwise, or when the file cannot be read)."""
+    path = Path(location)
+    if path.name != EMBEDDED_MODEL_NAME or not (path / ".kaito-complete").is_file():
+        return {}
+    from kaito_cpu_runtime.quantized import read_gguf_q4_1
+
+    try:
+        return read_gguf_q4_1(embedded_gguf_path())
+    except (OSError, ImportError, RuntimeError, ValueError, KeyError) as exc:
+        log.warning("cannot read the embedded GGUF's Q4_1 blocks (%s); quantizing floats", exc)
+        return {}
+
+
+def perplexity(model: Any, tokenizer: Any, decoder: FastDecoder | None) -> float:
+    """Perplexity of :data:`CHECK_TEXT` under ``decoder`` (``None``: the model's own
+    float32 forward)."""
+    import torch
+    from torch.nn import functional
+
+    from kaito_cpu_runtime.kvcache import new_batch_cache
+
+    ids = torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        if decoder is None:
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        else:
+            positions = torch.arange(ids.shape[1])[None, :]
+            cache = new_batch_cache(model.config)
+            logits = decoder(ids, mask, positions, cache, all_positions=True)
+        loss = functional.cross_entropy(logits[0, :-1], ids[0, 1:])
+    return math.exp(float(loss))
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    """The decoder the engine serves and the startup line that says why."""
+
+    decoder: FastDecoder | None
+    weights: str
+    reason: str
+
+
+#: What an explicit format falls back to when its kernel is unavailable here.
+FALLBACK: dict[str, tuple[WeightFormat, ...]] = {
+    "int4": ("int8", "float32"),
+    "int8": ("float32",),
+    "bfloat16": ("float32",),
+    "float32": (),
+}
+
+
+def build_decoder(
+    model: Any,
+    tokenizer: Any,
+    setting: WeightsSetting,
+    q4_blocks: Mapping[str, Q4Blocks],
+) -> WeightChoice:
+    """The fast decoder in the format ``setting`` asks for (see the module docstring);
+    ``decoder`` is ``None`` when the fast decoder does not cover the model."""
+    from kaito_cpu_runtime.llama_decoder import FastDecoder
+    from kaito_cpu_runtime.quantized import kernel_available
+
+    kind, flags = cpu_kind()
+    candidates = SPEED_ORDER[kind] if setting == "auto" else (setting, *FALLBACK[setting])
+    reference = perplexity(model, tokenizer, None) if setting == "auto" else None
+    notes: list[str] = []
+    for weights in candidates:
+        act = activation_dtype(weights, kind)
+        missing = kernel_available(weights, act)
+        if missing is not None:
+            log.warning("weights %s unavailable here (%s); trying the next", weights, missing)
+            notes.append(f"{weights} unavailable")
+            continue
+        decoder = FastDecoder.build(
+            model, weights=weights, activation_dtype=act, q4_blocks=q4_blocks
+        )
+        if decoder is None and weights == "float32":
+            break
+        if decoder is None:  # e.g. bfloat16 where oneDNN has no bf16 matmul
+            log.warning("weights %s: the fast decoder could not build them; next", weights)
+            notes.append(f"{weights} unavailable")
+            continue
+        if reference is not None and weights != "float32":
+            change = perplexity(model, tokenizer, decoder) / reference - 1
+            quality = f"{weights} perplexity {change:+.2%} vs float32"
+            if change > PERPLEXITY_TOLERANCE:
+                log.info("weights %s not chosen: %s", weights, quality)
+                notes.append(quality)
+                continue
+            notes.append(f"{quality} (tolerance {PERPLEXITY_TOLERANCE:.0%})")
+        return WeightChoice(decoder, weights, _why(decoder, setting, kind, flags, notes))
+    return WeightChoice(None, "float32", "the fast decoder does not cover this model")
+
+
+def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[str]) -> str:
+    """The startup line's explanation: kernel, activations, exact blocks, CPU, checks."""
+    kernels = {
+        "float32": "oneDNN prepacked float32",
+        "bfloat16": "oneDNN prepacked bfloat16",
+        "int8": "aten._weight_int8pack_mm",
+        "int4": "aten._weight_int4pack_mm_for_cpu",
+    }
+    parts = [kernels[decoder.weights]]
+    if decoder.weights in ("int8", "int4"):
+        parts.append(f"{str(decoder.activation_dtype).removeprefix('torch.')} activations")
+    if decoder.weights == "int4":
+        parts.append(
+            f"{decoder.exact_q4_blocks} projections from the GGUF's Q4_1 blocks as they are, "
+            f"LM head {decoder.head_weights}"
+        )
+    chosen = "auto" if setting == "auto" else "asked for"
+    return f"{', '.join(parts)}; {chosen} on a {kind} CPU ({flags}); " + "; ".join(notes)
