@@ -23,8 +23,9 @@ What the controller keeps in memory, each for a need the cluster cannot answer:
   watched, such as Services and ConfigMaps read, converges too);
 * per owner, one lock for reconciles and one for recomputes, so that the change handler,
   the resync timer and the children's events (several watches at once) read and write
-  one after the other; and whether a reconcile asked for by a child's change is already
-  queued (however many children change meanwhile, it runs once more).
+  one after the other; and whether a reconcile or a recompute asked for by a child's
+  change is already queued (however many children change meanwhile, it runs once more,
+  reading kopf's indexes, which are current, when its turn comes).
 
 All of it is dropped when the owner is deleted.
 """
@@ -110,6 +111,7 @@ class Controller(Generic[OwnerT]):
         self._locks: dict[_Key, asyncio.Lock] = {}
         self._reconciling: dict[_Key, asyncio.Lock] = {}
         self._queued: set[_Key] = set()
+        self._observe_queued: set[_Key] = set()
         self._applied: dict[_Key, tuple[int, str, str, int]] = {}
         self._skipped: dict[_Key, int] = {}
 
@@ -209,6 +211,14 @@ class Controller(Generic[OwnerT]):
             if current is not None and not current["metadata"].get("deletionTimestamp"):
                 await self.resync(current, children)
             return
+        if owner_key in self._observe_queued:
+            return  # the queued recompute reads this change too
+        self._observe_queued.add(owner_key)
+        try:
+            async with self._locks.setdefault(owner_key, asyncio.Lock()):
+                pass  # wait for the running recompute
+        finally:
+            self._observe_queued.discard(owner_key)
         bodies = list(owners.get(owner_key, ()))
         if not bodies:
             return  # not created through this operator's watch yet, or gone
@@ -234,6 +244,7 @@ class Controller(Generic[OwnerT]):
         self._locks.pop(key, None)
         self._reconciling.pop(key, None)
         self._queued.discard(key)
+        self._observe_queued.discard(key)
         self._applied.pop(key, None)
         self._skipped.pop(key, None)
         self.metrics.set_state(self.name, *key, None)
