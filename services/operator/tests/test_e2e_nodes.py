@@ -98,6 +98,10 @@ async def test_karpenter_nodepool_per_workspace_removed_on_delete(
     service = emu.read_object("v1", "services", "default", "big")
     assert service["spec"]["selector"]["apps.kubernetes.io/pod-index"] == "0"
     assert "podAntiAffinity" in sts["spec"]["template"]["spec"]["affinity"]
+    # The NodePool has no owner reference (cluster-scoped): the finalizer holds the
+    # deletion until the operator has deleted it.
+    workspace = emu.read_object(*WS, "default", "big")
+    assert workspace["metadata"]["finalizers"] == ["workspace.finalizer.kaito.sh"]
     await emu.delete_object(*WS, "default", "big")
     await cluster.wait_for(
         lambda: not emu.list_objects("karpenter.sh/v1", "nodepools"), message="NodePool removed"

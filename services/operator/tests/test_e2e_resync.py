@@ -1,4 +1,4 @@
-"""End to end: the resync timer (every 0.5 s here) applies nothing while a Workspace and its
+"""End to end: the resync loop (every 0.5 s here) applies nothing while a Workspace and its
 StatefulSet are as the last reconcile left them, puts back what someone else changed, and
 applies everything again every ``full_resync_every``-th resync."""
 

@@ -11,7 +11,7 @@ import httpx
 import kopf
 import pytest
 
-from kaito_operator.handlers import lifecycle
+from kaito_operator.handlers import lifecycle, owners
 from kaito_operator.memo import OperatorMemo
 from kaito_operator_testing.harness import OperatorHarness
 
@@ -73,6 +73,16 @@ async def test_metrics_count_reconciles_and_states(cluster: OperatorHarness) -> 
         assert line in text
     assert "kaito_operator_reconcile_seconds_bucket" in text
 
+    # Deleted without a finalizer (BYO): the DELETED event still drops it from the count.
+    await cluster.emulator.delete_object("kaito.sh/v1beta1", "workspaces", "default", "m")
+    gone = 'kaito_operator_objects{kind="Workspace",state="Pending"} 0.0'
+    for _ in range(100):
+        text = await scrape()
+        if gone in text:
+            break
+        await asyncio.sleep(0.1)
+    assert gone in text
+
 
 async def test_a_retried_startup_keeps_its_metrics_server(cluster: OperatorHarness) -> None:
     """kopf runs a startup handler again after it failed; the metrics server of the first
@@ -81,10 +91,18 @@ async def test_a_retried_startup_keeps_its_metrics_server(cluster: OperatorHarne
     config = cluster.operator_settings().model_copy(update={"metrics_port": port})
     memo = OperatorMemo(settings=config)
     log = logging.getLogger("test")
-    await lifecycle.startup(memo=memo, settings=kopf.OperatorSettings(), logger=log)
+    # kopf passes its (here empty) indexes to startup handlers, by index id.
+    indexes = {
+        index(param): {}
+        for param in ("workspace", "inferenceset", "ragengine")
+        for index in (owners.owners_index, owners.children_index)
+    }
+    await lifecycle.startup(memo=memo, settings=kopf.OperatorSettings(), logger=log, **indexes)
     first = (memo.metrics_server, memo.metrics)
     try:
-        await lifecycle.startup(memo=memo, settings=kopf.OperatorSettings(), logger=log)
+        await lifecycle.startup(
+            memo=memo, settings=kopf.OperatorSettings(), logger=log, **indexes
+        )
         assert (memo.metrics_server, memo.metrics) == first
         async with httpx.AsyncClient() as client:
             answer = await client.get(f"http://127.0.0.1:{port}/metrics")

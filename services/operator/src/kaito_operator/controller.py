@@ -17,7 +17,8 @@ What the controller keeps in memory, each for a need the cluster cannot answer:
 * the workload a reconcile just wrote, until the watch delivers its generation: a pod
   event that arrives first must not be judged against an older workload (or none);
 * what the last successful reconcile applied (the owner's generation, the workload's
-  kind, name and generation): a resync that finds both unchanged in the cluster skips
+  kind, name and generation): a resync (:meth:`Controller.resync_forever`, one loop over
+  all owners of the kind) that finds both unchanged in the cluster skips
   the apply (an edit by anyone bumps the workload's generation and is put back), except
   every ``full_resync_every``-th one, which applies everything again (what is not
   watched, such as Services and ConfigMaps read, converges too);
@@ -114,6 +115,7 @@ class Controller(Generic[OwnerT]):
         self._observe_queued: set[_Key] = set()
         self._applied: dict[_Key, tuple[int, str, str, int]] = {}
         self._skipped: dict[_Key, int] = {}
+        self._resyncing: dict[_Key, asyncio.Task[None]] = {}
 
     async def reconcile(self, body: Mapping[str, Any], children: ChildIndex) -> None:
         """Parse, reconcile, then recompute the status; the reconcile's error is re-raised
@@ -174,6 +176,41 @@ class Controller(Generic[OwnerT]):
             await self.reconcile(body, children)
         except (KubeApiError, InvalidSpecError, NotReadyError) as exc:
             log.info("resync of %s %s/%s: %s", self.name, *_key(body), exc)
+
+    async def resync_forever(
+        self, owners: OwnerIndex, children: ChildIndex, interval: float
+    ) -> None:
+        """Resync every owner once per ``interval`` seconds, spread evenly over it (one
+        loop for all owners, instead of a timer per owner that fire in bursts). An owner
+        is first resynced once a change handler has reconciled it or it has been in the
+        index for an ``interval`` (a handler's retry may be due later); one whose last
+        resync still runs is passed over this round."""
+        loop = asyncio.get_running_loop()
+        first_seen: dict[_Key, float] = {}
+        while True:
+            now = loop.time()
+            listed = list(owners)
+            first_seen = {k: first_seen.get(k, now) for k in listed}
+            keys = [k for k in listed if k in self._outcomes or now - first_seen[k] >= interval]
+            if not keys:
+                await asyncio.sleep(interval)
+                continue
+            start, step = now, interval / len(keys)
+            for index, key in enumerate(keys):
+                await asyncio.sleep(max(0.0, start + index * step - loop.time()))
+                bodies = list(owners.get(key, ()))
+                running = self._resyncing.get(key)
+                if not bodies or (running and not running.done()):
+                    continue
+                task = asyncio.create_task(self._resync_logged(bodies[0], children))
+                self._resyncing[key] = task
+            await asyncio.sleep(max(0.0, start + interval - loop.time()))
+
+    async def _resync_logged(self, body: Mapping[str, Any], children: ChildIndex) -> None:
+        try:
+            await self.resync(body, children)
+        except Exception:  # the next round tries again
+            log.exception("resync of %s %s/%s failed", self.name, *_key(body))
 
     def _unchanged(self, key: _Key, body: Mapping[str, Any], children: ChildIndex) -> bool:
         """Whether the owner and its workload are at the generations the last successful
@@ -238,6 +275,10 @@ class Controller(Generic[OwnerT]):
             log.warning("%s %s/%s deleted without cleanup: %s", self.name, *key, exc)
         else:
             await self.kind.cleanup(owner)
+        self.forget(key)
+
+    def forget(self, key: _Key) -> None:
+        """Drop what is kept about a deleted owner (its deletion was seen)."""
         self._outcomes.pop(key, None)
         self._written.pop(key, None)
         self._arriving.pop(key, None)
@@ -247,6 +288,7 @@ class Controller(Generic[OwnerT]):
         self._observe_queued.discard(key)
         self._applied.pop(key, None)
         self._skipped.pop(key, None)
+        self._resyncing.pop(key, None)
         self.metrics.set_state(self.name, *key, None)
 
     def children_of(self, key: _Key, index: ChildIndex) -> Children:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import kopf
 
 if TYPE_CHECKING:
+    import asyncio
+
     from aiohttp import web
 
     from kaito_operator.controller import Controller
@@ -35,3 +37,5 @@ class OperatorMemo(kopf.Memo):
     controllers: dict[str, Controller[Any]]
     """The generic controller of each enabled owner kind: ``workspace``, ``inferenceset``
     (with the workspace controller), ``ragengine``."""
+    resyncs: list[asyncio.Task[None]]
+    """The controllers' resync loops (:meth:`Controller.resync_forever`)."""

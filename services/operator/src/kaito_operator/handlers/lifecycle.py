@@ -1,7 +1,10 @@
-"""Operator lifecycle: login, startup (settings and clients into ``memo``), cleanup."""
+"""Operator lifecycle: login, startup (settings, clients and controllers into ``memo``, the
+controllers' resync loops started), cleanup."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from kaito_operator.builders.common import NEWEST
 from kaito_operator.controller import Controller
 from kaito_operator.conversion import point_crd_at_webhook
 from kaito_operator.handlers.admission import webhook_server
+from kaito_operator.handlers.owners import children_index, owners_index
 from kaito_operator.kube import KubeClient
 from kaito_operator.memo import OperatorMemo
 from kaito_operator.metrics import OperatorMetrics, serve_metrics
@@ -64,7 +68,7 @@ def login(*, memo: OperatorMemo, settings: kopf.OperatorSettings, **_: Any) -> k
 
 
 async def startup(
-    *, memo: OperatorMemo, settings: kopf.OperatorSettings, logger: Any, **_: Any
+    *, memo: OperatorMemo, settings: kopf.OperatorSettings, logger: Any, **kwargs: Any
 ) -> None:
     """Tune kopf and put the client and the enabled controllers into ``memo``."""
     config: OperatorSettings = memo.settings
@@ -115,6 +119,19 @@ async def startup(
         memo.controllers["ragengine"] = Controller(
             RAGEngineReconciler(kube, config), kube, memo.metrics
         )
+    # One resync loop per kind over kopf's live indexes (kopf passes them to startup too;
+    # they fill as the watches list). A retried startup replaces an earlier attempt's.
+    for task in memo.get("resyncs") or []:
+        task.cancel()
+    memo.resyncs = [
+        asyncio.create_task(
+            controller.resync_forever(
+                kwargs[owners_index(param)], kwargs[children_index(param)], config.resync_seconds
+            ),
+            name=f"resync of {param}",
+        )
+        for param, controller in memo.controllers.items()
+    ]
     logger.info(
         "kaito-operator started: node provisioner %s, Kubernetes %s",
         config.node_provisioner,
@@ -123,8 +140,13 @@ async def startup(
 
 
 async def cleanup(*, memo: OperatorMemo, **_: Any) -> None:
-    """Stop the metrics server and close the API client (a supervised restart's startup
-    serves the metrics again)."""
+    """Stop the resync loops and the metrics server and close the API client (a
+    supervised restart's startup starts them again)."""
+    for task in getattr(memo, "resyncs", None) or []:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    memo.resyncs = []
     server = getattr(memo, "metrics_server", None)
     if server is not None:
         await server.cleanup()

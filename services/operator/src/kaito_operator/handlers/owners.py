@@ -2,10 +2,16 @@
 the kind's generic controller (:class:`kaito_operator.controller.Controller`), picked by
 ``param`` (given at registration: ``workspace``, ``ragengine`` or ``inferenceset``).
 
-Per kind: reconcile on resume, create and update; a timer that reconciles again every
-``resync_seconds`` (level-based: drift is put back); a delete handler; kopf indexes of the
-owners and of their children (an informer cache the status is computed from); and an
-event handler per child resource that recomputes the owner's status.
+Per kind: reconcile on resume, create and update; a delete handler; kopf indexes of the
+owners and of their children (an informer cache the status is computed from); an event
+handler per child resource that recomputes the owner's status; and one on the owners that
+forgets a deleted one. The resync (level-based: drift is put back every
+``resync_seconds``) is one loop per kind over the owners index
+(:meth:`~kaito_operator.controller.Controller.resync_forever`, started at startup), not a
+kopf timer per owner: kopf adds a finalizer to every object with a timer, and a new
+object's handlers then wait for the finalizer's PATCH and its watch event. An owner gets
+the finalizer only where its deletion has something to release outside its namespace
+(Workspaces whose nodes Karpenter or gpu-provisioner provision).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ __all__ = [
     "delete",
     "index_child",
     "index_owner",
+    "needs_finalizer",
     "nodeclaim_changed",
+    "owner_event",
     "owners_index",
     "reconcile",
     "register",
-    "resync",
 ]
 
 _STATEFULSETS = ("apps", "v1", "statefulsets")
@@ -52,7 +59,8 @@ class OwnerKind:
     children: tuple[tuple[str, str, str], ...]
     """The child resources its status is computed from."""
     finalizer: bool
-    """Whether deletion waits for the delete handler (nodes to release)."""
+    """Whether deletion waits for the delete handler when nodes are provisioned (nodes
+    to release; see :func:`needs_finalizer`)."""
 
 
 #: The owner kinds by controller name (``OperatorSettings.controllers``).
@@ -96,9 +104,19 @@ async def reconcile(
     await memo.controllers[param].reconcile(body, kwargs[children_index(param)])
 
 
-async def resync(*, body: kopf.Body, memo: OperatorMemo, param: Any = None, **kwargs: Any) -> None:
-    """Reconcile again (puts back what another field manager changed) and recompute."""
-    await memo.controllers[param].resync(body, kwargs[children_index(param)])
+def needs_finalizer(param: str, settings: OperatorSettings) -> bool:
+    """Whether an owner's deletion must wait for the operator: only a Workspace whose
+    NodePool or NodeClaims (cluster-scoped, no owner reference) are to be deleted."""
+    return OWNERS[param].finalizer and settings.node_provisioner != "byo"
+
+
+async def owner_event(
+    *, event: kopf.RawEvent, body: kopf.Body, memo: OperatorMemo, param: Any = None, **_: Any
+) -> None:
+    """An owner is gone (also where no finalizer made the delete handler run): forget it."""
+    if event.get("type") == "DELETED":
+        key = (str(body.metadata.namespace), str(body.metadata.name))
+        memo.controllers[param].forget(key)
 
 
 async def delete(*, body: kopf.Body, memo: OperatorMemo, param: Any = None, **_: Any) -> None:
@@ -106,9 +124,17 @@ async def delete(*, body: kopf.Body, memo: OperatorMemo, param: Any = None, **_:
     await memo.controllers[param].delete(body)
 
 
+def _slim(body: kopf.Body) -> dict[str, Any]:
+    """The body as indexed: without ``metadata.managedFields``, which nothing here reads
+    and which is often the largest part of a server-side-applied object."""
+    obj = dict(body)
+    obj["metadata"] = {k: v for k, v in body.metadata.items() if k != "managedFields"}
+    return obj
+
+
 async def index_owner(*, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """Index an owner under ``(namespace, name)``."""
-    return {(str(body.metadata.namespace), str(body.metadata.name)): dict(body)}
+    return {(str(body.metadata.namespace), str(body.metadata.name)): _slim(body)}
 
 
 async def index_child(
@@ -116,7 +142,7 @@ async def index_child(
 ) -> dict[tuple[str, str], tuple[str, dict[str, Any]]]:
     """Index a child (workload, pod, member Workspace) under its owner's ``(namespace, name)``."""
     owner = str(body.metadata.labels[OWNERS[param].label])
-    return {(str(body.metadata.namespace), owner): (resource.kind or "", dict(body))}
+    return {(str(body.metadata.namespace), owner): (resource.kind or "", _slim(body))}
 
 
 def _owner_key(meta: Mapping[str, Any], label: str, namespace_label: str | None) -> tuple[str, str]:
@@ -149,12 +175,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings, param:
     resource = kind.resource
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
         on(*resource, param=param, registry=registry)(reconcile)
-    # Without a finalizer the handler still runs when the operator sees the deletion.
-    kopf.on.delete(*resource, param=param, optional=not kind.finalizer, registry=registry)(delete)
-    interval = settings.resync_seconds
-    kopf.timer(
-        *resource, interval=interval, initial_delay=interval, param=param, registry=registry
-    )(resync)
+    # Without a finalizer the handler runs only where the operator sees the owner being
+    # deleted (another finalizer holds it); owner_event forgets it in any case.
+    optional = not needs_finalizer(param, settings)
+    kopf.on.delete(*resource, param=param, optional=optional, registry=registry)(delete)
+    kopf.on.event(*resource, id=f"{param}_gone", param=param, registry=registry)(owner_event)
     kopf.index(*resource, id=owners_index(param), registry=registry)(index_owner)
     owned = {kind.label: kopf.PRESENT}
     for child in kind.children:
