@@ -21,6 +21,7 @@ controller manager and scheduler over the run (``/proc``), and the machine and l
 average, so that a number taken on a busy machine says so.
 
     python bench/operator_scale.py --workspaces 200 [--gpu-share 0.5] [--profile FILE]
+        [--py-spy FILE] [--floor]
 
 With ``--floor`` the minimal controller of ``operator_floor.py`` runs in the operator's
 place (same account, same measurements): the floor this control plane sets on this
@@ -35,8 +36,10 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -245,7 +248,12 @@ async def measure(
 
 
 def run(
-    count: int, gpu_share: float, profile: str | None, *, floor: bool = False
+    count: int,
+    gpu_share: float,
+    profile: str | None,
+    *,
+    floor: bool = False,
+    py_spy: str | None = None,
 ) -> dict[str, Any]:
     """Start the control plane and the operator, set up, measure (module docstring)."""
     local_cluster = load_local_cluster()
@@ -269,11 +277,18 @@ def run(
             operator = start_operator(
                 kubeconfig, free_port(), free_port(), log, profile, floor=floor
             )
+            sampler = None
+            if py_spy:  # py-spy (on PATH) samples the operator: collapsed stacks
+                command = ["py-spy", "record", "--pid", str(operator.pid), "--format", "raw"]
+                sampler = subprocess.Popen([*command, "--rate", "100", "-o", py_spy])
             try:
                 time.sleep(2)  # kopf lists and starts its watches
                 results = asyncio.run(measure(cluster, operator.pid, audit_log, count, gpu_share))
                 results["operator_log_errors"] = log_errors(log)
             finally:
+                if sampler is not None:
+                    sampler.send_signal(signal.SIGINT)
+                    sampler.wait(timeout=60)
                 operator.terminate()
                 operator.wait(timeout=30)
             version = cluster.version()
@@ -301,8 +316,11 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="the minimal controller in the operator's place"
     )
+    parser.add_argument("--py-spy", help="write py-spy's collapsed stacks of the operator here")
     args = parser.parse_args()
-    results = run(args.workspaces, args.gpu_share, args.profile, floor=args.floor)
+    results = run(
+        args.workspaces, args.gpu_share, args.profile, floor=args.floor, py_spy=args.py_spy
+    )
     print(json.dumps(results, indent=2))
 
 
