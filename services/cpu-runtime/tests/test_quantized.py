@@ -245,3 +245,35 @@ def test_lora_rows_on_int4_weights_match_peft() -> None:
     got = run(lambda *args: fast(*args, adapters), model.config)
     for want, have in zip(expected, got, strict=True):
         assert_near(have, want, 2e-2)
+
+
+def test_many_rows_run_on_the_dense_copy_of_the_same_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    blocks = Q4Blocks.quantize(torch.randn(64, 96))
+    bias = torch.randn(64)
+    layer = QuantizedLinear.int4_from_blocks(blocks, bias).with_dense(
+        blocks.dequantize(), torch.float32, from_rows=4
+    )
+    few, many = torch.randn(3, 96), torch.randn(2, 2, 96)  # 3 rows, then 4
+    want = {rows: x @ blocks.dequantize().T + bias for rows, x in ((3, few), (4, many))}
+    dense_calls: list[int] = []
+    assert layer.dense is not None
+    dense = layer.dense.__call__
+    monkeypatch.setattr(layer, "dense", lambda x: dense_calls.append(len(x)) or dense(x))
+    torch.testing.assert_close(layer(few), want[3], atol=1e-4, rtol=1e-4)
+    assert dense_calls == []
+    torch.testing.assert_close(layer(many), want[4], atol=1e-4, rtol=1e-4)
+    assert dense_calls == [2]
+
+
+def test_a_decoder_with_dense_copies_matches_the_one_without() -> None:
+    model, blocks = quantized_twin()
+    plain = FastDecoder.build(model, weights="int4", q4_blocks=blocks)
+    hybrid = FastDecoder.build(model, weights="int4", q4_blocks=blocks, dense_from_rows=4)
+    assert plain is not None
+    assert hybrid is not None
+    assert hybrid.dense_from_rows == 4
+    for want, have in zip(run(plain, model.config), run(hybrid, model.config), strict=True):
+        torch.testing.assert_close(have, want, atol=1e-4, rtol=1e-4)

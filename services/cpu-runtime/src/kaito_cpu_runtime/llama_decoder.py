@@ -38,7 +38,13 @@ import torch
 from torch.nn import functional
 
 from kaito_cpu_runtime.linear import PackedLinear
-from kaito_cpu_runtime.quantized import Q4Blocks, QuantizedLinear, WeightFormat, int4_fits
+from kaito_cpu_runtime.quantized import (
+    Q4Blocks,
+    QuantizedLinear,
+    WeightFormat,
+    int4_fits,
+    int8_round_trip,
+)
 
 __all__ = ["FastDecoder", "LoraUpdate", "read_lora"]
 
@@ -119,6 +125,8 @@ class _Weights:
     head: WeightFormat
     activation_dtype: torch.dtype
     blocks: dict[int, Q4Blocks]  # by id() of the nn.Linear whose weights they hold
+    dense_dtype: torch.dtype = torch.float32
+    dense_from_rows: int = 0  # 0: no dense copy
 
     def fused(self, linears: tuple[Any, ...], weight_format: WeightFormat | None = None) -> Linear:
         """One layer computing every ``nn.Linear`` in ``linears`` side by side."""
@@ -133,11 +141,19 @@ class _Weights:
         if weight_format in ("float32", "bfloat16"):
             return PackedLinear(weight, bias, getattr(torch, weight_format), sizes)
         if weight_format == "int4" and int4_fits(*weight.shape):
-            blocks = [self.blocks.get(id(m)) or Q4Blocks.quantize(m.weight) for m in linears]
-            return QuantizedLinear.int4_from_blocks(
-                Q4Blocks.concat(blocks), bias, sizes, self.activation_dtype
+            blocks = Q4Blocks.concat(
+                [self.blocks.get(id(m)) or Q4Blocks.quantize(m.weight) for m in linears]
             )
-        return QuantizedLinear.int8(weight, bias, sizes, self.activation_dtype)
+            layer = QuantizedLinear.int4_from_blocks(blocks, bias, sizes, self.activation_dtype)
+            return self._dense(layer, blocks.dequantize)
+        layer = QuantizedLinear.int8(weight, bias, sizes, self.activation_dtype)
+        return self._dense(layer, lambda: int8_round_trip(weight))
+
+    def _dense(self, layer: QuantizedLinear, dequantize: Any) -> QuantizedLinear:
+        """``layer`` with a dense copy of its weights for many rows, when asked for."""
+        if self.dense_from_rows <= 0:
+            return layer
+        return layer.with_dense(dequantize(), self.dense_dtype, self.dense_from_rows)
 
 
 def _matching_blocks(model: Any, q4_blocks: Mapping[str, Q4Blocks]) -> dict[int, Q4Blocks]:
@@ -205,6 +221,9 @@ class FastDecoder:
         self.activation_dtype = weights.activation_dtype
         #: How many projections hold a GGUF file's Q4_1 blocks as they are.
         self.exact_q4_blocks = len(weights.blocks)
+        #: Rows from which int8/int4 layers multiply with their dense copy (0: never).
+        self.dense_from_rows = weights.dense_from_rows
+        self.dense_dtype = weights.dense_dtype
         self.lm_head = weights.fused((model.lm_head,), weights.head)
         self.layers = [
             _Layer(
@@ -231,6 +250,8 @@ class FastDecoder:
         weights: WeightFormat | None = None,
         activation_dtype: torch.dtype = torch.float32,
         q4_blocks: Mapping[str, Q4Blocks] | None = None,
+        dense_dtype: torch.dtype = torch.float32,
+        dense_from_rows: int = 0,
     ) -> FastDecoder | None:
         """A fast decoder for the plain (not yet PEFT-wrapped) ``model``, or ``None``.
 
@@ -239,6 +260,9 @@ class FastDecoder:
         ``q4_blocks`` (by parameter name, from :func:`~kaito_cpu_runtime.quantized.read_gguf_q4_1`)
         where they hold exactly the model's weights, and quantize the float weights
         otherwise; a shape the int4 kernel does not take, and the LM head, are int8.
+        With ``dense_from_rows`` > 0 int8/int4 layers also keep their dequantised weights
+        prepacked in ``dense_dtype`` for passes of that many rows or more (see
+        :meth:`~kaito_cpu_runtime.quantized.QuantizedLinear.with_dense`).
         """
         reason = _unsupported(model)
         if reason is not None:
@@ -251,7 +275,10 @@ class FastDecoder:
             with torch.inference_mode():
                 blocks = _matching_blocks(model, q4_blocks or {}) if layers == "int4" else {}
                 head: WeightFormat = "int8" if layers == "int4" else layers
-                return cls(model, linear_dtype, _Weights(layers, head, activation_dtype, blocks))
+                plan = _Weights(
+                    layers, head, activation_dtype, blocks, dense_dtype, dense_from_rows
+                )
+                return cls(model, linear_dtype, plan)
         except (RuntimeError, AttributeError) as exc:
             log.warning("fast CPU decoder unavailable (%s); using the transformers forward", exc)
             return None

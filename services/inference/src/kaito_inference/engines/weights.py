@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECK_TEXT",
+    "DENSE_COPY",
     "FALLBACK",
     "PERPLEXITY_TOLERANCE",
     "SPEED_ORDER",
@@ -53,6 +54,13 @@ SPEED_ORDER: dict[str, tuple[WeightFormat, ...]] = {
     "native-bf16": ("int4", "int8", "bfloat16", "float32"),
     "avx2": ("int4", "int8", "float32"),
 }
+#: Per CPU kind: the dtype of the dense copy int8/int4 layers keep for passes of many
+#: rows, and from how many rows it is used (torch's weight-only kernels are fast for a few
+#: rows and slow for many; measured with ``bench/quant_kernels.py``).
+DENSE_COPY: dict[str, tuple[str, int]] = {
+    "native-bf16": ("bfloat16", 8),
+    "avx2": ("float32", 8),
+}
 #: Scored at startup by ``auto``: plain prose about this service, written for it.
 CHECK_TEXT = (
     "A small language model can answer questions on an ordinary computer. Each new word "
@@ -66,18 +74,22 @@ CHECK_TEXT = (
 
 
 def cpu_kind() -> tuple[str, str]:
-    """``native-bf16`` or ``avx2`` (the :data:`SPEED_ORDER` key), and the flags found."""
+    """``native-bf16`` or ``avx2`` (the :data:`SPEED_ORDER` key), and the flags found.
+
+    ``native-bf16`` needs the CPU's AVX-512 BF16 or AMX and torch dispatching its AVX-512
+    kernels (``ATEN_CPU_CAPABILITY=avx2`` makes such a CPU run, and count as, AVX2-only).
+    """
     import torch
 
     from kaito_cpu_runtime.linear import has_native_bf16
 
     capability = torch.backends.cpu.get_cpu_capability()
     flags = [f for f in ("avx512_bf16", "amx_bf16") if _has_flag(f)]
-    kind = "native-bf16" if has_native_bf16() else "avx2"
+    native = has_native_bf16() and capability.startswith("AVX512")
     found = f"torch CPU capability {capability}, " + (
         f"bf16 flags {' '.join(flags)}" if flags else "no avx512_bf16/amx_bf16"
     )
-    return kind, found
+    return ("native-bf16" if native else "avx2"), found
 
 
 def _has_flag(flag: str) -> bool:
@@ -158,6 +170,8 @@ def build_decoder(
 ) -> WeightChoice:
     """The fast decoder in the format ``setting`` asks for (see the module docstring);
     ``decoder`` is ``None`` when the fast decoder does not cover the model."""
+    import torch
+
     from kaito_cpu_runtime.llama_decoder import FastDecoder
     from kaito_cpu_runtime.quantized import kernel_available
 
@@ -172,8 +186,14 @@ def build_decoder(
             log.warning("weights %s unavailable here (%s); trying the next", weights, missing)
             notes.append(f"{weights} unavailable")
             continue
+        dense_dtype, dense_rows = DENSE_COPY[kind]
         decoder = FastDecoder.build(
-            model, weights=weights, activation_dtype=act, q4_blocks=q4_blocks
+            model,
+            weights=weights,
+            activation_dtype=act,
+            q4_blocks=q4_blocks,
+            dense_dtype=getattr(torch, dense_dtype),
+            dense_from_rows=dense_rows,
         )
         if decoder is None and weights == "float32":
             break
@@ -209,5 +229,8 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
             f"{decoder.exact_q4_blocks} projections from the GGUF's Q4_1 blocks as they are, "
             f"LM head {decoder.head_weights}"
         )
+    if decoder.weights in ("int8", "int4") and decoder.dense_from_rows:
+        dense = str(decoder.dense_dtype).removeprefix("torch.")
+        parts.append(f"passes of {decoder.dense_from_rows}+ rows on a {dense} copy")
     chosen = "auto" if setting == "auto" else "asked for"
     return f"{', '.join(parts)}; {chosen} on a {kind} CPU ({flags}); " + "; ".join(notes)
