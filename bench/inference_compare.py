@@ -14,8 +14,17 @@ load average; for llama.cpp it also names the best slot count at each concurrenc
         --ours-args "--weights int4" --json bench-inference.json
 
 ``--llama-server`` alone builds (or reuses) the binary with ``tools/llama_cpp_build.py``;
-``--llama-server PATH`` uses the one at PATH. An ``--ours-args`` value that starts with
-``-`` and has no space must be written ``--ours-args=--flag``.
+``--llama-server PATH`` uses the one at PATH. ``--llama-args`` adds arguments to every
+llama-server run. An ``--ours-args`` or ``--llama-args`` value that starts with ``-`` and
+has no space must be written ``--ours-args=--flag``.
+
+On a CPU with AMX, the llama.cpp of llama-cpp-python 0.3.36 built with ``GGML_NATIVE``
+dies with SIGILL in its AMX kernels (``tinygemm_kernel_amx``, at ``tilezero``: its tile
+configuration is not in effect, the bug ggml-org/llama.cpp PR #26954 addresses), so there
+``--llama-args`` defaults to ``--no-repack``, which turns off llama.cpp's extra weight
+buffers (AMX and repacking). For the embedded Q4_1 file nothing else changes: x86
+repacking covers neither Q4_1 nor the Q8_0 embedding, so llama.cpp runs its AVX-512/AVX2
+kernels for every matmul.
 """
 
 from __future__ import annotations
@@ -60,6 +69,12 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def default_llama_args(cpu_flags: list[str]) -> str:
+    """llama-server's extra arguments where none are given: ``--no-repack`` on AMX CPUs
+    (its AMX kernels crash there, see the module docstring), none elsewhere."""
+    return "--no-repack" if "amx_int8" in cpu_flags else ""
+
+
 def ours_command(python: str, runtime: str, port: int, extra: str = "") -> list[str]:
     """``kaito-inference serve`` on loopback, with ``extra`` (shell-quoted) appended."""
     return [
@@ -75,15 +90,16 @@ def ours_label(runtime: str, extra: str = "") -> str:
 
 
 def llama_server_command(
-    binary: Path, gguf: Path, port: int, *, slots: int, threads: int, alias: str
+    binary: Path, gguf: Path, port: int, *, slots: int, threads: int, alias: str, extra: str = ""
 ) -> list[str]:
     """``llama-server`` on loopback: ``slots`` parallel slots with continuous batching,
     a context of ``LLAMA_CTX_PER_SLOT`` tokens for each, ``threads`` threads for both
-    generation and prompt batches, and ``alias`` as the model name it lists."""
+    generation and prompt batches, ``alias`` as the model name it lists, then ``extra``
+    (shell-quoted)."""
     return [
         str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
         "-t", str(threads), "-tb", str(threads), "-np", str(slots),
-        "-c", str(slots * LLAMA_CTX_PER_SLOT), "-cb", "--alias", alias,
+        "-c", str(slots * LLAMA_CTX_PER_SLOT), "-cb", "--alias", alias, *shlex.split(extra),
     ]  # fmt: skip
 
 
@@ -217,6 +233,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="llama-server binary; without PATH, build or reuse it (tools/llama_cpp_build.py)",
     )
     parser.add_argument("--llama-slots", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument(
+        "--llama-args",
+        default=None,
+        help="extra llama-server arguments (shell syntax); default: --no-repack on AMX "
+        "CPUs (see the module docstring), none elsewhere",
+    )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=2)
@@ -242,12 +264,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.llama_server:
         binary = built_llama_server() if args.llama_server == "build" else Path(args.llama_server)
         gguf, name = embedded_model(args.python)
+        extra = args.llama_args
+        if extra is None:
+            extra = default_llama_args(facts_before["flags"])
+            print(f"llama-server extra arguments for this CPU: {extra or '(none)'}")
         for slots in args.llama_slots:
             command = llama_server_command(
-                binary, gguf, free_port(), slots=slots, threads=args.threads, alias=name
-            )
+                binary, gguf, free_port(), slots=slots, threads=args.threads, alias=name,
+                extra=extra,
+            )  # fmt: skip
             llama_runs.append(
-                {**measure(f"llama.cpp -np {slots}", command, *measured), "slots": slots}
+                {
+                    **measure(f"llama.cpp -np {slots} {extra}".strip(), command, *measured),
+                    "slots": slots,
+                }
             )
     runs += llama_runs
     llama_best = best_per_level(llama_runs)

@@ -63,6 +63,17 @@ def test_llama_server_gets_the_gguf_threads_slots_and_a_context_for_every_slot()
     assert int(value("-c")) == 4 * compare.LLAMA_CTX_PER_SLOT
     assert value("--alias") == "smollm2-135m-instruct"
     assert "-cb" in command
+    with_extra = compare.llama_server_command(
+        Path("/b"), Path("/g"), 1, slots=1, threads=2, alias="m", extra="--no-repack -lv 1"
+    )
+    assert with_extra[-3:] == ["--no-repack", "-lv", "1"]
+
+
+def test_llama_cpp_runs_without_its_amx_kernels_only_on_amx_cpus() -> None:
+    assert compare.default_llama_args(["avx2", "avx512f", "amx_tile", "amx_int8"]) == "--no-repack"
+    assert compare.default_llama_args(["avx2", "fma"]) == ""
+    args = compare.parse_args(["--llama-server", "--llama-args=--no-mmap"])
+    assert args.llama_args == "--no-mmap"
 
 
 def test_our_server_takes_the_extra_arguments_and_is_labelled_by_them() -> None:
