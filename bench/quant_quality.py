@@ -8,7 +8,10 @@ prompts (``bench/data/quant_quality_prompts.yaml``), compared token by token wit
 The reference is float32, the served model today: the embedded GGUF's Q4_1 weights
 dequantised (its token embedding, the tied LM head, is Q8_0). ``int4`` takes the GGUF's
 Q4_1 blocks as they are; ``int4-requantized`` quantizes the float32 weights again (what
-any other model gets). Tolerance: perplexity within 2% of float32
+any other model gets). int8/int4 multiply bfloat16 activations; "kernel" rows run every
+pass on torch's weight-only kernel, "dense copy" rows run passes of 8+ rows (the text,
+the prompts' prefills) on a prepacked copy of the dequantised weights, as the server does.
+Tolerance: perplexity within 2% of float32
 (``kaito_inference.engines.weights.PERPLEXITY_TOLERANCE``), which ``--weights auto`` uses.
 
     python bench/quant_quality.py [--tokens 32] [--json quality.json]
@@ -38,15 +41,16 @@ from kaito_sdk.tools.localmodels import embedded_gguf_path, embedded_model_dir
 
 DATA = Path(__file__).parent / "data"
 TOLERANCE = 0.02
-#: name -> (weights, activation dtype, use the GGUF's blocks)
-FORMATS: dict[str, tuple[str, torch.dtype, bool]] = {
-    "float32": ("float32", torch.float32, False),
-    "bfloat16": ("bfloat16", torch.float32, False),
-    "int8 (f32 act)": ("int8", torch.float32, False),
-    "int8 (bf16 act)": ("int8", torch.bfloat16, False),
-    "int4 (f32 act)": ("int4", torch.float32, True),
-    "int4 (bf16 act)": ("int4", torch.bfloat16, True),
-    "int4-requantized (bf16 act)": ("int4", torch.bfloat16, False),
+#: name -> (weights, activation dtype, use the GGUF's blocks, dense copy for 8+ rows)
+FORMATS: dict[str, tuple[str, torch.dtype, bool, torch.dtype | None]] = {
+    "float32": ("float32", torch.float32, False, None),
+    "bfloat16": ("bfloat16", torch.float32, False, None),
+    "int8 kernel": ("int8", torch.bfloat16, False, None),
+    "int4 kernel": ("int4", torch.bfloat16, True, None),
+    "int4-requantized kernel": ("int4", torch.bfloat16, False, None),
+    "int8 + bf16 dense copy": ("int8", torch.bfloat16, False, torch.bfloat16),
+    "int4 + bf16 dense copy": ("int4", torch.bfloat16, True, torch.bfloat16),
+    "int4 + f32 dense copy": ("int4", torch.bfloat16, True, torch.float32),
 }
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -124,11 +128,12 @@ def main() -> None:
     print(f"text: {text.shape[1]} tokens; transformers float32 forward: {hf_score:.4f} nats/token")
     results: list[Quality] = []
     reference: list[list[int]] = []
-    for name, (weights, act, from_blocks) in FORMATS.items():
+    for name, (weights, act, from_blocks, dense) in FORMATS.items():
         missing = kernel_available(weights, act)  # type: ignore[arg-type]  # a WeightFormat
         decoder = None if missing else FastDecoder.build(
             model, weights=weights, activation_dtype=act,  # type: ignore[arg-type]  # a WeightFormat
             q4_blocks=blocks if from_blocks else None,
+            dense_dtype=dense or torch.float32, dense_from_rows=8 if dense else 0,
         )  # fmt: skip
         if decoder is None:
             print(f"{name}: unavailable on this CPU ({missing or 'the decoder did not build'})")
