@@ -9,8 +9,9 @@ The reference is float32, the served model today: the embedded GGUF's Q4_1 weigh
 dequantised (its token embedding, the tied LM head, is Q8_0). ``int4`` takes the GGUF's
 Q4_1 blocks as they are; ``int4-requantized`` quantizes the float32 weights again (what
 any other model gets). int8/int4 multiply bfloat16 activations; "kernel" rows run every
-pass on torch's weight-only kernel, "dense copy" rows run passes of 8+ rows (the text,
-the prompts' prefills) on a prepacked copy of the dequantised weights, as the server does.
+pass on torch's weight-only kernel, "dense copy" rows run prefills (the text, the
+prompts) on a prepacked copy of the dequantised weights and decode steps on the kernel,
+as the server does.
 Tolerance: perplexity within 2% of float32
 (``kaito_inference.engines.weights.PERPLEXITY_TOLERANCE``), which ``--weights auto`` uses.
 
@@ -41,7 +42,7 @@ from kaito_sdk.tools.localmodels import embedded_gguf_path, embedded_model_dir
 
 DATA = Path(__file__).parent / "data"
 TOLERANCE = 0.02
-#: name -> (weights, activation dtype, use the GGUF's blocks, dense copy for 8+ rows)
+#: name -> (weights, activation dtype, use the GGUF's blocks, dense copy for prefills)
 FORMATS: dict[str, tuple[str, torch.dtype, bool, torch.dtype | None]] = {
     "float32": ("float32", torch.float32, False, None),
     "bfloat16": ("bfloat16", torch.float32, False, None),
@@ -133,7 +134,7 @@ def main() -> None:
         decoder = None if missing else FastDecoder.build(
             model, weights=weights, activation_dtype=act,  # type: ignore[arg-type]  # a WeightFormat
             q4_blocks=blocks if from_blocks else None,
-            dense_dtype=dense or torch.float32, dense_from_rows=8 if dense else 0,
+            dense_dtype=dense or torch.float32, dense_from_positions=2 if dense else 0,
         )  # fmt: skip
         if decoder is None:
             print(f"{name}: unavailable on this CPU ({missing or 'the decoder did not build'})")

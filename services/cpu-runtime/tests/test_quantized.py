@@ -247,33 +247,34 @@ def test_lora_rows_on_int4_weights_match_peft() -> None:
         assert_near(have, want, 2e-2)
 
 
-def test_many_rows_run_on_the_dense_copy_of_the_same_weights(
+def test_prefills_run_on_the_dense_copy_of_the_same_weights(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     torch.manual_seed(0)
     blocks = Q4Blocks.quantize(torch.randn(64, 96))
     bias = torch.randn(64)
     layer = QuantizedLinear.int4_from_blocks(blocks, bias).with_dense(
-        blocks.dequantize(), torch.float32, from_rows=4
+        blocks.dequantize(), torch.float32, from_positions=2
     )
-    few, many = torch.randn(3, 96), torch.randn(2, 2, 96)  # 3 rows, then 4
-    want = {rows: x @ blocks.dequantize().T + bias for rows, x in ((3, few), (4, many))}
+    decode, prefill = torch.randn(16, 1, 96), torch.randn(2, 2, 96)  # positions: 1, then 2
+    want = {n: x @ blocks.dequantize().T + bias for n, x in ((1, decode), (2, prefill))}
     dense_calls: list[int] = []
     assert layer.dense is not None
     dense = layer.dense.__call__
     monkeypatch.setattr(layer, "dense", lambda x: dense_calls.append(len(x)) or dense(x))
-    torch.testing.assert_close(layer(few), want[3], atol=1e-4, rtol=1e-4)
-    assert dense_calls == []
-    torch.testing.assert_close(layer(many), want[4], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(layer(decode), want[1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(layer(decode[:, 0]), want[1][:, 0], atol=1e-4, rtol=1e-4)
+    assert dense_calls == []  # decode steps and 2-D inputs stay on the kernel
+    torch.testing.assert_close(layer(prefill), want[2], atol=1e-4, rtol=1e-4)
     assert dense_calls == [2]
 
 
 def test_a_decoder_with_dense_copies_matches_the_one_without() -> None:
     model, blocks = quantized_twin()
     plain = FastDecoder.build(model, weights="int4", q4_blocks=blocks)
-    hybrid = FastDecoder.build(model, weights="int4", q4_blocks=blocks, dense_from_rows=4)
+    hybrid = FastDecoder.build(model, weights="int4", q4_blocks=blocks, dense_from_positions=2)
     assert plain is not None
     assert hybrid is not None
-    assert hybrid.dense_from_rows == 4
+    assert hybrid.dense_from_positions == 2
     for want, have in zip(run(plain, model.config), run(hybrid, model.config), strict=True):
         torch.testing.assert_close(have, want, atol=1e-4, rtol=1e-4)

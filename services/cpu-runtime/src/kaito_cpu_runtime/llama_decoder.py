@@ -126,7 +126,7 @@ class _Weights:
     activation_dtype: torch.dtype
     blocks: dict[int, Q4Blocks]  # by id() of the nn.Linear whose weights they hold
     dense_dtype: torch.dtype = torch.float32
-    dense_from_rows: int = 0  # 0: no dense copy
+    dense_from_positions: int = 0  # 0: no dense copy
 
     def fused(self, linears: tuple[Any, ...], weight_format: WeightFormat | None = None) -> Linear:
         """One layer computing every ``nn.Linear`` in ``linears`` side by side."""
@@ -150,10 +150,10 @@ class _Weights:
         return self._dense(layer, lambda: int8_round_trip(weight))
 
     def _dense(self, layer: QuantizedLinear, dequantize: Any) -> QuantizedLinear:
-        """``layer`` with a dense copy of its weights for many rows, when asked for."""
-        if self.dense_from_rows <= 0:
+        """``layer`` with a dense copy of its weights for prefills, when asked for."""
+        if self.dense_from_positions <= 0:
             return layer
-        return layer.with_dense(dequantize(), self.dense_dtype, self.dense_from_rows)
+        return layer.with_dense(dequantize(), self.dense_dtype, self.dense_from_positions)
 
 
 def _matching_blocks(model: Any, q4_blocks: Mapping[str, Q4Blocks]) -> dict[int, Q4Blocks]:
@@ -221,8 +221,8 @@ class FastDecoder:
         self.activation_dtype = weights.activation_dtype
         #: How many projections hold a GGUF file's Q4_1 blocks as they are.
         self.exact_q4_blocks = len(weights.blocks)
-        #: Rows from which int8/int4 layers multiply with their dense copy (0: never).
-        self.dense_from_rows = weights.dense_from_rows
+        #: Positions per sequence from which int8/int4 layers use their dense copy (0: never).
+        self.dense_from_positions = weights.dense_from_positions
         self.dense_dtype = weights.dense_dtype
         self.lm_head = weights.fused((model.lm_head,), weights.head)
         self.layers = [
@@ -251,7 +251,7 @@ class FastDecoder:
         activation_dtype: torch.dtype = torch.float32,
         q4_blocks: Mapping[str, Q4Blocks] | None = None,
         dense_dtype: torch.dtype = torch.float32,
-        dense_from_rows: int = 0,
+        dense_from_positions: int = 0,
     ) -> FastDecoder | None:
         """A fast decoder for the plain (not yet PEFT-wrapped) ``model``, or ``None``.
 
@@ -260,8 +260,9 @@ class FastDecoder:
         ``q4_blocks`` (by parameter name, from :func:`~kaito_cpu_runtime.quantized.read_gguf_q4_1`)
         where they hold exactly the model's weights, and quantize the float weights
         otherwise; a shape the int4 kernel does not take, and the LM head, are int8.
-        With ``dense_from_rows`` > 0 int8/int4 layers also keep their dequantised weights
-        prepacked in ``dense_dtype`` for passes of that many rows or more (see
+        With ``dense_from_positions`` > 0 int8/int4 layers also keep their dequantised
+        weights prepacked in ``dense_dtype`` for passes of that many positions per sequence
+        or more, i.e. prefills (see
         :meth:`~kaito_cpu_runtime.quantized.QuantizedLinear.with_dense`).
         """
         reason = _unsupported(model)
@@ -276,7 +277,7 @@ class FastDecoder:
                 blocks = _matching_blocks(model, q4_blocks or {}) if layers == "int4" else {}
                 head: WeightFormat = "int8" if layers == "int4" else layers
                 plan = _Weights(
-                    layers, head, activation_dtype, blocks, dense_dtype, dense_from_rows
+                    layers, head, activation_dtype, blocks, dense_dtype, dense_from_positions
                 )
                 return cls(model, linear_dtype, plan)
         except (RuntimeError, AttributeError) as exc:

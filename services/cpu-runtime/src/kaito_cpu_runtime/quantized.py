@@ -25,9 +25,11 @@ has native bf16 (see :func:`default_activation_dtype`).
 
 These kernels are built for few rows: measured here (SmolLM2's matmuls, 2 cores,
 bfloat16 activations), int8 took 9.9 ms for one row where prepacked bfloat16 took 16.5,
-but 48.9 ms for 16 rows where bfloat16 took 20.1. :meth:`QuantizedLinear.with_dense`
-adds a prepacked dense copy of the same (dequantised) weights for passes of many rows
-(prefills, large decode batches), so each pass runs the faster kernel.
+but 48.9 ms for 16 rows where bfloat16 took 20.1, and 294 ms for 128 where bfloat16 took
+45. :meth:`QuantizedLinear.with_dense` adds a prepacked dense copy of the same
+(dequantised) weights for prefills (passes of several positions per sequence); decode
+steps (one position per sequence) stay on the quantized kernel whatever the batch size,
+so a sequence's tokens do not depend on how many others share its decode steps.
 """
 
 from __future__ import annotations
@@ -136,15 +138,16 @@ class QuantizedLinear:
         self.part_sizes = part_sizes
         self.activation_dtype = activation_dtype
         self.dense: PackedLinear | None = None
-        self.dense_from_rows = 0
+        self.dense_from_positions = 0
 
     def with_dense(
-        self, dequantized: torch.Tensor, dtype: torch.dtype, from_rows: int
+        self, dequantized: torch.Tensor, dtype: torch.dtype, from_positions: int
     ) -> QuantizedLinear:
         """Also keep ``dequantized`` (this layer's weights as floats) prepacked in ``dtype``
-        and multiply passes of at least ``from_rows`` rows with it; returns ``self``."""
+        and multiply ``[batch, positions, in]`` inputs of at least ``from_positions``
+        positions with it (2-D inputs always take the quantized kernel); returns ``self``."""
         self.dense = PackedLinear(dequantized, self.bias, dtype, self.part_sizes)
-        self.dense_from_rows = from_rows
+        self.dense_from_positions = from_positions
         return self
 
     @classmethod
@@ -210,7 +213,7 @@ class QuantizedLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The layer applied to float32 ``x`` (any leading dimensions); float32 out."""
         leading = x.shape[:-1]
-        if self.dense is not None and x.numel() >= self.dense_from_rows * x.shape[-1]:
+        if self.dense is not None and x.dim() == 3 and x.shape[1] >= self.dense_from_positions:
             return self.dense(x)
         flat = x.reshape(-1, x.shape[-1]).to(self.activation_dtype).contiguous()
         out = self._kernel(flat)

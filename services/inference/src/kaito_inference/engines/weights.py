@@ -48,18 +48,20 @@ WeightsSetting = Literal["auto", "float32", "bfloat16", "int8", "int4"]
 #: A format serves under ``auto`` when its perplexity on :data:`CHECK_TEXT` is at most
 #: this much above float32's (2%).
 PERPLEXITY_TOLERANCE = 0.02
-#: Fastest first, per CPU kind, as measured with ``bench/quant_kernels.py`` and
-#: ``bench/inference_load.py`` (docs/inference.md, "Weight formats").
+#: Fastest first, per CPU kind, as served (``bench/inference_compare.py``, SmolLM2, 2
+#: cores; docs/inference.md, "Weight formats"): int4 led int8 at 1 and 4 streams on both
+#: kinds (AVX2 dispatch: 49.7 and 121.6 tokens/s against 44.5 and 111.7), although int8's
+#: kernel alone is a little faster for one row there.
 SPEED_ORDER: dict[str, tuple[WeightFormat, ...]] = {
     "native-bf16": ("int4", "int8", "bfloat16", "float32"),
-    "avx2": ("int8", "int4", "float32"),
+    "avx2": ("int4", "int8", "float32"),
 }
-#: Per CPU kind: the dtype of the dense copy int8/int4 layers keep for passes of many
-#: rows, and from how many rows it is used (torch's weight-only kernels are fast for a few
-#: rows and slow for many; measured with ``bench/quant_kernels.py``).
+#: Per CPU kind: the dtype of the dense copy int8/int4 layers keep for prefills, and from
+#: how many positions per sequence a pass counts as one (torch's weight-only kernels are
+#: fast for a few rows and slow for many; measured with ``bench/quant_kernels.py``).
 DENSE_COPY: dict[str, tuple[str, int]] = {
-    "native-bf16": ("bfloat16", 8),
-    "avx2": ("float32", 8),
+    "native-bf16": ("bfloat16", 2),
+    "avx2": ("float32", 2),
 }
 #: Scored at startup by ``auto``: plain prose about this service, written for it.
 CHECK_TEXT = (
@@ -194,7 +196,7 @@ def build_decoder(
             activation_dtype=act,
             q4_blocks=q4_blocks,
             dense_dtype=getattr(torch, dense_dtype),
-            dense_from_rows=dense_rows,
+            dense_from_positions=dense_rows,
         )
         if decoder is None and weights == "float32":
             break
@@ -230,8 +232,8 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
             f"{decoder.exact_q4_blocks} projections from the GGUF's Q4_1 blocks as they are, "
             f"LM head {decoder.head_weights}"
         )
-    if decoder.weights in ("int8", "int4") and decoder.dense_from_rows:
+    if decoder.weights in ("int8", "int4") and decoder.dense_from_positions:
         dense = str(decoder.dense_dtype).removeprefix("torch.")
-        parts.append(f"passes of {decoder.dense_from_rows}+ rows on a {dense} copy")
+        parts.append(f"prefills on a {dense} copy")
     chosen = "auto" if setting == "auto" else "asked for"
-    return f"{', '.join(parts)}; {chosen} on a {kind} CPU ({flags}); " + "; ".join(notes)
+    return f"{', '.join(parts)}; {chosen} for CPU kind {kind} ({flags}); " + "; ".join(notes)
