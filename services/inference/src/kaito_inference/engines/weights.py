@@ -50,7 +50,7 @@ WeightsSetting = Literal["auto", "float32", "bfloat16", "int8", "int4"]
 PERPLEXITY_TOLERANCE = 0.02
 #: Fastest first, per CPU kind, as served (``bench/inference_compare.py``, SmolLM2, 2
 #: cores; docs/inference.md, "Weight formats"): int4 led int8 at 1 and 4 streams on both
-#: kinds (AVX2 dispatch: 49.7 and 121.6 tokens/s against 44.5 and 111.7), although int8's
+#: kinds (AVX2 dispatch: 56.5 and 126.8 tokens/s against 46.3 and 118.8), although int8's
 #: kernel alone is a little faster for one row there.
 SPEED_ORDER: dict[str, tuple[WeightFormat, ...]] = {
     "native-bf16": ("int4", "int8", "bfloat16", "float32"),
