@@ -92,8 +92,9 @@ def adapter(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     return output
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_up_serves_the_model_and_the_hostpath_adapter(
-    tmp_path: Path, tiny_model: Path, adapter: Path
+    tmp_path: Path, tiny_model: Path, adapter: Path, stop: signal.Signals
 ) -> None:
     port = free_port()
     source = {"name": "counting", "volumeSource": {"hostPath": {"path": str(adapter)}}}
@@ -140,11 +141,16 @@ def test_up_serves_the_model_and_the_hostpath_adapter(
             time.sleep(0.2)
         assert f"ready: serve-tiny serves at http://127.0.0.1:{port}/v1 after" in log.read_text()
     finally:
-        proc.send_signal(signal.SIGINT)
+        # The signal goes to kaito up alone (as a supervisor or `kill` sends it), not to
+        # its process group: kaito up must pass it on to the server.
+        proc.send_signal(stop)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+    assert proc.returncode == 128 + stop, log.read_text()[-3000:]
+    with pytest.raises(httpx.ConnectError):  # the server ended with kaito up
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
 
 
 def test_up_ends_at_once_with_the_cause_when_the_server_cannot_start(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def up_command(
         outcome = run_plan(plan, on_ready=ready)
     except LocalRunError as err:
         raise _abort(str(err)) from None
-    if outcome.code not in (0, 130):
+    if outcome.code not in (0, 130, 143):
         program = Path(outcome.argv[0]).name
         last = "\n".join(outcome.tail[-10:])
         raise _abort(f"{program} exited with code {outcome.code}; its last lines:\n{last}")

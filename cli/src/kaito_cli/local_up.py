@@ -15,7 +15,9 @@ or any preset with ``--model-dir`` pointing at a local model directory.
 from __future__ import annotations
 
 import collections
+import contextlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,6 +264,55 @@ def _announce_when_healthy(
         time.sleep(HEALTH_POLL_S)
 
 
+#: How long a stopped step gets to end by itself before it is sent the signal we got, and
+#: then before it is killed (an inference server drains its requests first).
+CHILD_GRACE_S = 2.0
+CHILD_STOP_S = 30.0
+
+
+class _Terminated(Exception):  # noqa: N818 - a signal, not an error
+    """SIGTERM reached ``kaito up``: stop the running step as Ctrl-C does."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_step() -> Iterator[None]:
+    """While a step runs, SIGTERM raises :class:`_Terminated` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_child(proc: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    """Stop ``proc`` after we were asked to stop with ``signum``.
+
+    Ctrl-C in a terminal reaches the whole foreground process group, the child included,
+    so it gets a moment to end by itself; a signal sent to ``kaito up`` alone (a
+    supervisor, ``kill``) is passed on to it; a child that does not end is killed. Either
+    way nothing keeps running after ``kaito up`` has returned.
+    """
+    for action, wait_s in ((None, CHILD_GRACE_S), (signum, CHILD_STOP_S), (signal.SIGKILL, None)):
+        if action is not None:
+            proc.send_signal(action)
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting politely
+            proc.kill()
+            proc.wait()
+            return
+
+
 def _run_step(
     argv: list[str],
     *,
@@ -281,14 +332,18 @@ def _run_step(
         watcher.start()
     out = sys.stdout.buffer
     try:
-        for line in proc.stdout:
-            out.write(line)
-            out.flush()
-            tail.append(line.decode(errors="replace").rstrip("\n"))
-        code = proc.wait()
+        with _sigterm_stops_the_step():
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                tail.append(line.decode(errors="replace").rstrip("\n"))
+            code = proc.wait()
     except KeyboardInterrupt:
-        proc.wait()
+        _stop_child(proc, signal.SIGINT)
         code = 130
+    except _Terminated:
+        _stop_child(proc, signal.SIGTERM)
+        code = 143
     return StepOutcome(argv=argv, code=code, tail=list(tail))
 
 
