@@ -100,9 +100,7 @@ async def test_a_retried_startup_keeps_its_metrics_server(cluster: OperatorHarne
     await lifecycle.startup(memo=memo, settings=kopf.OperatorSettings(), logger=log, **indexes)
     first = (memo.metrics_server, memo.metrics)
     try:
-        await lifecycle.startup(
-            memo=memo, settings=kopf.OperatorSettings(), logger=log, **indexes
-        )
+        await lifecycle.startup(memo=memo, settings=kopf.OperatorSettings(), logger=log, **indexes)
         assert (memo.metrics_server, memo.metrics) == first
         async with httpx.AsyncClient() as client:
             answer = await client.get(f"http://127.0.0.1:{port}/metrics")
