@@ -48,6 +48,16 @@ def test_config_file_transformers_section_wins(tmp_path: Path) -> None:
     assert applied.max_model_len == 512
 
 
+def test_config_file_sets_the_weight_format(tmp_path: Path) -> None:
+    config = tmp_path / "inference_config.yaml"
+    config.write_text("transformers:\n  weights: int8\n")
+    applied = apply_kaito_config(settings(["--kaito-config-file", str(config)]))
+    assert applied.weights == "int8"
+    config.write_text("transformers:\n  weights: int3\n")
+    with pytest.raises(ValueError, match=r"transformers\.weights"):
+        apply_kaito_config(settings(["--kaito-config-file", str(config)]))
+
+
 def test_bad_input_exits_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "--port", "0"])
