@@ -280,7 +280,9 @@ def run(
             sampler = None
             if py_spy:  # py-spy (on PATH) samples the operator: collapsed stacks
                 command = ["py-spy", "record", "--pid", str(operator.pid), "--format", "raw"]
-                sampler = subprocess.Popen([*command, "--rate", "100", "-o", py_spy])
+                sampler = subprocess.Popen(  # its messages to stderr: stdout is the JSON
+                    [*command, "--rate", "100", "-o", py_spy], stdout=sys.stderr
+                )
             try:
                 time.sleep(2)  # kopf lists and starts its watches
                 results = asyncio.run(measure(cluster, operator.pid, audit_log, count, gpu_share))
