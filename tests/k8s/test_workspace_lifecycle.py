@@ -111,6 +111,14 @@ def test_apply_refused_by_the_apiserver_reaches_the_status(
         "spec": {"hard": {"services": "0"}},
     }
     assert cluster.apply(quota).returncode == 0
+    # The quota binds once the controller manager has counted its usage (status.hard):
+    # before that, an apiserver whose quota cache lags (it was restarted by earlier tests)
+    # may still admit Services.
+    quota_path = f"/api/v1/namespaces/{namespace}/resourcequotas/no-services"
+    eventually(
+        lambda: ((cluster.get(quota_path) or {}).get("status") or {}).get("hard"),
+        what="the ResourceQuota's status.hard (the controller manager counted it)",
+    )
     workspace = {
         "apiVersion": "kaito.sh/v1beta1",
         "kind": "Workspace",
