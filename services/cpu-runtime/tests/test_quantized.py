@@ -260,7 +260,9 @@ def test_prefills_run_on_the_dense_copy_of_the_same_weights(
     dense_calls: list[int] = []
     assert layer.dense is not None
     dense = layer.dense.__call__
-    monkeypatch.setattr(layer, "dense", lambda x: dense_calls.append(len(x)) or dense(x))
+    monkeypatch.setattr(
+        layer, "dense", lambda x, **kw: dense_calls.append(len(x)) or dense(x, **kw)
+    )
     torch.testing.assert_close(layer(decode), want[1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(layer(decode[:, 0]), want[1][:, 0], atol=1e-4, rtol=1e-4)
     assert dense_calls == []  # decode steps and 2-D inputs stay on the kernel
@@ -277,3 +279,17 @@ def test_a_decoder_with_dense_copies_matches_the_one_without() -> None:
     assert hybrid.dense_from_positions == 2
     for want, have in zip(run(plain, model.config), run(hybrid, model.config), strict=True):
         torch.testing.assert_close(have, want, atol=1e-4, rtol=1e-4)
+
+
+def test_an_unwidened_result_keeps_the_kernel_dtype_and_the_same_values() -> None:
+    torch.manual_seed(0)
+    blocks = Q4Blocks.quantize(torch.randn(64, 96))
+    x = torch.randn(3, 96)
+    plain = QuantizedLinear.int4_from_blocks(blocks, activation_dtype=torch.bfloat16)
+    raw = plain(x, widen=False)
+    assert raw.dtype == torch.bfloat16
+    assert torch.equal(raw.float(), plain(x))
+    with_bias = QuantizedLinear.int4_from_blocks(
+        blocks, torch.randn(64), activation_dtype=torch.bfloat16
+    )
+    assert with_bias(x, widen=False).dtype == torch.float32  # the bias is added in float32

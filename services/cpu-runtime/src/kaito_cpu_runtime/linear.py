@@ -88,8 +88,12 @@ class PackedLinear:
         # oneDNN's algorithm argument: exact GELU is "none" ("tanh" would approximate).
         self._algorithm = "none" if activation == "gelu" else ""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the layer to ``x`` (any leading dimensions); see the class docstring."""
+    def __call__(self, x: torch.Tensor, *, widen: bool = True) -> torch.Tensor:
+        """Apply the layer to ``x`` (any leading dimensions); see the class docstring.
+
+        With ``float32_io``, ``widen=False`` and no bias, the result stays in ``dtype`` (for
+        a caller that only adds it to float32, which widens it exactly).
+        """
         if not self.float32_io:
             fused: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
                 x.contiguous(), self.weight, self.bias, self.activation, [], self._algorithm
@@ -100,7 +104,7 @@ class PackedLinear:
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
             x.contiguous(), self.weight, None, "none", [], ""
         )
-        if out.dtype != torch.float32:
+        if out.dtype != torch.float32 and (widen or self.bias is not None):
             out = out.float()
         if self.bias is not None:
             out += self.bias

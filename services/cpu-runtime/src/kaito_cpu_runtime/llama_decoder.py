@@ -322,20 +322,25 @@ class FastDecoder:
         rows = self._adapter_rows(adapters)
         batch, length = input_ids.shape
         hidden = self.embed(input_ids).float()
-        cos, sin = self.rotary(hidden, position_ids)
-        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
-        mask = self._attention_mask(attention_mask, length)
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        qk_width = (heads + kv_heads) * dim
         half = dim // 2
+        cos, sin = self.rotary(hidden, position_ids)
+        cos = cos[:, :, None, :]
+        # rotate_half(x) * sin == roll(x, half) * sin with its first half negated (exactly:
+        # negation is exact), one roll instead of two slices, a negation and a concatenation.
+        signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, :, None, :]
+        mask = self._attention_mask(attention_mask, length)
+        qk_width = (heads + kv_heads) * dim
         norm_shape = (self.hidden_size,)
         size = self.intermediate_size
+        # Projections whose result is only added to the float32 residual stream may stay in
+        # the kernel's dtype (the in-place add widens it exactly), unless LoRA adds to them.
+        widen = bool(rows)
         for index, layer in enumerate(self.layers):
             normed = functional.rms_norm(hidden, norm_shape, layer.input_norm, self.eps)
             qkv = self._project(layer.qkv, normed, rows, index, "qkv")
             qk = qkv[..., :qk_width].view(batch, length, heads + kv_heads, dim)
-            rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
-            qk = qk * cos + rotated * sin
+            qk = qk * cos + torch.roll(qk, half, -1) * signed_sin
             query = qk[:, :, :heads].transpose(1, 2)
             key = qk[:, :, heads:].transpose(1, 2)
             value = qkv[..., qk_width:].view(batch, length, kv_heads, dim).transpose(1, 2)
@@ -344,11 +349,11 @@ class FastDecoder:
                 query, key, value, attn_mask=mask, enable_gqa=heads != kv_heads
             )
             attended = attended.transpose(1, 2).reshape(batch, length, heads * dim)
-            hidden += self._project(layer.out, attended, rows, index, "out")
+            hidden += self._project(layer.out, attended, rows, index, "out", widen=widen)
             normed = functional.rms_norm(hidden, norm_shape, layer.post_norm, self.eps)
             gate_up = self._project(layer.gate_up, normed, rows, index, "gate_up")
             activated = functional.silu(gate_up[..., :size]) * gate_up[..., size:]
-            hidden += self._project(layer.down, activated, rows, index, "down")
+            hidden += self._project(layer.down, activated, rows, index, "down", widen=widen)
         final = hidden if all_positions else hidden[:, -1, :]
         return self.lm_head(functional.rms_norm(final, norm_shape, self.final_norm, self.eps))
 
@@ -371,9 +376,12 @@ class FastDecoder:
         rows: dict[str, torch.Tensor | None],
         layer: int,
         fused: str,
+        *,
+        widen: bool = True,
     ) -> torch.Tensor:
-        """``linear(x)`` plus each row's LoRA update of the projections fused into it."""
-        out = linear(x)
+        """``linear(x)`` plus each row's LoRA update of the projections fused into it; in
+        the kernel's dtype unless ``widen`` (then float32)."""
+        out = linear(x, widen=widen)
         for adapter, selected in rows.items():
             start = 0
             for part, width in enumerate(linear.part_sizes):
@@ -386,13 +394,24 @@ class FastDecoder:
         return out
 
     @staticmethod
-    def _attention_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor:
-        """Boolean ``[batch, 1, length, total]``: causal, no padding keys; a padding query
-        sees itself so no row is empty (an empty row would put NaN into the cache)."""
+    def _attention_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor | None:
+        """Additive float ``[batch, 1, length, total]`` (0 or -inf): causal, no padding keys;
+        a padding query sees itself so no row is empty (an empty row would put NaN into the
+        cache). ``None`` for one new position per row and no padding: every key counts.
+
+        Built once per forward in the form attention uses (a boolean mask would be converted
+        by every layer); adding 0 leaves scores as they are, so ``None`` and a mask of zeros
+        give the same numbers.
+        """
         keys = attention_mask.bool()[:, None, None, :]
         if length == 1:
-            return keys
-        total = attention_mask.shape[1]
-        query_pos = torch.arange(total - length, total, device=attention_mask.device)[:, None]
-        key_pos = torch.arange(total, device=attention_mask.device)[None, :]
-        return ((key_pos <= query_pos) & keys) | (key_pos == query_pos)
+            if bool(keys.all()):
+                return None
+            allowed = keys
+        else:
+            total = attention_mask.shape[1]
+            query_pos = torch.arange(total - length, total, device=attention_mask.device)[:, None]
+            key_pos = torch.arange(total, device=attention_mask.device)[None, :]
+            allowed = ((key_pos <= query_pos) & keys) | (key_pos == query_pos)
+        additive = torch.zeros(allowed.shape, dtype=torch.float32)
+        return additive.masked_fill_(allowed.logical_not(), float("-inf"))

@@ -210,14 +210,16 @@ class QuantizedLinear:
 
         return cls(kernel, "int4", bias, part_sizes or (out,), activation_dtype)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer applied to float32 ``x`` (any leading dimensions); float32 out."""
+    def __call__(self, x: torch.Tensor, *, widen: bool = True) -> torch.Tensor:
+        """The layer applied to ``x`` (any leading dimensions, float32 or the activation
+        dtype); float32 out, or with ``widen=False`` and no bias the kernel's own dtype (for
+        a caller that only adds the result to float32, which widens it exactly)."""
         leading = x.shape[:-1]
         if self.dense is not None and x.dim() == 3 and x.shape[1] >= self.dense_from_positions:
-            return self.dense(x)
+            return self.dense(x, widen=widen)
         flat = x.reshape(-1, x.shape[-1]).to(self.activation_dtype).contiguous()
         out = self._kernel(flat)
-        if out.dtype != torch.float32:
+        if out.dtype != torch.float32 and (widen or self.bias is not None):
             out = out.float()
         if self.bias is not None:
             out += self.bias
