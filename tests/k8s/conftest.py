@@ -335,6 +335,31 @@ def ragengine_operator(
     process.stop()
 
 
+def cpu_workspace(
+    namespace: str, name: str, apps: str | None = None, *, version: str = "v1beta1"
+) -> dict[str, Any]:
+    """A Workspace of the SmolLM2 CPU preset on the transformers runtime, selecting Nodes
+    labelled ``apps=<apps>`` (default: its name; where no Node has it, the pod stays
+    Pending)."""
+    return {
+        "apiVersion": f"kaito.sh/{version}",
+        "kind": "Workspace",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {"kaito.sh/runtime": "transformers"},
+        },
+        "resource": {"labelSelector": {"matchLabels": {"apps": apps or name}}},
+        "inference": {"preset": {"name": "smollm2-135m-instruct"}},
+    }
+
+
+@pytest.fixture(name="cpu_workspace")
+def cpu_workspace_fixture() -> Callable[..., dict[str, Any]]:
+    """:func:`cpu_workspace` for the tests (they cannot import this conftest)."""
+    return cpu_workspace
+
+
 @pytest.fixture(name="eventually")
 def eventually_fixture() -> Callable[..., Any]:
     """:func:`eventually` for the tests (they cannot import this conftest)."""

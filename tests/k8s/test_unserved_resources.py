@@ -29,21 +29,6 @@ ANSWERED_404 = "a watched resource was answered 404"
 SERVED_AGAIN = "the watched custom resources are served again"
 
 
-def cpu_workspace(namespace: str, name: str) -> dict[str, Any]:
-    """A CPU preset Workspace (its pod stays Pending: no Node matches; not needed here)."""
-    return {
-        "apiVersion": "kaito.sh/v1beta1",
-        "kind": "Workspace",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {"kaito.sh/runtime": "transformers"},
-        },
-        "resource": {"labelSelector": {"matchLabels": {"apps": f"unserved-{name}"}}},
-        "inference": {"preset": {"name": "smollm2-135m-instruct"}},
-    }
-
-
 def reconciled(cluster: Any, namespace: str, name: str) -> bool:
     """The Workspace's StatefulSet exists and its status carries InferenceReady."""
     workspace = cluster.get(f"/apis/kaito.sh/v1beta1/namespaces/{namespace}/workspaces/{name}")
@@ -61,7 +46,12 @@ def served(cluster: Any, path: str) -> bool:
 
 
 def test_the_operators_outlive_an_apiserver_restart(
-    operator: Any, ragengine_operator: Any, cluster: Any, namespace: str, eventually: Any
+    operator: Any,
+    ragengine_operator: Any,
+    cluster: Any,
+    namespace: str,
+    eventually: Any,
+    cpu_workspace: Any,
 ) -> None:
     """Nothing paused: whatever the operators' watches get while the apiserver restarts
     (connection refused, 404 for the custom resources, 410), they keep running."""
@@ -93,7 +83,7 @@ def test_the_operators_outlive_an_apiserver_restart(
 
 
 def test_a_crd_deleted_and_created_again_is_watched_again(
-    operator: Any, cluster: Any, namespace: str, eventually: Any
+    operator: Any, cluster: Any, namespace: str, eventually: Any, cpu_workspace: Any
 ) -> None:
     """The InferenceSet CRD (the Workspace operator watches InferenceSets) is deleted and
     created again from the chart; the operator goes on reconciling, in the same process."""

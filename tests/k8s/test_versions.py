@@ -16,7 +16,7 @@ WARNING = "kaito.sh/v1alpha1 RAGEngine is deprecated; use kaito.sh/v1beta1 RAGEn
 
 
 def test_both_versions_are_served_and_v1beta1_is_stored(
-    operator: Any, ragengine_operator: Any, cluster: Any, namespace: str
+    operator: Any, ragengine_operator: Any, cluster: Any, namespace: str, cpu_workspace: Any
 ) -> None:
     rag = {
         "apiVersion": "kaito.sh/v1alpha1",
@@ -31,17 +31,7 @@ def test_both_versions_are_served_and_v1beta1_is_stored(
     assert stored["apiVersion"] == "kaito.sh/v1beta1"
     assert stored["spec"] == rag["spec"]
 
-    workspace = {
-        "apiVersion": "kaito.sh/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {
-            "name": "alpha",
-            "namespace": namespace,
-            "annotations": {"kaito.sh/runtime": "transformers"},
-        },
-        "resource": {"labelSelector": {"matchLabels": {"apps": "alpha"}}},
-        "inference": {"preset": {"name": "smollm2-135m-instruct"}},
-    }
+    workspace = cpu_workspace(namespace, "alpha", version="v1alpha1")
     applied = cluster.apply(json.dumps(workspace))
     assert applied.returncode == 0, applied.stderr
     assert "deprecated" not in applied.stderr

@@ -33,21 +33,6 @@ WATCHED = [WORKSPACES, "/apis/kaito.sh/v1beta1/inferencesets", "/apis/kaito.sh/v
 RESTARTED = "Restarting the watch-stream for workspaces.v1beta1.kaito.sh cluster-wide."
 
 
-def cpu_workspace(namespace: str, name: str) -> dict[str, Any]:
-    """A CPU preset Workspace (its pod stays Pending: no Node matches; not needed here)."""
-    return {
-        "apiVersion": "kaito.sh/v1beta1",
-        "kind": "Workspace",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {"kaito.sh/runtime": "transformers"},
-        },
-        "resource": {"labelSelector": {"matchLabels": {"apps": f"expiry-{name}"}}},
-        "inference": {"preset": {"name": "smollm2-135m-instruct"}},
-    }
-
-
 def etcdctl(etcd_url: str, *args: str) -> str:
     """Run ``etcdctl`` (API v3) against the control plane's etcd; its stdout."""
     result = subprocess.run(
@@ -71,7 +56,12 @@ def reconciled(cluster: Any, namespace: str, name: str) -> bool:
 
 
 def test_an_expired_workspace_watch_is_relisted_and_new_workspaces_reconciled(
-    operator: Any, ragengine_operator: Any, cluster: Any, namespace: str, eventually: Any
+    operator: Any,
+    ragengine_operator: Any,
+    cluster: Any,
+    namespace: str,
+    eventually: Any,
+    cpu_workspace: Any,
 ) -> None:
     cluster.require_local("etcd (etcdctl compact) and a restart of the apiserver")
     local = cluster.local

@@ -100,7 +100,7 @@ def test_cpu_example_ready_then_crash_looping_then_deleted(
 
 
 def test_apply_refused_by_the_apiserver_reaches_the_status(
-    operator: Any, cluster: Any, namespace: str, eventually: Any
+    operator: Any, cluster: Any, namespace: str, eventually: Any, cpu_workspace: Any
 ) -> None:
     """A write the apiserver refuses (here a ResourceQuota allowing no Services) shows
     in the Workspace's conditions with the apiserver's reason, not only in an Event."""
@@ -119,17 +119,7 @@ def test_apply_refused_by_the_apiserver_reaches_the_status(
         lambda: ((cluster.get(quota_path) or {}).get("status") or {}).get("hard"),
         what="the ResourceQuota's status.hard (the controller manager counted it)",
     )
-    workspace = {
-        "apiVersion": "kaito.sh/v1beta1",
-        "kind": "Workspace",
-        "metadata": {
-            "name": "refused",
-            "namespace": namespace,
-            "annotations": {"kaito.sh/runtime": "transformers"},
-        },
-        "resource": {"labelSelector": {"matchLabels": {"apps": "refused"}}},
-        "inference": {"preset": {"name": "smollm2-135m-instruct"}},
-    }
+    workspace = cpu_workspace(namespace, "refused")
     applied = cluster.apply(workspace)
     assert applied.returncode == 0, applied.stderr
     for kind in ("InferenceReady", "WorkspaceSucceeded"):
@@ -145,27 +135,12 @@ def test_apply_refused_by_the_apiserver_reaches_the_status(
         ), failed["message"]
 
 
-def inference_workspace(namespace: str, name: str, apps: str) -> dict[str, Any]:
-    """A CPU preset Workspace selecting nodes labelled ``apps=<apps>``."""
-    return {
-        "apiVersion": "kaito.sh/v1beta1",
-        "kind": "Workspace",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {"kaito.sh/runtime": "transformers"},
-        },
-        "resource": {"labelSelector": {"matchLabels": {"apps": apps}}},
-        "inference": {"preset": {"name": "smollm2-135m-instruct"}},
-    }
-
-
 def test_unschedulable_and_pod_failures_reach_the_status(
-    operator: Any, cluster: Any, node: Any, namespace: str, eventually: Any
+    operator: Any, cluster: Any, node: Any, namespace: str, eventually: Any, cpu_workspace: Any
 ) -> None:
     """The real scheduler's Unschedulable, then image pull and OOM failures as a kubelet
     reports them, each become InferenceReady False with its reason; then Ready."""
-    assert cluster.apply(inference_workspace(namespace, "unplaced", "nowhere")).returncode == 0
+    assert cluster.apply(cpu_workspace(namespace, "unplaced", "nowhere")).returncode == 0
     unplaced = eventually(
         condition_is(cluster, namespace, "unplaced", "InferenceReady", "False", "PodUnschedulable"),
         what="InferenceReady False (PodUnschedulable)",
@@ -177,7 +152,7 @@ def test_unschedulable_and_pod_failures_reach_the_status(
     )
 
     node.register({"apps": "failing"})
-    assert cluster.apply(inference_workspace(namespace, "failing", "failing")).returncode == 0
+    assert cluster.apply(cpu_workspace(namespace, "failing", "failing")).returncode == 0
     pod = node.bound_pod(namespace, "kaito.sh/workspace=failing")
     node.image_pull_backoff(pod)
     pulling = eventually(
@@ -199,12 +174,12 @@ def test_unschedulable_and_pod_failures_reach_the_status(
 
 
 def test_a_field_changed_by_another_manager_is_put_back_without_a_hot_loop(
-    operator: Any, cluster: Any, namespace: str, eventually: Any
+    operator: Any, cluster: Any, namespace: str, eventually: Any, cpu_workspace: Any
 ) -> None:
     """``kubectl scale`` (another field manager) changes the StatefulSet's replicas; the
     operator's periodic server-side apply (force) puts them back once, then leaves the
     object alone."""
-    assert cluster.apply(inference_workspace(namespace, "drift", "drift")).returncode == 0
+    assert cluster.apply(cpu_workspace(namespace, "drift", "drift")).returncode == 0
     path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/drift"
     eventually(lambda: cluster.get(path), what="the StatefulSet")
     scaled = cluster.kubectl("scale", "statefulset", "drift", "-n", namespace, "--replicas=3")
@@ -225,12 +200,12 @@ def test_a_field_changed_by_another_manager_is_put_back_without_a_hot_loop(
 
 
 def test_operator_killed_mid_reconcile_converges_without_duplicates(
-    operator: Any, cluster: Any, namespace: str, eventually: Any
+    operator: Any, cluster: Any, namespace: str, eventually: Any, cpu_workspace: Any
 ) -> None:
     """SIGKILL the operator right after a Workspace is admitted (its reconcile under way
     or not yet started), start it again: the children exist once each, no finalizer (BYO),
     and the status is written."""
-    assert cluster.apply(inference_workspace(namespace, "restart", "restart")).returncode == 0
+    assert cluster.apply(cpu_workspace(namespace, "restart", "restart")).returncode == 0
     time.sleep(0.3)
     operator.kill()
     operator.start()
