@@ -1,8 +1,8 @@
 """Weight-only quantized linear layers on CPU: int8 per output channel, int4 in groups of 32.
 
-Decoding one token reads every weight once, so on CPU a decode step is bound by memory
-bandwidth: float32 weights move four bytes per parameter, int8 one, int4 half of one.
-:class:`QuantizedLinear` keeps the weights quantized and multiplies with torch's own CPU
+Decoding one token reads every weight once: float32 weights move four bytes per
+parameter, int8 one, int4 half of one (what counts where memory bandwidth bounds a step;
+on a CPU with a large cache dequantising dominates instead). :class:`QuantizedLinear` keeps the weights quantized and multiplies with torch's own CPU
 kernels, which dequantise inside the matrix multiplication:
 
 - ``int8``: ``torch.ops.aten._weight_int8pack_mm``, symmetric int8 codes with one scale
