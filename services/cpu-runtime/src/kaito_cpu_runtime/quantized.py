@@ -2,8 +2,9 @@
 
 Decoding one token reads every weight once: float32 weights move four bytes per
 parameter, int8 one, int4 half of one (what counts where memory bandwidth bounds a step;
-on a CPU with a large cache dequantising dominates instead). :class:`QuantizedLinear` keeps the weights quantized and multiplies with torch's own CPU
-kernels, which dequantise inside the matrix multiplication:
+on a CPU with a large cache dequantising dominates instead). :class:`QuantizedLinear`
+keeps the weights quantized and multiplies with torch's own CPU kernels, which
+dequantise inside the matrix multiplication:
 
 - ``int8``: ``torch.ops.aten._weight_int8pack_mm``, symmetric int8 codes with one scale
   per output channel (``w = q * scale``);
