@@ -330,6 +330,7 @@ class FastDecoder:
         # negation is exact), one roll instead of two slices, a negation and a concatenation.
         signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, :, None, :]
         mask = self._attention_mask(attention_mask, length)
+        starts = self._row_starts(attention_mask) if length == 1 and mask is not None else None
         qk_width = (heads + kv_heads) * dim
         norm_shape = (self.hidden_size,)
         size = self.intermediate_size
@@ -345,9 +346,7 @@ class FastDecoder:
             key = qk[:, :, heads:].transpose(1, 2)
             value = qkv[..., qk_width:].view(batch, length, kv_heads, dim).transpose(1, 2)
             key, value = cache.layers[index].update(key, value)
-            attended = functional.scaled_dot_product_attention(
-                query, key, value, attn_mask=mask, enable_gqa=heads != kv_heads
-            )
+            attended = self._attend(query, key, value, mask, starts)
             attended = attended.transpose(1, 2).reshape(batch, length, heads * dim)
             hidden += self._project(layer.out, attended, rows, index, "out", widen=widen)
             normed = functional.rms_norm(hidden, norm_shape, layer.post_norm, self.eps)
@@ -392,6 +391,45 @@ class FastDecoder:
                     out[selected, :, start : start + width] += lora.delta(x[selected])
                 start += width
         return out
+
+    def _attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+        starts: list[int] | None,
+    ) -> torch.Tensor:
+        """Attention of every row; with ``starts`` (a decode step with left-padded rows)
+        each row attends alone to its keys from its first real one, so its numbers are
+        those of the same row decoded without the others (over padded keys the sums run in
+        another order, and rounding to bfloat16 activations can turn that into another
+        token)."""
+        gqa = self.num_heads != self.num_kv_heads
+        if starts is None:
+            return functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, enable_gqa=gqa
+            )
+        rows = [
+            functional.scaled_dot_product_attention(
+                query[row : row + 1],
+                key[row : row + 1, :, start:],
+                value[row : row + 1, :, start:],
+                enable_gqa=gqa,
+            )
+            for row, start in enumerate(starts)
+        ]
+        return torch.cat(rows)
+
+    @staticmethod
+    def _row_starts(attention_mask: torch.Tensor) -> list[int] | None:
+        """Each row's first real position when every row is only left-padded, else
+        ``None`` (a row with a gap attends through the mask)."""
+        padding = attention_mask.logical_not().long().cumprod(dim=1).sum(dim=1)
+        real = int(attention_mask.bool().sum())
+        if real != attention_mask.shape[1] * attention_mask.shape[0] - int(padding.sum()):
+            return None
+        return [int(start) for start in padding.tolist()]
 
     @staticmethod
     def _attention_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor | None:

@@ -1,11 +1,15 @@
 """Continuous (iteration-level) batching for a Hugging Face causal LM.
 
 One background thread owns the model. Each iteration it admits waiting sequences (up to
-``max_running``), prefills the newcomers together in one left-padded forward pass and
-merges their KV cache into the running batch, or else runs one decode step for every
-running sequence at once. Finished and cancelled sequences leave the batch between steps,
-so a new request never waits for others to finish. Tokens are handed to the event loop of
-the request that asked for them; text, stop strings and the OpenAI shape live elsewhere.
+``max_running``), prefills the newcomers one forward pass each and merges their KV cache
+into the running batch, or else runs one decode step for every running sequence at once.
+(Prefilling newcomers together in one left-padded pass was faster, but a row's numbers
+then depended on which others arrived with it: padded attention sums in another order,
+and the dense prefill kernels block by the number of rows. With bfloat16 activations that
+changed greedy answers; one row per pass keeps them those of the request alone.)
+Finished and cancelled sequences leave the batch between steps, so a new request never
+waits for others to finish. Tokens are handed to the event loop of the request that asked
+for them; text, stop strings and the OpenAI shape live elsewhere.
 
 Optional helpers: a fast CPU decoder runs the forward pass where it applies, a prefix
 cache lets newcomers skip the prompt start they share with earlier prompts, and a thread
@@ -148,9 +152,9 @@ class ContinuousBatcher:
                 admitted = self._admit()
             try:
                 with self.model_lock, torch.inference_mode():
-                    if admitted:
-                        self._prefill(admitted)
-                    elif self._running:
+                    for seq in admitted:  # one row per pass: see the module docstring
+                        self._prefill([seq])
+                    if not admitted and self._running:
                         self._timed_decode()
                 self._drop_done()
             except Exception:  # a broken step must not hang every client
