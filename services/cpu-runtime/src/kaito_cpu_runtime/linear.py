@@ -24,12 +24,24 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["Activation", "PackedLinear", "has_native_bf16", "pack_linear_layers"]
+__all__ = ["Activation", "PackedLinear", "cpu_flags", "has_native_bf16", "pack_linear_layers"]
 
 log = logging.getLogger(__name__)
 
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 Activation = Literal["none", "gelu"]
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (empty when ``cpuinfo`` cannot be read)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -38,14 +50,7 @@ def has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     Without it oneDNN emulates bf16 and float32 is faster, so ``auto`` precision keeps
     float32 there.
     """
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return bool(_BF16_FLAGS & set(line.split(":", 1)[1].split()))
-    return False
+    return bool(_BF16_FLAGS & cpu_flags(cpuinfo))
 
 
 class PackedLinear:

@@ -15,7 +15,8 @@ This module runs the same mathematics with fewer, larger operations:
 - the linear weights are float32 or bfloat16 (oneDNN, prepacked) or int8 or int4
   (:mod:`kaito_cpu_runtime.quantized`, torch's weight-only kernels), by ``weights``; int4
   takes a GGUF file's Q4_1 blocks as they are when given them (``q4_blocks``), and the
-  LM head is int8 when the rest is int4;
+  LM head is int8 when the rest is int4; given calibration tokens, an int8 LM head
+  multiplies int8 activations (:mod:`kaito_cpu_runtime.int8_head`);
 - only the last position of each row goes through the final norm and the LM head;
 - LoRA adapters (plain LoRA, as PEFT attached them) are applied per row on top of the
   fused projections, so a batch mixing adapters and the base model stays one pass and
@@ -37,6 +38,7 @@ from typing import Any
 import torch
 from torch.nn import functional
 
+from kaito_cpu_runtime.int8_head import largest_channels, split_int8_head
 from kaito_cpu_runtime.linear import PackedLinear
 from kaito_cpu_runtime.quantized import (
     Q4Blocks,
@@ -122,11 +124,21 @@ class _Weights:
     """How the decoder stores its linear weights (see :meth:`FastDecoder.build`)."""
 
     layers: WeightFormat
-    head: WeightFormat
+    head_format: WeightFormat
     activation_dtype: torch.dtype
     blocks: dict[int, Q4Blocks]  # by id() of the nn.Linear whose weights they hold
     dense_dtype: torch.dtype = torch.float32
     dense_from_positions: int = 0  # 0: no dense copy
+    head_float_channels: torch.Tensor | None = None  # None: no int8 activations
+
+    def head(self, lm_head: Any) -> Linear:
+        """The LM head in the head's format (as :meth:`fused` makes the layers); an int8
+        head with ``head_float_channels`` multiplies int8 activations
+        (:func:`~kaito_cpu_runtime.int8_head.split_int8_head`)."""
+        if self.head_format != "int8" or self.head_float_channels is None:
+            return self.fused((lm_head,), self.head_format)
+        layer, stands_for = split_int8_head(lm_head.weight, lm_head.bias, self.head_float_channels)
+        return self._dense(layer, lambda: stands_for)
 
     def fused(self, linears: tuple[Any, ...], weight_format: WeightFormat | None = None) -> Linear:
         """One layer computing every ``nn.Linear`` in ``linears`` side by side."""
@@ -217,14 +229,18 @@ class FastDecoder:
         self.final_norm = inner.norm.weight
         self.linear_dtype = linear_dtype
         self.weights = weights.layers
-        self.head_weights = weights.head
+        self.head_weights = weights.head_format
+        #: Whether the LM head multiplies int8 activations (:mod:`kaito_cpu_runtime.int8_head`).
+        self.int8_head_activations = (
+            weights.head_format == "int8" and weights.head_float_channels is not None
+        )
         self.activation_dtype = weights.activation_dtype
         #: How many projections hold a GGUF file's Q4_1 blocks as they are.
         self.exact_q4_blocks = len(weights.blocks)
         #: Positions per sequence from which int8/int4 layers use their dense copy (0: never).
         self.dense_from_positions = weights.dense_from_positions
         self.dense_dtype = weights.dense_dtype
-        self.lm_head = weights.fused((model.lm_head,), weights.head)
+        self.lm_head = weights.head(model.lm_head)
         self.layers = [
             _Layer(
                 input_norm=layer.input_layernorm.weight,
@@ -252,6 +268,7 @@ class FastDecoder:
         q4_blocks: Mapping[str, Q4Blocks] | None = None,
         dense_dtype: torch.dtype = torch.float32,
         dense_from_positions: int = 0,
+        int8_head_calibration: torch.Tensor | None = None,
     ) -> FastDecoder | None:
         """A fast decoder for the plain (not yet PEFT-wrapped) ``model``, or ``None``.
 
@@ -264,6 +281,10 @@ class FastDecoder:
         weights prepacked in ``dense_dtype`` for passes of that many positions per sequence
         or more, i.e. prefills (see
         :meth:`~kaito_cpu_runtime.quantized.QuantizedLinear.with_dense`).
+        With ``int8_head_calibration`` (token ids, ``[1, n]``) an int8 LM head multiplies
+        int8 activations, keeping float32 the channels of the final hidden state that are
+        largest on those tokens (:mod:`kaito_cpu_runtime.int8_head`; check
+        :func:`~kaito_cpu_runtime.int8_head.int8_head_available` first).
         """
         reason = _unsupported(model)
         if reason is not None:
@@ -276,9 +297,14 @@ class FastDecoder:
             with torch.inference_mode():
                 blocks = _matching_blocks(model, q4_blocks or {}) if layers == "int4" else {}
                 head: WeightFormat = "int8" if layers == "int4" else layers
+                channels = None
+                if head == "int8" and int8_head_calibration is not None:
+                    hidden = model.model(input_ids=int8_head_calibration).last_hidden_state
+                    channels = largest_channels(hidden)
                 plan = _Weights(
-                    layers, head, activation_dtype, blocks, dense_dtype, dense_from_positions
-                )
+                    layers, head, activation_dtype, blocks, dense_dtype, dense_from_positions,
+                    channels,
+                )  # fmt: skip
                 return cls(model, linear_dtype, plan)
         except (RuntimeError, AttributeError) as exc:
             log.warning("fast CPU decoder unavailable (%s); using the transformers forward", exc)

@@ -52,6 +52,7 @@ __all__ = [
     "WeightFormat",
     "default_activation_dtype",
     "int4_fits",
+    "int8_codes",
     "int8_round_trip",
     "kernel_available",
     "read_gguf_q4_1",
@@ -160,7 +161,7 @@ class QuantizedLinear:
         activation_dtype: torch.dtype = torch.float32,
     ) -> QuantizedLinear:
         """Symmetric int8 codes with one scale per output channel (``max |w| / 127``)."""
-        codes, scale = _int8_codes(weight)
+        codes, scale = int8_codes(weight)
         scales = scale.to(activation_dtype)
 
         def kernel(x: torch.Tensor) -> torch.Tensor:
@@ -227,7 +228,7 @@ class QuantizedLinear:
         return out.reshape(*leading, out.shape[-1])
 
 
-def _int8_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def int8_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 codes of ``weight`` and one float32 scale per output channel."""
     weight = weight.detach().float()
     scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
@@ -237,7 +238,7 @@ def _int8_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def int8_round_trip(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` as :meth:`QuantizedLinear.int8` holds it, back in float32."""
-    codes, scale = _int8_codes(weight)
+    codes, scale = int8_codes(weight)
     return codes.float() * scale[:, None]
 
 

@@ -83,23 +83,15 @@ def cpu_kind() -> tuple[str, str]:
     """
     import torch
 
-    from kaito_cpu_runtime.linear import has_native_bf16
+    from kaito_cpu_runtime.linear import cpu_flags, has_native_bf16
 
     capability = torch.backends.cpu.get_cpu_capability()
-    flags = [f for f in ("avx512_bf16", "amx_bf16") if _has_flag(f)]
+    flags = [f for f in ("avx512_bf16", "amx_bf16") if f in cpu_flags()]
     native = has_native_bf16() and capability.startswith("AVX512")
     found = f"torch CPU capability {capability}, " + (
         f"bf16 flags {' '.join(flags)}" if flags else "no avx512_bf16/amx_bf16"
     )
     return ("native-bf16" if native else "avx2"), found
-
-
-def _has_flag(flag: str) -> bool:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(line.startswith("flags") and flag in line.split() for line in text.splitlines())
 
 
 def activation_dtype(weights: WeightFormat) -> torch.dtype:
@@ -175,10 +167,15 @@ def build_decoder(
     ``decoder`` is ``None`` when the fast decoder does not cover the model."""
     import torch
 
+    from kaito_cpu_runtime.int8_head import int8_head_available
     from kaito_cpu_runtime.llama_decoder import FastDecoder
     from kaito_cpu_runtime.quantized import kernel_available
 
     kind, flags = cpu_kind()
+    head_missing = int8_head_available()
+    if head_missing is not None:
+        log.info("int8 LM heads keep bfloat16 activations: %s", head_missing)
+    calibration = None if head_missing else torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
     candidates = SPEED_ORDER[kind] if setting == "auto" else (setting, *FALLBACK[setting])
     reference = perplexity(model, tokenizer, None) if setting == "auto" else None
     notes: list[str] = []
@@ -197,6 +194,7 @@ def build_decoder(
             q4_blocks=q4_blocks,
             dense_dtype=getattr(torch, dense_dtype),
             dense_from_positions=dense_rows,
+            int8_head_calibration=calibration,
         )
         if decoder is None and weights == "float32":
             break
@@ -229,8 +227,13 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
         parts.append(f"{str(decoder.activation_dtype).removeprefix('torch.')} activations")
     if decoder.weights == "int4":
         parts.append(
-            f"{decoder.exact_q4_blocks} projections from the GGUF's Q4_1 blocks as they are, "
-            f"LM head {decoder.head_weights}"
+            f"{decoder.exact_q4_blocks} projections from the GGUF's Q4_1 blocks as they are"
+        )
+    if decoder.head_weights == "int8":
+        parts.append(
+            "LM head int8 with int8 activations (onednn.qlinear_pointwise, 32 channels float32)"
+            if decoder.int8_head_activations
+            else "LM head int8"
         )
     if decoder.weights in ("int8", "int4") and decoder.dense_from_positions:
         dense = str(decoder.dense_dtype).removeprefix("torch.")
