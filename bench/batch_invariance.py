@@ -4,7 +4,9 @@ For several prompts of random token ids, the fast decoder (SmolLM2-135M, the emb
 model's weights) decodes the prompt alone, then again with a longer prompt merged into
 its decode batch (so its row is left-padded, as the batcher pads newcomers), and compares
 the greedy tokens and the largest logit difference of the shared steps. Prefills run one
-row at a time in both, so only decode steps differ.
+row at a time in both, so only decode steps differ. The decoder is built as the server
+builds it: an int8 LM head multiplies int8 activations where the CPU has int8 dot
+products (``kaito_cpu_runtime.int8_head``), calibrated on the server's check text.
 
     HF_HUB_OFFLINE=1 python bench/batch_invariance.py --weights int4 float32
 """
@@ -15,11 +17,13 @@ import argparse
 
 import torch
 from machine import describe_machine
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kaito_cpu_runtime.int8_head import int8_head_available
 from kaito_cpu_runtime.kvcache import append_rows, new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
 from kaito_cpu_runtime.quantized import WeightFormat, read_gguf_q4_1
+from kaito_inference.engines.weights import CHECK_TEXT
 from kaito_sdk.tools.localmodels import embedded_gguf_path, embedded_model_dir
 
 Step = tuple[torch.Tensor, torch.Tensor]
@@ -60,6 +64,10 @@ def main() -> None:
     print(describe_machine())
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir(), dtype=torch.float32)
     blocks = read_gguf_q4_1(embedded_gguf_path())
+    missing = int8_head_available()
+    print(f"int8 LM heads: {'weight-only, ' + missing if missing else 'int8 activations'}")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    calibration = None if missing else torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
     for weights in args.weights:
         fmt: WeightFormat = weights
         decoder = FastDecoder.build(
@@ -69,6 +77,7 @@ def main() -> None:
             q4_blocks=blocks,
             dense_dtype=torch.bfloat16,
             dense_from_positions=2,
+            int8_head_calibration=calibration,
         )
         assert decoder is not None
         diverged, largest = 0, 0.0

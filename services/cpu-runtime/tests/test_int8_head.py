@@ -110,3 +110,17 @@ def test_the_decoder_calibrates_its_head_on_the_tokens_given() -> None:
         want = model(input_ids=ids).logits[0, -1]
         got = calibrated(ids, torch.ones_like(ids), torch.arange(30)[None], new_batch_cache(config))
     assert float((got[0] - want).abs().max()) <= 0.1 * float(want.abs().max())
+
+
+def test_onednn_held_to_avx2_is_refused() -> None:
+    """Where oneDNN may only use AVX2 (no int8 dot products: u8 x s8 pairs saturate in 16
+    bits), the head is refused, by the CPU's flags or by the probe."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = "from kaito_cpu_runtime.int8_head import int8_head_available as a; print(a())"
+    env = {"ONEDNN_MAX_CPU_ISA": "AVX2", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() != "None", out.stdout
