@@ -153,7 +153,7 @@ class ContinuousBatcher:
             try:
                 with self.model_lock, torch.inference_mode():
                     for seq in admitted:  # one row per pass: see the module docstring
-                        self._prefill([seq])
+                        self._prefill(seq)
                     if not admitted and self._running:
                         self._timed_decode()
                 self._drop_done()
@@ -198,68 +198,50 @@ class ContinuousBatcher:
         out = self.model(use_cache=True, logits_to_keep=1, **inputs)
         return out.logits[:, -1, :].float(), getattr(out, self._cache_kwarg)
 
-    def _prefill(self, seqs: list[Sequence]) -> None:
+    def _prefill(self, seq: Sequence) -> None:
+        """Run ``seq``'s prompt (after the start the prefix cache holds) in one pass and
+        merge the row into the running batch."""
         from kaito_cpu_runtime.kvcache import GrowableLayer, new_batch_cache
 
         cache = new_batch_cache(self.model.config)
-        reuse = self.prefix_cache is not None and all(
-            isinstance(layer, GrowableLayer) for layer in cache.layers
-        )
-        cached, states = self._cached_prefix(seqs) if reuse else (0, [])
-        suffixes = [s.prompt_ids[cached:] for s in seqs]
-        width = max(len(suffix) for suffix in suffixes)
-        ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, (seq, suffix) in enumerate(zip(seqs, suffixes, strict=True)):
-            ids[row, width - len(suffix) :] = torch.tensor(suffix)
-            mask[row, width - len(suffix) :] = 1
-            seq.length = len(seq.prompt_ids)
-        positions = cached + (mask.cumsum(-1) - 1).clamp(min=0)
-        if cached:  # rows start with their cached prompt start, then the padded rest
-            for index, layer in enumerate(cache.layers):
-                layer.keys = torch.stack([row[index][0] for row in states]).to(self.device)
-                layer.values = torch.stack([row[index][1] for row in states]).to(self.device)
-            mask = torch.cat([torch.ones((len(seqs), cached), dtype=torch.long), mask], dim=1)
-            self.stats.prefix_hit_tokens += cached * len(seqs)
-        mask = mask.to(self.device)
+        growable = all(isinstance(layer, GrowableLayer) for layer in cache.layers)
+        prefixes = self.prefix_cache if growable else None
+        cached, states = prefixes.lookup(seq.adapter, seq.prompt_ids) if prefixes else (0, [])
+        if cached:  # the row starts with its cached prompt start
+            for layer, (keys, values) in zip(cache.layers, states, strict=True):
+                layer.keys = keys[None].to(self.device)
+                layer.values = values[None].to(self.device)
+            self.stats.prefix_hit_tokens += cached
+        ids = torch.tensor([seq.prompt_ids[cached:]], dtype=torch.long)
+        seq.length = len(seq.prompt_ids)
+        positions = torch.arange(cached, seq.length)[None, :]
+        mask = torch.ones((1, seq.length), dtype=torch.long, device=self.device)
         logits, cache = self._forward(
-            seqs,
+            [seq],
             input_ids=ids.to(self.device),
             attention_mask=mask,
             position_ids=positions.to(self.device),
             cache=cache,
         )
-        self.stats.prefill_batch_sizes[len(seqs)] += 1
+        self.stats.prefill_batch_sizes[1] += 1
         if self._on_batch:
-            self._on_batch("prefill", len(seqs))
-        if reuse:
-            self._remember_prefixes(seqs, cache, mask)
-        self._merge(seqs, cache, mask)
-        self._emit_tokens(seqs, logits)
+            self._on_batch("prefill", 1)
+        if prefixes is not None:
+            self._remember_prefix(prefixes, seq, cache)
+        self._merge([seq], cache, mask)
+        self._emit_tokens([seq], logits)
 
-    def _cached_prefix(self, seqs: list[Sequence]) -> tuple[int, list[Any]]:
-        """The cached prompt start every row can reuse: its length (the shortest of the
-        rows' matches) and each row's per-layer keys and values cut to it."""
-        assert self.prefix_cache is not None
-        found = [self.prefix_cache.lookup(s.adapter, s.prompt_ids) for s in seqs]
-        cached = min(length for length, _ in found)
-        if cached == 0:
-            return 0, []
-        return cached, [[(k[:, :cached], v[:, :cached]) for k, v in st] for _, st in found]
-
-    def _remember_prefixes(self, seqs: list[Sequence], cache: Any, mask: torch.Tensor) -> None:
-        """Store each prompt's block-aligned start (copied out of the batch cache)."""
-        assert self.prefix_cache is not None
-        for row, seq in enumerate(seqs):
-            length = self.prefix_cache.reusable_length(len(seq.prompt_ids))
-            if length == 0:
-                continue
-            columns = mask[row].nonzero().squeeze(-1)[:length]
-            states = [
-                (layer.keys[row][:, columns].clone(), layer.values[row][:, columns].clone())
-                for layer in cache.layers
-            ]
-            self.prefix_cache.insert(seq.adapter, seq.prompt_ids[:length], states)
+    @staticmethod
+    def _remember_prefix(prefixes: PrefixCache, seq: Sequence, cache: Any) -> None:
+        """Store the prompt's block-aligned start (copied out of the row's cache)."""
+        length = prefixes.reusable_length(len(seq.prompt_ids))
+        if length == 0:
+            return
+        states = [
+            (layer.keys[0][:, :length].clone(), layer.values[0][:, :length].clone())
+            for layer in cache.layers
+        ]
+        prefixes.insert(seq.adapter, seq.prompt_ids[:length], states)
 
     def _timed_decode(self) -> None:
         """One decode step, reported to the thread governor."""
