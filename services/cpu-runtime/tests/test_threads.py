@@ -64,11 +64,38 @@ def test_governor_keeps_the_faster_choice_after_each_probe() -> None:
     decode(governor, clock, 16, 0.125, 8)  # one thread is slower (128 rows/s)
     assert governor.threads == 2
     assert applied == [1, 2]
-    decode(governor, clock, 16, 0.25, 8)  # contention: two threads collapse (64 rows/s)
+    decode(governor, clock, 16, 0.25, 12)  # contention: two threads collapse (64 rows/s)
+    assert governor.threads == 2  # the lost probe doubled the wait: 4 windows, not 2
+    decode(governor, clock, 16, 0.25, 4)
     assert governor.threads == 1  # probe
     decode(governor, clock, 16, 0.125, 8)  # one thread does better now: it stays
     assert governor.threads == 1
     assert applied == [1, 2, 1]
+
+
+def test_losing_probes_come_ever_less_often_up_to_a_limit_and_a_win_resets() -> None:
+    """Each lost probe doubles the windows before the next (2, 4, 8, 16, 16 with
+    ``probe_every=2``); a probe that wins brings the wait back to ``probe_every``."""
+    applied: list[int] = []
+    governor = ThreadGovernor(max_threads=2, set_threads=applied.append, window=1.0, probe_every=2)
+    clock = [0.0]
+    windows_before_probe = []
+    for _ in range(5):
+        windows = 0
+        while governor.threads == 2:
+            decode(governor, clock, 16, 0.0625, 16)  # one window at 2 threads: 256 rows/s
+            windows += 1
+        windows_before_probe.append(windows)
+        decode(governor, clock, 16, 0.125, 8)  # the probe: one thread is slower
+        assert governor.threads == 2
+    assert windows_before_probe == [2, 4, 8, 16, 16]
+    assert governor.MAX_BACKOFF * 2 == 16
+    while governor.threads == 2:
+        decode(governor, clock, 16, 0.25, 4)  # contention: two threads slow down
+    decode(governor, clock, 16, 0.125, 8)  # the probe wins: one thread stays
+    assert governor.threads == 1
+    decode(governor, clock, 16, 0.125, 16)  # two windows at one thread, then a probe
+    assert governor.threads == 2
 
 
 def test_governor_ignores_probes_with_other_batch_sizes() -> None:
