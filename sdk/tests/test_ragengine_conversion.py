@@ -7,12 +7,14 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from kaito_sdk.api import (
     ConversionError,
     RAGEngine,
     RAGEngineV1Alpha1,
     convert_manifest,
+    parse_manifest,
     to_v1alpha1,
     to_v1beta1,
 )
@@ -227,3 +229,19 @@ def test_what_cannot_be_converted_is_refused_naming_the_field(
     with pytest.raises(ConversionError) as caught:
         convert_manifest(manifest, target)
     assert str(caught.value).startswith(message)
+
+
+def test_the_v1beta1_model_takes_a_v1alpha1_manifest_as_parse_manifest_does() -> None:
+    """``RAGEngine.from_manifest`` accepts what KAITO's v1alpha1 RAGEngine accepts and
+    gives the object ``parse_manifest`` gives (the API server's stored form)."""
+    got = RAGEngine.from_manifest(copy.deepcopy(FULL_ALPHA))
+    assert got == parse_manifest(copy.deepcopy(FULL_ALPHA))
+    assert got.api_version == "kaito.sh/v1beta1"
+    assert got.spec.storage is not None
+    assert got.spec.storage.persistent_volume is not None
+    assert _annotation(got.to_manifest(), V1ALPHA1_FIELDS) == {
+        "indexServiceName": FULL_ALPHA["spec"]["indexServiceName"],
+        "queryServiceName": FULL_ALPHA["spec"]["queryServiceName"],
+    }
+    with pytest.raises(ValidationError, match="storage"):
+        RAGEngine.from_manifest({**FULL_ALPHA, "spec": {**FULL_ALPHA["spec"], "storage": 3}})

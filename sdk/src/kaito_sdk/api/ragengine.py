@@ -1,17 +1,25 @@
-"""The ``RAGEngine`` kind (``kaito.sh/v1beta1``): a retrieval-augmented generation service."""
+"""The ``RAGEngine`` kind: a retrieval-augmented generation service.
+
+:class:`RAGEngine` is ``kaito.sh/v1beta1``, the stored version; :class:`RAGEngineV1Alpha1`
+is KAITO's deprecated ``kaito.sh/v1alpha1`` (flat storage, the service names), which
+:meth:`RAGEngine.from_manifest` also takes. The conversion between them is
+:mod:`kaito_sdk.api.conversion` (see :mod:`kaito_sdk.api.ragengine_v1alpha1`).
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field
 
 from kaito_sdk.api.base import ApiInfo, Condition, KubeModel, KubeObject, PrinterColumn
+from kaito_sdk.api.conversion import V1ALPHA1, V1BETA1, convert_manifest
 from kaito_sdk.api.workspace import ResourceSpec
 
 __all__ = [
     "ConfigMapReference",
     "EmbeddingSpec",
+    "FlatStorageSpec",
     "GuardrailsSpec",
     "InferenceServiceSpec",
     "LocalEmbeddingSpec",
@@ -19,6 +27,8 @@ __all__ = [
     "RAGEngine",
     "RAGEngineSpec",
     "RAGEngineStatus",
+    "RAGEngineV1Alpha1",
+    "RAGEngineV1Alpha1Spec",
     "RemoteEmbeddingSpec",
     "StorageSpec",
     "VectorDBSpec",
@@ -173,6 +183,54 @@ class RAGEngine(KubeObject):
     kind: Literal["RAGEngine"] = "RAGEngine"
     """Kind of this object: ``RAGEngine``."""
     spec: RAGEngineSpec
+    """Desired state."""
+    status: RAGEngineStatus | None = None
+    """Observed state, written by the operator."""
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> Self:
+        """Parse a manifest dict of either served version: a ``kaito.sh/v1alpha1`` one is
+        validated against v1alpha1's schema (:class:`RAGEngineV1Alpha1`, flat storage) and
+        converted to v1beta1, as the API server stores it (fields v1beta1 lacks go into an
+        annotation; :func:`~kaito_sdk.api.conversion.convert_manifest`). Raises
+        :class:`pydantic.ValidationError` on bad input."""
+        if isinstance(manifest, dict) and manifest.get("apiVersion") == V1ALPHA1:
+            alpha = RAGEngineV1Alpha1.model_validate(manifest)
+            manifest = convert_manifest(alpha.to_manifest(), V1BETA1)
+        return cls.model_validate(manifest)
+
+
+class FlatStorageSpec(KubeModel):
+    """v1alpha1 storage: a PersistentVolumeClaim for the index snapshots, inline."""
+
+    persistent_volume_claim: str | None = None
+    """Name of the PersistentVolumeClaim (same namespace) the indexes persist to."""
+    mount_path: str | None = None
+    """Where the volume is mounted in the service (default ``/mnt/data``)."""
+
+
+class RAGEngineV1Alpha1Spec(RAGEngineSpec):
+    """Desired state of a v1alpha1 RAGEngine: the v1beta1 spec with KAITO's flat storage
+    and the service names."""
+
+    storage: FlatStorageSpec | None = None  # type: ignore[assignment]  # v1alpha1's flat shape replaces v1beta1's on purpose
+    """Index persistence on a PersistentVolumeClaim (v1beta1: ``storage.persistentVolume``)."""
+    query_service_name: str | None = None
+    """Name KAITO v1alpha1 gave the query Service; kept, not used by this operator."""
+    index_service_name: str | None = None
+    """Name KAITO v1alpha1 gave the index Service; kept, not used by this operator."""
+
+
+class RAGEngineV1Alpha1(KubeObject):
+    """A RAGEngine as ``kaito.sh/v1alpha1`` serves it (deprecated; stored as v1beta1)."""
+
+    api_info: ClassVar[ApiInfo] = RAGEngine.api_info
+
+    api_version: Literal["kaito.sh/v1alpha1"] = V1ALPHA1
+    """Versioned schema of this object: ``kaito.sh/v1alpha1``."""
+    kind: Literal["RAGEngine"] = "RAGEngine"
+    """Kind of this object: ``RAGEngine``."""
+    spec: RAGEngineV1Alpha1Spec
     """Desired state."""
     status: RAGEngineStatus | None = None
     """Observed state, written by the operator."""
