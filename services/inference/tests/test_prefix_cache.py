@@ -55,7 +55,6 @@ def test_batcher_gives_the_same_tokens_with_the_cache(smollm2_dir: Path, fast: b
         engine = ContinuousBatcher(
             model,
             eos_token_ids={-1},
-            pad_token_id=tokenizer.pad_token_id,
             max_running=8,
             max_waiting=8,
             fast_decoder=FastDecoder.build(model) if fast else None,

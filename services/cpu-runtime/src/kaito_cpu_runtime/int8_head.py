@@ -23,9 +23,9 @@ float32 part):
 Measured on SmolLM2's final hidden states for a text it was not calibrated on: the KL
 divergence of its logits from float32's is a third of the weight-only int8 head's (the
 large channels no longer set the weights' scales either); ``bench/quant_quality.py``
-scores the served formats with it (docs/benchmarks.md). Both parts give a
-row the same numbers whatever other rows share the call (integer sums; the float32 part
-sums its 32 channels in one block): a sequence's tokens do not depend on its batch.
+scores the served formats with it (docs/benchmarks.md). Both parts give a row the same
+numbers whatever other rows share the call (integer sums; the float32 part sums its 32
+channels in one block): a sequence's tokens do not depend on its batch.
 
 oneDNN's int8 products need the CPU's int8 dot-product instructions (without them u8 x s8
 pairs can saturate in 16 bits); :func:`int8_head_available` checks them and the kernel.

@@ -64,7 +64,6 @@ class ContinuousBatcher:
         model: Any,
         *,
         eos_token_ids: set[int],
-        pad_token_id: int,
         max_running: int,
         max_waiting: int,
         max_prefill_tokens: int = 128,
@@ -78,7 +77,6 @@ class ContinuousBatcher:
         self.thread_governor = thread_governor
         self.prefix_cache = prefix_cache
         self.eos_token_ids = eos_token_ids
-        self.pad_token_id = pad_token_id
         self.max_running = max_running
         self.max_waiting = max_waiting
         self.max_prefill_tokens = max_prefill_tokens

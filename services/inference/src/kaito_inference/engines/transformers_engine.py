@@ -173,7 +173,6 @@ class TransformersEngine:
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
             eos_ids.add(tokenizer.eos_token_id)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
         config_len = getattr(model.config, "max_position_embeddings", None)
         self._max_model_len = self.settings.max_model_len or config_len or DEFAULT_MAX_MODEL_LEN
         self._tokenizer = tokenizer
@@ -181,7 +180,6 @@ class TransformersEngine:
         self._batcher = ContinuousBatcher(
             model,
             eos_token_ids=eos_ids,
-            pad_token_id=pad,
             max_running=self.settings.max_running,
             max_waiting=self.settings.max_waiting,
             max_prefill_tokens=self.settings.max_prefill_tokens,
