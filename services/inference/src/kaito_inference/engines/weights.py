@@ -57,14 +57,11 @@ SPEED_ORDER: dict[str, tuple[WeightFormat, ...]] = {
     "avx2": ("int4", "int8", "float32"),
 }
 #: Per CPU kind: the dtype of the dense copy int8/int4 layers keep for prefills, and from
-#: how many positions per sequence a pass runs on it (torch's weight-only kernels are fast
-#: for a few rows and slow for many). Where the int4 kernel and the copy cross, measured
-#: on whole SmolLM2 prefills (2 cores, medians of 6): bfloat16 copy 28.8 ms against the
-#: kernel's 25.7 at 8 positions, 29.7 against 32.0 at 10; float32 copy (AVX2 dispatch)
-#: 65.8 against 60.6 at 16, 73.0 against 86.4 at 24.
+#: how many positions per sequence a pass counts as one (torch's weight-only kernels are
+#: fast for a few rows and slow for many; measured with ``bench/quant_kernels.py``).
 DENSE_COPY: dict[str, tuple[str, int]] = {
-    "native-bf16": ("bfloat16", 9),
-    "avx2": ("float32", 20),
+    "native-bf16": ("bfloat16", 2),
+    "avx2": ("float32", 2),
 }
 #: Scored at startup by ``auto``: plain prose about this service, written for it.
 CHECK_TEXT = (
