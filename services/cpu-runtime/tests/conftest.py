@@ -10,7 +10,6 @@ that runs on every CPU (the ``cpu_flags`` fixture gives the flags to compare aga
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from _pytest.nodes import Item
@@ -18,18 +17,6 @@ from _pytest.nodes import Item
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see threads.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The feature flags of the first CPU in ``cpuinfo`` (empty if unreadable)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
 
 
 def missing_cpu_flags(flags: frozenset[str], *alternatives: str) -> str | None:
@@ -43,7 +30,9 @@ def missing_cpu_flags(flags: frozenset[str], *alternatives: str) -> str | None:
 @pytest.fixture(scope="session")
 def cpu_flags() -> frozenset[str]:
     """This machine's CPU flags from ``/proc/cpuinfo``."""
-    return read_cpu_flags()
+    from kaito_cpu_runtime.linear import cpu_flags as read  # noqa: PLC0415  (loads torch)
+
+    return read()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -58,7 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_setup(item: Item) -> None:
     """Skip ``requires_cpu`` tests on CPUs without the feature, saying which flags lack."""
     for marker in item.iter_markers("requires_cpu"):
-        missing = missing_cpu_flags(read_cpu_flags(), *marker.args)
+        from kaito_cpu_runtime.linear import cpu_flags as read  # noqa: PLC0415  (loads torch)
+
+        missing = missing_cpu_flags(read(), *marker.args)
         if missing is not None:
             why = marker.kwargs.get("why", "a CPU feature")
             pytest.skip(f"this CPU lacks {missing} ({why})")

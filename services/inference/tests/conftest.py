@@ -27,19 +27,9 @@ def smollm2_dir() -> Path:
     return embedded_model_dir(progress=False)
 
 
-def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The feature flags of the first CPU in ``cpuinfo`` (empty if unreadable)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
 @pytest.fixture(scope="session")
 def cpu_flags() -> frozenset[str]:
     """This machine's CPU flags from ``/proc/cpuinfo``."""
-    return read_cpu_flags()
+    from kaito_cpu_runtime.linear import cpu_flags as read  # noqa: PLC0415  (loads torch)
+
+    return read()
