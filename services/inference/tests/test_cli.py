@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from pathlib import Path
 
 import pytest
 
 from kaito_inference import cli
-from kaito_inference.cli import apply_kaito_config, build_parser, main, settings_from_args
+from kaito_inference.cli import (
+    apply_kaito_config,
+    build_parser,
+    listen_socket,
+    main,
+    settings_from_args,
+)
 from kaito_inference.settings import InferenceSettings
 
 
@@ -162,3 +170,28 @@ def test_bad_config_file_values_exit_2_naming_the_key(
     assert "--kaito-config-file" in err
     assert "kv_cache_cpu_memory_utilization: Input should be less than or equal to 1" in err
     assert "max_probe_steps: Input should be greater than or equal to 0" in err
+
+
+def test_served_connections_send_small_writes_at_once() -> None:
+    """Accepted connections have Nagle's algorithm off (``TCP_NODELAY``): asyncio sets it
+    only where the listening socket says TCP, and without it a stream's first data chunk
+    after the headers waited for the client's delayed ACK (about 40 ms)."""
+    sock = listen_socket("127.0.0.1", 0)
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            server_side = writer.get_extra_info("socket")
+            seen.set_result(server_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accept, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0
