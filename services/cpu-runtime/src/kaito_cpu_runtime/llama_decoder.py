@@ -31,29 +31,30 @@ transformers forward.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn import functional
 
-from kaito_cpu_runtime.int8_head import largest_channels, split_int8_head
-from kaito_cpu_runtime.linear import PackedLinear
+from kaito_cpu_runtime.attention import attention, causal_mask, row_starts
+from kaito_cpu_runtime.decoder_weights import DecoderWeights, Linear, matching_blocks
+from kaito_cpu_runtime.int8_head import largest_channels
 from kaito_cpu_runtime.lora import LoraTable, read_lora
-from kaito_cpu_runtime.quantized import (
-    Q4Blocks,
-    QuantizedLinear,
-    WeightFormat,
-    int4_fits,
-    int8_round_trip,
-)
+from kaito_cpu_runtime.prefill_passes import PASS_ROWS, PrefillChunk, agreeing_pass_rows
+from kaito_cpu_runtime.quantized import Q4Blocks, WeightFormat
 
 __all__ = ["FastDecoder"]
 
 log = logging.getLogger(__name__)
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2"})
-Linear = PackedLinear | QuantizedLinear
+#: LoRA rows of a pass: per adapter, the indices (into a ``[batch, length, ...]`` tensor)
+#: of the rows it applies to, each index its own update.
+AdapterRows = dict[str, list[tuple[Any, ...]]]
+#: Caches a layer's new keys and values and returns its attention output:
+#: ``attend(layer, query, key, value)``.
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -64,79 +65,6 @@ class _Layer:
     post_norm: torch.Tensor
     gate_up: Linear
     down: Linear
-
-
-@dataclass(frozen=True)
-class _Weights:
-    """How the decoder stores its linear weights (see :meth:`FastDecoder.build`)."""
-
-    layers: WeightFormat
-    head_format: WeightFormat
-    activation_dtype: torch.dtype
-    blocks: dict[int, Q4Blocks]  # by id() of the nn.Linear whose weights they hold
-    dense_dtype: torch.dtype = torch.float32
-    dense_from_positions: int = 0  # 0: no dense copy
-    head_float_channels: torch.Tensor | None = None  # None: no int8 activations
-
-    def head(self, lm_head: Any) -> Linear:
-        """The LM head in the head's format (as :meth:`fused` makes the layers); an int8
-        head with ``head_float_channels`` multiplies int8 activations
-        (:func:`~kaito_cpu_runtime.int8_head.split_int8_head`)."""
-        if self.head_format != "int8" or self.head_float_channels is None:
-            return self.fused((lm_head,), self.head_format)
-        layer, stands_for = split_int8_head(lm_head.weight, lm_head.bias, self.head_float_channels)
-        return self._dense(layer, lambda: stands_for)
-
-    def fused(self, linears: tuple[Any, ...], weight_format: WeightFormat | None = None) -> Linear:
-        """One layer computing every ``nn.Linear`` in ``linears`` side by side."""
-        weight_format = weight_format or self.layers
-        bias = None
-        if any(m.bias is not None for m in linears):
-            parts = [m.weight.new_zeros(m.out_features) if m.bias is None else m.bias
-                     for m in linears]  # fmt: skip
-            bias = torch.cat(parts)
-        weight = torch.cat([m.weight for m in linears])
-        sizes = tuple(m.out_features for m in linears)
-        if weight_format in ("float32", "bfloat16"):
-            return PackedLinear(weight, bias, getattr(torch, weight_format), sizes)
-        if weight_format == "int4" and int4_fits(*weight.shape):
-            blocks = Q4Blocks.concat(
-                [self.blocks.get(id(m)) or Q4Blocks.quantize(m.weight) for m in linears]
-            )
-            layer = QuantizedLinear.int4_from_blocks(blocks, bias, sizes, self.activation_dtype)
-            return self._dense(layer, blocks.dequantize)
-        layer = QuantizedLinear.int8(weight, bias, sizes, self.activation_dtype)
-        return self._dense(layer, lambda: int8_round_trip(weight))
-
-    def _dense(self, layer: QuantizedLinear, dequantize: Any) -> QuantizedLinear:
-        """``layer`` with a dense copy of its weights for prefills, when asked for."""
-        if self.dense_from_positions <= 0:
-            return layer
-        return layer.with_dense(dequantize(), self.dense_dtype, self.dense_from_positions)
-
-
-def _matching_blocks(model: Any, q4_blocks: Mapping[str, Q4Blocks]) -> dict[int, Q4Blocks]:
-    """The blocks whose dequantised weights are the model's own, by module id; blocks for
-    other weights (another file, a fine-tuned copy) are left out with a warning."""
-    found: dict[int, Q4Blocks] = {}
-    for name, blocks in q4_blocks.items():
-        try:
-            module = model.get_submodule(name.removesuffix(".weight"))
-        except AttributeError:
-            continue
-        weight = module.weight
-        if blocks.codes.shape == weight.shape and torch.allclose(
-            blocks.dequantize(), weight, rtol=0, atol=1e-6
-        ):
-            found[id(module)] = blocks
-    if len(found) < len(q4_blocks):
-        log.warning(
-            "%d of %d Q4_1 tensors do not hold the model's weights; those are quantized "
-            "from the float weights",
-            len(q4_blocks) - len(found),
-            len(q4_blocks),
-        )
-    return found
 
 
 def _unsupported(model: Any) -> str | None:
@@ -162,12 +90,13 @@ def _unsupported(model: Any) -> str | None:
 class FastDecoder:
     """Runs a Llama-family causal LM forward for the batcher (see the module docstring)."""
 
-    def __init__(self, model: Any, linear_dtype: torch.dtype, weights: _Weights) -> None:
+    def __init__(self, model: Any, linear_dtype: torch.dtype, weights: DecoderWeights) -> None:
         config = model.config
         inner = model.model
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.num_heads
+        self.gqa = self.num_heads != self.num_kv_heads  # grouped-query attention
         self.eps = float(config.rms_norm_eps)
         self.hidden_size = config.hidden_size
         self.intermediate_size = config.intermediate_size
@@ -203,6 +132,8 @@ class FastDecoder:
         ]
         self._lora: LoraTable = {}
         self._serves_adapters = True
+        #: Lengths of :meth:`prefill` passes, shortest first (empty: no packed prefills).
+        self.pass_rows = self._agreeing_pass_rows()
 
     @classmethod
     def build(
@@ -242,13 +173,13 @@ class FastDecoder:
         )
         try:
             with torch.inference_mode():
-                blocks = _matching_blocks(model, q4_blocks or {}) if layers == "int4" else {}
+                blocks = matching_blocks(model, q4_blocks or {}) if layers == "int4" else {}
                 head: WeightFormat = "int8" if layers == "int4" else layers
                 channels = None
                 if head == "int8" and int8_head_calibration is not None:
                     hidden = model.model(input_ids=int8_head_calibration).last_hidden_state
                     channels = largest_channels(hidden)
-                plan = _Weights(
+                plan = DecoderWeights(
                     layers, head, activation_dtype, blocks, dense_dtype, dense_from_positions,
                     channels,
                 )  # fmt: skip
@@ -256,6 +187,21 @@ class FastDecoder:
         except (RuntimeError, AttributeError) as exc:
             log.warning("fast CPU decoder unavailable (%s); using the transformers forward", exc)
             return None
+
+    def _agreeing_pass_rows(self) -> tuple[int, ...]:
+        """The pass lengths whose row results agree on this CPU (see
+        :func:`~kaito_cpu_runtime.prefill_passes.agreeing_pass_rows`), probed on one layer
+        of each projection shape, with one thread and with the configured threads."""
+        probes: dict[tuple[int, ...], tuple[Any, int]] = {}
+        for layer in self.layers:
+            for linear, inputs in ((layer.qkv, self.hidden_size), (layer.out, self.hidden_size),
+                                   (layer.gate_up, self.hidden_size),
+                                   (layer.down, self.intermediate_size)):  # fmt: skip
+                shape = (sum(linear.part_sizes), inputs)
+                probes.setdefault(shape, (linear, inputs))
+        threads = sorted({1, torch.get_num_threads()})
+        with torch.inference_mode():
+            return agreeing_pass_rows(list(probes.values()), threads, PASS_ROWS)
 
     def use_adapters(self, model: Any) -> bool:
         """Read the LoRA adapters now attached to ``model`` (after every load or unload).
@@ -293,8 +239,65 @@ class FastDecoder:
         LoRA adapter (``None``: the base model).
         """
         rows = self._adapter_rows(adapters)
+        length = input_ids.shape[1]
+        mask = causal_mask(attention_mask, length)
+        starts = row_starts(attention_mask) if length == 1 and mask is not None else None
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            keys, values = cache.layers[layer].update(k, v)
+            return attention(q, keys, values, mask, starts, gqa=self.gqa)
+
+        hidden = self._layers(input_ids, position_ids, attend, rows)
+        return self._head(hidden if all_positions else hidden[:, -1, :])
+
+    def prefill(self, chunks: list[PrefillChunk], length: int) -> torch.Tensor:
+        """Prefill ``chunks`` (of several sequences) in one pass of ``length`` rows, one of
+        :attr:`pass_rows` (:mod:`kaito_cpu_runtime.prefill_passes`): the rows after the
+        chunks are zero tokens whose results are dropped. Appends each chunk to its own
+        cache and returns the logits (float32, ``[chunks ending their prompt, vocab]``) of
+        the last position of every chunk whose ``last`` is set, in order."""
+        ids = torch.zeros((1, length), dtype=torch.long)
+        positions = torch.zeros((1, length), dtype=torch.long)
+        spans: list[tuple[PrefillChunk, int, int]] = []
+        rows: AdapterRows = {}
+        at = 0
+        for chunk in chunks:
+            end = at + len(chunk.ids)
+            ids[0, at:end] = torch.tensor(chunk.ids)
+            positions[0, at:end] = torch.arange(chunk.start, chunk.start + len(chunk.ids))
+            spans.append((chunk, at, end))
+            if chunk.adapter is not None and self._lora:
+                rows.setdefault(chunk.adapter, []).append((slice(None), slice(at, end)))
+            at = end
+        masks = [
+            causal_mask(torch.ones((1, chunk.start + end - at)), end - at)
+            for chunk, at, end in spans
+        ]
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            attended = torch.zeros_like(q)
+            for (chunk, at, end), mask in zip(spans, masks, strict=True):
+                keys, values = chunk.cache.layers[layer].update(k[:, :, at:end], v[:, :, at:end])
+                attended[:, :, at:end] = attention(q[:, :, at:end], keys, values, mask, None,
+                                                   gqa=self.gqa)  # fmt: skip
+            return attended
+
+        hidden = self._layers(ids, positions, attend, rows)
+        ends = [end - 1 for chunk, _, end in spans if chunk.last]
+        return self._head(hidden[0, ends])
+
+    def _layers(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attend: Attend,
+        rows: AdapterRows,
+    ) -> torch.Tensor:
+        """The decoder layers' output (float32 ``[batch, length, hidden]``, before the final
+        norm); ``attend(layer, query, key, value)`` caches the new keys and values and
+        returns the attention output (``[batch, heads, length, head_dim]``)."""
         batch, length = input_ids.shape
-        hidden = self.embed(input_ids).float()
+        hidden: torch.Tensor = self.embed(input_ids).float()
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         half = dim // 2
         cos, sin = self.rotary(hidden, position_ids)
@@ -302,8 +305,6 @@ class FastDecoder:
         # rotate_half(x) * sin == roll(x, half) * sin with its first half negated (exactly:
         # negation is exact), one roll instead of two slices, a negation and a concatenation.
         signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, :, None, :]
-        mask = self._attention_mask(attention_mask, length)
-        starts = self._row_starts(attention_mask) if length == 1 and mask is not None else None
         qk_width = (heads + kv_heads) * dim
         norm_shape = (self.hidden_size,)
         size = self.intermediate_size
@@ -318,34 +319,37 @@ class FastDecoder:
             query = qk[:, :, :heads].transpose(1, 2)
             key = qk[:, :, heads:].transpose(1, 2)
             value = qkv[..., qk_width:].view(batch, length, kv_heads, dim).transpose(1, 2)
-            key, value = cache.layers[index].update(key, value)
-            attended = self._attend(query, key, value, mask, starts)
+            attended = attend(index, query, key, value)
             attended = attended.transpose(1, 2).reshape(batch, length, heads * dim)
             hidden += self._project(layer.out, attended, rows, index, "out", widen=widen)
             normed = functional.rms_norm(hidden, norm_shape, layer.post_norm, self.eps)
             gate_up = self._project(layer.gate_up, normed, rows, index, "gate_up")
             activated = functional.silu(gate_up[..., :size]) * gate_up[..., size:]
             hidden += self._project(layer.down, activated, rows, index, "down", widen=widen)
-        final = hidden if all_positions else hidden[:, -1, :]
+        return hidden
+
+    def _head(self, final: torch.Tensor) -> torch.Tensor:
+        """Logits (float32) of the final hidden states ``final``."""
+        norm_shape = (self.hidden_size,)
         return self.lm_head(functional.rms_norm(final, norm_shape, self.final_norm, self.eps))
 
-    def _adapter_rows(self, adapters: list[str | None] | None) -> dict[str, torch.Tensor | None]:
-        """The rows of each adapter in this batch (``None``: every row)."""
+    def _adapter_rows(self, adapters: list[str | None] | None) -> AdapterRows:
+        """The rows of each adapter in this batch, as one index into the batch dimension."""
         if not self._lora or not adapters or all(a is None for a in adapters):
             return {}
         if len(set(adapters)) == 1:
-            return {str(adapters[0]): None}
+            return {str(adapters[0]): [(slice(None),)]}
         rows: dict[str, list[int]] = {}
         for row, adapter in enumerate(adapters):
             if adapter is not None:
                 rows.setdefault(adapter, []).append(row)
-        return {adapter: torch.tensor(indices) for adapter, indices in rows.items()}
+        return {adapter: [(torch.tensor(indices),)] for adapter, indices in rows.items()}
 
     def _project(
         self,
         linear: Linear,
         x: torch.Tensor,
-        rows: dict[str, torch.Tensor | None],
+        rows: AdapterRows,
         layer: int,
         fused: str,
         *,
@@ -354,75 +358,12 @@ class FastDecoder:
         """``linear(x)`` plus each row's LoRA update of the projections fused into it; in
         the kernel's dtype unless ``widen`` (then float32)."""
         out = linear(x, widen=widen)
-        for adapter, selected in rows.items():
+        for adapter, indices in rows.items():
             start = 0
             for part, width in enumerate(linear.part_sizes):
                 lora = self._lora.get((layer, fused, part), {}).get(adapter)
-                if lora is not None and selected is None:
-                    out[..., start : start + width] += lora.delta(x)
-                elif lora is not None:
-                    out[selected, :, start : start + width] += lora.delta(x[selected])
+                if lora is not None:
+                    for index in indices:
+                        out[(*index, ..., slice(start, start + width))] += lora.delta(x[index])
                 start += width
         return out
-
-    def _attend(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        mask: torch.Tensor | None,
-        starts: list[int] | None,
-    ) -> torch.Tensor:
-        """Attention of every row; with ``starts`` (a decode step with left-padded rows)
-        each row attends alone to its keys from its first real one, so its numbers are
-        those of the same row decoded without the others (over padded keys the sums run in
-        another order, and rounding to bfloat16 activations can turn that into another
-        token)."""
-        gqa = self.num_heads != self.num_kv_heads
-        if starts is None:
-            return functional.scaled_dot_product_attention(
-                query, key, value, attn_mask=mask, enable_gqa=gqa
-            )
-        rows = [
-            functional.scaled_dot_product_attention(
-                query[row : row + 1],
-                key[row : row + 1, :, start:],
-                value[row : row + 1, :, start:],
-                enable_gqa=gqa,
-            )
-            for row, start in enumerate(starts)
-        ]
-        return torch.cat(rows)
-
-    @staticmethod
-    def _row_starts(attention_mask: torch.Tensor) -> list[int] | None:
-        """Each row's first real position when every row is only left-padded, else
-        ``None`` (a row with a gap attends through the mask)."""
-        padding = attention_mask.logical_not().long().cumprod(dim=1).sum(dim=1)
-        real = int(attention_mask.bool().sum())
-        if real != attention_mask.shape[1] * attention_mask.shape[0] - int(padding.sum()):
-            return None
-        return [int(start) for start in padding.tolist()]
-
-    @staticmethod
-    def _attention_mask(attention_mask: torch.Tensor, length: int) -> torch.Tensor | None:
-        """Additive float ``[batch, 1, length, total]`` (0 or -inf): causal, no padding keys;
-        a padding query sees itself so no row is empty (an empty row would put NaN into the
-        cache). ``None`` for one new position per row and no padding: every key counts.
-
-        Built once per forward in the form attention uses (a boolean mask would be converted
-        by every layer); adding 0 leaves scores as they are, so ``None`` and a mask of zeros
-        give the same numbers.
-        """
-        keys = attention_mask.bool()[:, None, None, :]
-        if length == 1:
-            if bool(keys.all()):
-                return None
-            allowed = keys
-        else:
-            total = attention_mask.shape[1]
-            query_pos = torch.arange(total - length, total, device=attention_mask.device)[:, None]
-            key_pos = torch.arange(total, device=attention_mask.device)[None, :]
-            allowed = ((key_pos <= query_pos) & keys) | (key_pos == query_pos)
-        additive = torch.zeros(allowed.shape, dtype=torch.float32)
-        return additive.masked_fill_(allowed.logical_not(), float("-inf"))

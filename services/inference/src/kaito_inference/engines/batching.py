@@ -1,12 +1,14 @@
 """Continuous (iteration-level) batching for a Hugging Face causal LM.
 
 One background thread owns the model. Each iteration it admits waiting sequences (up to
-``max_running``), prefills the newcomers one forward pass each and merges their KV cache
-into the running batch, or else runs one decode step for every running sequence at once.
-(Prefilling newcomers together in one left-padded pass was faster, but a row's numbers
-then depended on which others arrived with it: padded attention sums in another order,
-and the dense prefill kernels block by the number of rows. With bfloat16 activations that
-changed greedy answers; one row per pass keeps them those of the request alone.)
+``max_running``), prefills the newcomers and merges their KV cache into the running
+batch, or else runs one decode step for every running sequence at once. A row's numbers
+must not depend on which others arrived with it: with bfloat16 activations that changed
+greedy answers when newcomers were prefilled in one left-padded pass (padded attention
+sums in another order, and the dense kernels block by the number of rows). On the fast
+CPU decoder newcomers are packed into passes of the few fixed lengths whose row results
+agree (:mod:`kaito_cpu_runtime.prefill_passes`), attention per prompt; elsewhere each is
+prefilled in its own pass.
 Finished and cancelled sequences leave the batch between steps, so a new request never
 waits for others to finish. Tokens are handed to the event loop of the request that asked
 for them; text, stop strings and the OpenAI shape live elsewhere.
@@ -150,9 +152,9 @@ class ContinuousBatcher:
                 admitted = self._admit()
             try:
                 with self.model_lock, torch.inference_mode():
-                    for seq in admitted:  # one row per pass: see the module docstring
-                        self._prefill(seq)
-                    if not admitted and self._running:
+                    if admitted:
+                        self._prefill_all(admitted)
+                    elif self._running:
                         self._timed_decode()
                 self._drop_done()
             except Exception:  # a broken step must not hang every client
@@ -164,22 +166,29 @@ class ContinuousBatcher:
             self._finish(seq, "error")
 
     def _admit(self) -> list[Sequence]:
-        """Newcomers for one prefill pass: at most ``max_prefill_tokens`` prompt tokens
-        (always at least one sequence), so a burst of arrivals gets its first tokens in
-        waves instead of all after one long pass."""
+        """Newcomers for one prefill wave: at most ``max_prefill_tokens`` prompt tokens to
+        compute, not counting those the prefix cache holds (always at least one sequence),
+        so a burst of arrivals gets its first tokens in waves instead of all after one
+        long pass."""
         admitted: list[Sequence] = []
         tokens = 0
         while self._waiting and len(self._running) + len(admitted) < self.max_running:
             seq = self._waiting[0]
-            if admitted and tokens + len(seq.prompt_ids) > self.max_prefill_tokens:
+            uncached = len(seq.prompt_ids) - self._cached_tokens(seq)
+            if admitted and tokens + uncached > self.max_prefill_tokens:
                 break
             self._waiting.popleft()
             if seq.cancelled:
                 self._finish(seq, None)
             else:
                 admitted.append(seq)
-                tokens += len(seq.prompt_ids)
+                tokens += uncached
         return admitted
+
+    def _cached_tokens(self, seq: Sequence) -> int:
+        """How many of ``seq``'s prompt tokens the prefix cache holds now."""
+        prefixes = self.prefix_cache
+        return prefixes.lookup(seq.adapter, seq.prompt_ids)[0] if prefixes is not None else 0
 
     def _forward(self, seqs: list[Sequence], **inputs: Any) -> tuple[torch.Tensor, Any]:
         fast = self.fast_decoder
@@ -196,9 +205,20 @@ class ContinuousBatcher:
         out = self.model(use_cache=True, logits_to_keep=1, **inputs)
         return out.logits[:, -1, :].float(), getattr(out, self._cache_kwarg)
 
-    def _prefill(self, seq: Sequence) -> None:
-        """Run ``seq``'s prompt (after the start the prefix cache holds) in one pass and
-        merge the row into the running batch."""
+    def _prefill_all(self, seqs: list[Sequence]) -> None:
+        """Prefill the newcomers and merge them into the running batch: packed into passes
+        of fixed lengths on the fast decoder, else one sequence per pass (see the module
+        docstring)."""
+        fast = self.fast_decoder
+        if fast is not None and fast.pass_rows and fast.applies_to(self.model):
+            self._prefill_packed(seqs, fast)
+        else:
+            for seq in seqs:
+                self._prefill(seq)
+
+    def _start_cache(self, seq: Sequence) -> tuple[Any, int, PrefixCache | None]:
+        """A new KV cache for ``seq`` holding the prompt start the prefix cache has: (the
+        cache, how many tokens it holds, the prefix cache to store the prompt in)."""
         from kaito_cpu_runtime.kvcache import GrowableLayer, new_batch_cache
 
         cache = new_batch_cache(self.model.config)
@@ -210,8 +230,13 @@ class ContinuousBatcher:
                 layer.keys = keys[None].to(self.device)
                 layer.values = values[None].to(self.device)
             self.stats.prefix_hit_tokens += cached
-        ids = torch.tensor([seq.prompt_ids[cached:]], dtype=torch.long)
         seq.length = len(seq.prompt_ids)
+        return cache, cached, prefixes
+
+    def _prefill(self, seq: Sequence) -> None:
+        """Run ``seq``'s prompt (after the start the prefix cache holds) in one pass."""
+        cache, cached, prefixes = self._start_cache(seq)
+        ids = torch.tensor([seq.prompt_ids[cached:]], dtype=torch.long)
         positions = torch.arange(cached, seq.length)[None, :]
         mask = torch.ones((1, seq.length), dtype=torch.long, device=self.device)
         logits, cache = self._forward(
@@ -221,13 +246,50 @@ class ContinuousBatcher:
             position_ids=positions.to(self.device),
             cache=cache,
         )
-        self.stats.prefill_batch_sizes[1] += 1
+        self._count_prefill(1)
+        self._join([seq], [cache], logits, prefixes)
+
+    def _prefill_packed(self, seqs: list[Sequence], fast: FastDecoder) -> None:
+        """Prefill ``seqs`` in passes of the fast decoder's fixed lengths, each holding
+        the uncached prompt ends of as many sequences as fit; a sequence joins the batch
+        (and gets its first token) as soon as its pass has run."""
+        from kaito_cpu_runtime.prefill_passes import pass_rows, plan_passes, split_prompt
+
+        longest = fast.pass_rows[-1]
+        prompts, caches, prefixes = [], [], None
+        for index, seq in enumerate(seqs):
+            cache, cached, prefixes = self._start_cache(seq)
+            caches.append(cache)
+            rest = seq.prompt_ids[cached:]
+            prompts.append(split_prompt(index, rest, cached, cache, seq.adapter, longest=longest))
+        for chunks in plan_passes(prompts, longest):
+            rows = sum(len(chunk.ids) for chunk in chunks)
+            logits = fast.prefill(chunks, pass_rows(rows, fast.pass_rows))
+            self._count_prefill(len({chunk.sequence for chunk in chunks}))
+            done = [chunk.sequence for chunk in chunks if chunk.last]
+            self._join([seqs[i] for i in done], [caches[i] for i in done], logits, prefixes)
+
+    def _count_prefill(self, sequences: int) -> None:
+        """Count one prefill pass of ``sequences`` sequences."""
+        self.stats.prefill_batch_sizes[sequences] += 1
         if self._on_batch:
-            self._on_batch("prefill", 1)
-        if prefixes is not None:
-            self._remember_prefix(prefixes, seq, cache)
-        self._merge([seq], cache, mask)
-        self._emit_tokens([seq], logits)
+            self._on_batch("prefill", sequences)
+
+    def _join(
+        self,
+        seqs: list[Sequence],
+        caches: list[Any],
+        logits: torch.Tensor,
+        prefixes: PrefixCache | None,
+    ) -> None:
+        """Store the prefilled prompts' starts, merge their rows into the running batch
+        and emit their first tokens (``logits``: one row per sequence)."""
+        for seq, cache in zip(seqs, caches, strict=True):
+            if prefixes is not None:
+                self._remember_prefix(prefixes, seq, cache)
+            mask = torch.ones((1, seq.length), dtype=torch.long, device=self.device)
+            self._merge([seq], cache, mask)
+        self._emit_tokens(seqs, logits)
 
     @staticmethod
     def _remember_prefix(prefixes: PrefixCache, seq: Sequence, cache: Any) -> None:

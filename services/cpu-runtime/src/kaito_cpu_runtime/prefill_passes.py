@@ -1,0 +1,155 @@
+"""Prefill passes of fixed sizes that pack several prompts, without changing their numbers.
+
+A sequence's tokens must not depend on which other requests arrived with it. Prefilling
+each prompt in its own pass keeps that, but a burst of sixteen prompts then waits for
+sixteen passes, each reading every weight. Packing the prompts into one pass is what a
+batch is for; the obstacle is the matrix multiplication: oneDNN picks its kernel and
+blocking by the number of rows, so a row's result can change with the pass's length.
+Measured here (bfloat16, SmolLM2's projections, AMX): a row computed in a pass of 7-32 rows
+differs from the same row in a pass of 64 for the 3072 x 576 projection, and passes of 256
+or 320 rows differ with two threads but not with one. Within passes of *one* length,
+though, a row's result depended neither on its position, nor on the other rows, nor on
+the thread count.
+
+So every pass here has one of a few lengths (:data:`PASS_ROWS`), padded with zero rows,
+and the decoder keeps only the lengths whose results it finds equal to the smallest's on
+its own weights, with one thread and with the configured threads
+(:func:`agreeing_pass_rows`, run at startup: another CPU may block otherwise). Each pass
+is padded up to the shortest kept length that holds its rows, and a prompt longer than
+the longest is split into chunks of that length, decided by its own tokens alone.
+Attention stays per prompt (each chunk attends to its own cache). The prompt then gets the
+same numbers alone, beside others, or after a prefix cache hit, where only its uncached
+tokens are computed.
+
+Measured on SmolLM2-135M (2 cores, bfloat16 copy of int4 weights): one pass of 8 rows
+30 ms, 64 rows 46 ms, 128 rows 75 ms, 256 rows 141 ms; sixteen 25-token prompt ends took
+16 passes of about 37 ms before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = [
+    "PASS_ROWS",
+    "PrefillChunk",
+    "agreeing_pass_rows",
+    "pass_rows",
+    "plan_passes",
+    "split_prompt",
+]
+
+log = logging.getLogger(__name__)
+
+#: The pass lengths a decoder may use, shortest first (the first is always kept).
+PASS_ROWS = (64, 96, 128, 160, 192, 224, 256)
+
+
+@dataclass
+class PrefillChunk:
+    """Consecutive prompt tokens of one sequence, computed in one pass.
+
+    ``start`` is the position of the first (the tokens before it are in ``cache``);
+    ``last`` says the chunk ends its prompt, so its last position's logits are wanted.
+    ``sequence`` is the caller's index of the sequence.
+    """
+
+    sequence: int
+    ids: list[int]
+    start: int
+    cache: Any
+    adapter: str | None
+    last: bool
+
+
+def split_prompt(
+    sequence: int, ids: list[int], start: int, cache: Any, adapter: str | None, *, longest: int
+) -> list[PrefillChunk]:
+    """The chunks of a prompt's uncached tokens ``ids`` (from position ``start``): pieces
+    of ``longest`` tokens, the last one shorter. Depends on the prompt alone."""
+    pieces = range(0, len(ids), longest)
+    return [
+        PrefillChunk(sequence, ids[at : at + longest], start + at, cache, adapter,
+                     at + longest >= len(ids))
+        for at in pieces
+    ]  # fmt: skip
+
+
+def plan_passes(prompts: Sequence[list[PrefillChunk]], longest: int) -> list[list[PrefillChunk]]:
+    """Passes of at most ``longest`` rows, in arrival order: a prompt's chunks go in order,
+    each into the current pass if it fits, else into a new one."""
+    passes: list[list[PrefillChunk]] = []
+    current: list[PrefillChunk] = []
+    rows = 0
+    for chunks in prompts:
+        for chunk in chunks:
+            if current and rows + len(chunk.ids) > longest:
+                passes.append(current)
+                current, rows = [], 0
+            current.append(chunk)
+            rows += len(chunk.ids)
+    if current:
+        passes.append(current)
+    return passes
+
+
+def pass_rows(rows: int, lengths: Sequence[int]) -> int:
+    """The shortest of ``lengths`` (ascending) that holds ``rows``."""
+    for length in lengths:
+        if length >= rows:
+            return length
+    raise ValueError(f"{rows} rows do not fit a pass of {lengths[-1]}")
+
+
+def agreeing_pass_rows(
+    linears: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor], int]],
+    thread_counts: Sequence[int],
+    candidates: Sequence[int] = PASS_ROWS,
+) -> tuple[int, ...]:
+    """The ``candidates`` (ascending) up to the first whose results differ from the first
+    candidate's: for each ``(linear, inputs)``, every row of a pass of random rows of each
+    length, run with each of ``thread_counts`` threads, must have the bits it gets in a
+    pass of the first length at another position beside other rows (run with the first
+    thread count). Returns ``()`` when even the first length fails that."""
+    generator = torch.Generator().manual_seed(0)
+    threads_before = torch.get_num_threads()
+    kept = len(candidates)
+    try:
+        for linear, inputs in linears:
+            for index, length in enumerate(candidates[:kept]):
+                rows = torch.randn(1, length, inputs, generator=generator)
+                torch.set_num_threads(thread_counts[0])
+                want = _in_passes_of(linear, rows, candidates[0], generator)
+                for threads in thread_counts:
+                    torch.set_num_threads(threads)
+                    if not torch.equal(linear(rows), want):
+                        kept = index
+                        break
+                if kept == index:
+                    break
+    finally:
+        torch.set_num_threads(threads_before)
+    return tuple(candidates[:kept])
+
+
+def _in_passes_of(
+    linear: Callable[[torch.Tensor], torch.Tensor],
+    rows: torch.Tensor,
+    length: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """``linear`` of ``rows`` (``[1, n, inputs]``) computed in passes of ``length`` rows,
+    half a pass of them at a time after half a pass of random rows: each row at another
+    position and beside other rows than in one pass of all of them."""
+    half = length // 2
+    parts = []
+    for start in range(0, rows.shape[1], half):
+        part = rows[:, start : start + half]
+        filler = torch.randn(1, length - part.shape[1], rows.shape[2], generator=generator)
+        parts.append(linear(torch.cat((filler, part), dim=1))[:, filler.shape[1] :])
+    return torch.cat(parts, dim=1)
