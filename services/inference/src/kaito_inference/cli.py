@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", default=s, help="auto, cpu, cuda or cuda:N (transformers runtime)")
     add("--max-running", type=int, default=s, help="sequences batched together")
     add("--max-waiting", type=int, default=s, help="queued requests before 429")
-    add("--max-prefill-tokens", type=int, default=s, help="prompt tokens per prefill pass")
+    add("--max-prefill-tokens", type=int, default=s, help="uncached prompt tokens per prefill wave")
     add("--prefix-cache-tokens", type=int, default=s, help="prompt-start tokens kept (0: off)")
     add("--max-model-len", type=int, default=s)
     add(

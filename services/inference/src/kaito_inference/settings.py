@@ -37,7 +37,10 @@ class InferenceSettings(BaseSettings):
     max_running: int = Field(default=16, ge=1, description="sequences decoded together")
     max_waiting: int = Field(default=64, ge=0, description="queued requests before 429")
     max_prefill_tokens: int = Field(
-        default=128, ge=1, description="prompt tokens per prefill pass (more wait for the next)"
+        default=128,
+        ge=1,
+        description="prompt tokens computed per prefill wave, not counting those the "
+        "prefix cache holds (more wait for the next)",
     )
     prefix_cache_tokens: int = Field(
         default=4096, ge=0, description="prompt-start tokens kept for reuse (0 turns it off)"
