@@ -50,3 +50,34 @@ def test_partial_stop_is_held_back_then_released(tokenizer: object) -> None:
 def test_earliest_of_several_stops_wins(tokenizer: object) -> None:
     deltas, _ = feed(tokenizer, "a b. c! d", ["!", "."])
     assert "".join(deltas) == "a b"
+
+
+class CountingTokenizer:
+    """Wraps a tokenizer and records how many ids each ``decode`` call got."""
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+        self.lengths: list[int] = []
+
+    def decode(self, ids: list[int], **kwargs: object) -> str:
+        self.lengths.append(len(ids))
+        return self.tokenizer.decode(ids, **kwargs)  # type: ignore[attr-defined, no-any-return]  # a transformers tokenizer
+
+
+def test_a_long_answer_decodes_short_windows_and_the_same_text(tokenizer: object) -> None:
+    text = "Streams of tokens: ünïcode ✓, emoji 🦙🚀 and 数字 " * 40
+    ids = tokenizer(text)["input_ids"]  # type: ignore[operator]  # the tokenizer's call is loosely typed
+    counting = CountingTokenizer(tokenizer)
+    stream = IncrementalText(counting, [])
+    deltas = [stream.push(token) for token in ids] + [stream.flush()]
+    assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)  # type: ignore[attr-defined]  # a transformers tokenizer
+    assert len(ids) > 400
+    assert max(counting.lengths) <= 8  # a window around the newest token, not every id
+
+
+def test_the_served_models_tokenizer_reassembles_its_text(smollm2_dir: Path) -> None:
+    smollm2 = AutoTokenizer.from_pretrained(smollm2_dir)
+    text = "  Leading spaces, tabs\tand\nnew lines; café, 🦙, 東京 — done."
+    deltas, stream = feed(smollm2, text, ["never"])
+    assert "".join(deltas) == text
+    assert not stream.stopped
