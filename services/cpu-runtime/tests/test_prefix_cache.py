@@ -23,6 +23,8 @@ def test_lookup_finds_the_longest_whole_block_start() -> None:
     assert found[0][0].shape == (2, 2 * BLOCK_TOKENS, 4)
     other = prompt[:BLOCK_TOKENS] + [999] * (2 * BLOCK_TOKENS)  # diverges in block 2
     assert cache.lookup(None, other)[0] == BLOCK_TOKENS
+    assert cache.cached_length(None, other) == BLOCK_TOKENS  # what lookup finds, read only
+    assert cache.cached_length(None, prompt) == 2 * BLOCK_TOKENS
     assert cache.lookup("an-adapter", prompt) == (0, [])  # adapters never share states
 
 
@@ -50,3 +52,14 @@ def test_eviction_by_tokens_and_subsumed_entries() -> None:
     assert cache.cached_tokens == 2 * BLOCK_TOKENS
     cache.clear()
     assert cache.cached_tokens == 0
+
+
+def test_asking_the_cached_length_does_not_mark_a_prompt_used() -> None:
+    cache = PrefixCache(max_tokens=2 * BLOCK_TOKENS)
+    older, newer = list(range(BLOCK_TOKENS)), list(range(200, 200 + BLOCK_TOKENS))
+    cache.insert(None, older, states(BLOCK_TOKENS))
+    cache.insert(None, newer, states(BLOCK_TOKENS))
+    assert cache.cached_length(None, [*older, 1]) == BLOCK_TOKENS
+    cache.insert(None, list(range(400, 400 + BLOCK_TOKENS)), states(BLOCK_TOKENS))
+    assert cache.cached_length(None, [*older, 1]) == 0  # still the least recently used
+    assert cache.lookup(None, [*newer, 1])[0] == BLOCK_TOKENS

@@ -59,17 +59,29 @@ class PrefixCache:
         """The longest block-aligned start of a prompt that leaves a token to prefill."""
         return ((prompt_length - 1) // BLOCK_TOKENS) * BLOCK_TOKENS
 
+    def cached_length(self, adapter: str | None, tokens: list[int]) -> int:
+        """How many tokens :meth:`lookup` would find now, without marking them used (reads
+        only, so another thread may call it while the owner changes the cache)."""
+        return self._find(adapter, tokens)[0]
+
     def lookup(self, adapter: str | None, tokens: list[int]) -> tuple[int, LayerStates]:
         """The longest cached start of ``tokens`` (length, per-layer states of that many
         tokens); ``(0, [])`` when none."""
+        length, entry = self._find(adapter, tokens)
+        if entry is None:
+            return 0, []
+        self._entries.move_to_end(id(entry))
+        return length, [(k[:, :length], v[:, :length]) for k, v in entry.states]
+
+    def _find(self, adapter: str | None, tokens: list[int]) -> tuple[int, _Entry | None]:
+        """The longest cached start of ``tokens`` and the entry holding it."""
         blocks = self.reusable_length(len(tokens)) // BLOCK_TOKENS
         for block, digest in reversed(list(enumerate(_block_hashes(tokens, blocks), 1))):
             entry = self._index.get((adapter, digest))
             length = block * BLOCK_TOKENS
             if entry is not None and entry.tokens[:length] == tuple(tokens[:length]):
-                self._entries.move_to_end(id(entry))
-                return length, [(k[:, :length], v[:, :length]) for k, v in entry.states]
-        return 0, []
+                return length, entry
+        return 0, None
 
     def insert(self, adapter: str | None, tokens: list[int], states: LayerStates) -> None:
         """Remember ``states`` (per layer ``[heads, len(tokens), dim]``, not shared with any

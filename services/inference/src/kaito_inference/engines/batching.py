@@ -186,9 +186,10 @@ class ContinuousBatcher:
         return admitted
 
     def _cached_tokens(self, seq: Sequence) -> int:
-        """How many of ``seq``'s prompt tokens the prefix cache holds now."""
+        """How many of ``seq``'s prompt tokens the prefix cache holds now (read only: an
+        adapter change may clear entries meanwhile, under the model lock)."""
         prefixes = self.prefix_cache
-        return prefixes.lookup(seq.adapter, seq.prompt_ids)[0] if prefixes is not None else 0
+        return prefixes.cached_length(seq.adapter, seq.prompt_ids) if prefixes is not None else 0
 
     def _forward(self, seqs: list[Sequence], **inputs: Any) -> tuple[torch.Tensor, Any]:
         fast = self.fast_decoder
