@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kaito_cli.cli import build_app
-from kaito_cli.local_up import LocalOptions, LocalRunError, plan_local_run
+from kaito_cli.local_up import LocalOptions, LocalRunError, _run_step, plan_local_run
 from kaito_sdk.api import Workspace
 from kaito_sdk.presets.catalog import data_dir
 
@@ -134,3 +138,23 @@ def test_cli_dry_run_prints_commands_and_rejects_invalid_files(tmp_path: Path) -
     result = runner.invoke(build_app(plugins=False), ["up", str(bad), "--dry-run"])
     assert result.exit_code == 1
     assert "error:" in result.output
+
+
+def test_a_stop_signal_another_thread_takes_still_stops_the_step() -> None:
+    """The kernel hands a signal sent to the process to any thread; one taken by another
+    thread while the server is silent still stops the step at once (the main thread used
+    to block reading the server's output and answered only once the server printed)."""
+    child = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(20)"]
+
+    def interrupt_from_another_thread() -> None:
+        time.sleep(1.0)  # the step is running and its server has gone quiet
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    helper = threading.Thread(target=interrupt_from_another_thread)
+    helper.start()
+    started = time.monotonic()
+    outcome = _run_step(child)
+    helper.join()
+    assert outcome.code == 130
+    assert time.monotonic() - started < 10
+    assert outcome.tail[0] == "up"  # the output was copied

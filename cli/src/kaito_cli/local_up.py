@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from kaito_sdk.api import Workspace
 from kaito_sdk.contracts.inference import InferenceLaunch
@@ -246,6 +247,8 @@ def _executable(script: str) -> str:
 
 TAIL_LINES = 30
 HEALTH_POLL_S = 0.5
+#: How often the main thread wakes while a step runs, to run signal handlers.
+SIGNAL_POLL_S = 0.2
 
 
 def _announce_when_healthy(
@@ -313,13 +316,29 @@ def _stop_child(proc: subprocess.Popen[bytes], signum: signal.Signals) -> None:
             return
 
 
+def _copy_output(stream: IO[bytes], tail: collections.deque[str]) -> None:
+    """Copy ``stream`` to our stdout line by line, keeping the last lines in ``tail``."""
+    out = sys.stdout.buffer
+    for line in stream:
+        out.write(line)
+        out.flush()
+        tail.append(line.decode(errors="replace").rstrip("\n"))
+
+
 def _run_step(
     argv: list[str],
     *,
     health_url: str | None = None,
     on_ready: Callable[[float], None] | None = None,
 ) -> StepOutcome:
-    """Run ``argv``, copying its output to ours line by line and keeping the last lines."""
+    """Run ``argv``, copying its output to ours line by line and keeping the last lines.
+
+    The copy runs in a thread while the main thread waits in short joins: a stop signal
+    may be handed to any thread of the process, and the main thread runs Python's
+    handlers only between two waits, so a blocking read of a silent server there could
+    leave ``kaito up`` deaf to Ctrl-C or SIGTERM (a clean-clone CI run saw it ignore a
+    SIGINT for 60 s).
+    """
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     proc = subprocess.Popen(  # noqa: S603 - argv built from the launch contracts
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -330,13 +349,12 @@ def _run_step(
             target=_announce_when_healthy, args=(health_url, proc, on_ready), daemon=True
         )
         watcher.start()
-    out = sys.stdout.buffer
+    copier = threading.Thread(target=_copy_output, args=(proc.stdout, tail), daemon=True)
+    copier.start()
     try:
         with _sigterm_stops_the_step():
-            for line in proc.stdout:
-                out.write(line)
-                out.flush()
-                tail.append(line.decode(errors="replace").rstrip("\n"))
+            while copier.is_alive():
+                copier.join(timeout=SIGNAL_POLL_S)
             code = proc.wait()
     except KeyboardInterrupt:
         _stop_child(proc, signal.SIGINT)
@@ -344,6 +362,7 @@ def _run_step(
     except _Terminated:
         _stop_child(proc, signal.SIGTERM)
         code = 143
+    copier.join(timeout=SIGNAL_POLL_S)  # the child's last lines, once it has ended
     return StepOutcome(argv=argv, code=code, tail=list(tail))
 
 
