@@ -93,6 +93,7 @@ def adapter(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.usefixtures("sigint_raises")  # kaito up must not inherit SIGINT ignored
 def test_up_serves_the_model_and_the_hostpath_adapter(
     tmp_path: Path, tiny_model: Path, adapter: Path, stop: signal.Signals
 ) -> None:

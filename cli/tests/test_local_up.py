@@ -140,6 +140,7 @@ def test_cli_dry_run_prints_commands_and_rejects_invalid_files(tmp_path: Path) -
     assert "error:" in result.output
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_a_stop_signal_another_thread_takes_still_stops_the_step() -> None:
     """The kernel hands a signal sent to the process to any thread; one taken by another
     thread while the server is silent still stops the step at once (the main thread used
