@@ -333,11 +333,10 @@ def _run_step(
 ) -> StepOutcome:
     """Run ``argv``, copying its output to ours line by line and keeping the last lines.
 
-    The copy runs in a thread while the main thread waits in short joins: a stop signal
-    may be handed to any thread of the process, and the main thread runs Python's
-    handlers only between two waits, so a blocking read of a silent server there could
-    leave ``kaito up`` deaf to Ctrl-C or SIGTERM (a clean-clone CI run saw it ignore a
-    SIGINT for 60 s).
+    The copy runs in a thread while the main thread waits in short joins: the kernel may
+    hand a stop signal to any thread of the process, and Python runs its handler only in
+    the main thread between bytecodes, so a blocking read of a silent server there left
+    ``kaito up`` deaf to Ctrl-C or SIGTERM until the server printed again.
     """
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     proc = subprocess.Popen(  # noqa: S603 - argv built from the launch contracts
