@@ -28,7 +28,6 @@ Measured on SmolLM2-135M (2 cores, bfloat16 copy of int4 weights): one pass of 8
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,6 @@ __all__ = [
     "split_prompt",
 ]
 
-log = logging.getLogger(__name__)
 
 #: The pass lengths a decoder may use, shortest first (the first is always kept).
 PASS_ROWS = (64, 96, 128, 160, 192, 224, 256)
