@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
 from kaito_cpu_runtime.kvcache import (
     GrowableLayer,
     append_rows,
+    concat_rows,
     keep_rows,
     left_pad,
     new_batch_cache,
@@ -85,6 +86,32 @@ def test_rows_append_left_padded_and_drop_with_their_padding_columns() -> None:
     assert mask.tolist() == [[1]]
     assert layer.keys[:, 0, :, 0].tolist() == [[7]]
     assert layer.values[:, 0, :, 0].tolist() == [[-7]]
+
+
+def test_several_caches_concatenate_as_successive_appends() -> None:
+    def parts() -> list[Any]:
+        return [
+            cache_of(torch.arange(1.0, 5.0).view(2, 1, 2, 1)),  # 2 rows of 2 tokens
+            cache_of(torch.tensor([5.0, 6.0, 7.0]).view(1, 1, 3, 1)),  # 1 row of 3
+            cache_of(torch.tensor([8.0]).view(1, 1, 1, 1)),  # 1 row of 1
+        ]
+
+    def masks() -> list[torch.Tensor]:
+        return [torch.ones(2, 2, dtype=torch.long), torch.ones(1, 3, dtype=torch.long),
+                torch.ones(1, 1, dtype=torch.long)]  # fmt: skip
+
+    at_once, one_by_one = parts(), parts()
+    mask = concat_rows(at_once, masks())
+    stepwise = masks()
+    expected = append_rows(one_by_one[0], stepwise[0], one_by_one[1], stepwise[1])
+    expected = append_rows(one_by_one[0], expected, one_by_one[2], stepwise[2])
+    assert mask.tolist() == expected.tolist() == [[0, 1, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]]
+    layer = at_once[0].layers[0]
+    assert layer.keys[:, 0, :, 0].tolist() == [[0, 1, 2], [0, 3, 4], [5, 6, 7], [0, 0, 8]]
+    assert torch.equal(layer.keys, one_by_one[0].layers[0].keys)
+    torch.testing.assert_close(layer.values, -layer.keys)
+    lone = cache_of(torch.ones(1, 1, 2, 1))
+    assert concat_rows([lone], [torch.ones(1, 2)]).tolist() == [[1, 1]]
 
 
 def test_left_pad_adds_zeros_in_front_only_when_needed() -> None:

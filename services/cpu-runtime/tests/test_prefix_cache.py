@@ -63,3 +63,17 @@ def test_asking_the_cached_length_does_not_mark_a_prompt_used() -> None:
     cache.insert(None, list(range(400, 400 + BLOCK_TOKENS)), states(BLOCK_TOKENS))
     assert cache.cached_length(None, [*older, 1]) == 0  # still the least recently used
     assert cache.lookup(None, [*newer, 1])[0] == BLOCK_TOKENS
+
+
+def test_touch_says_whether_whole_blocks_are_held_and_marks_them_used() -> None:
+    cache = PrefixCache(max_tokens=2 * BLOCK_TOKENS)
+    older, newer = list(range(BLOCK_TOKENS)), list(range(200, 200 + BLOCK_TOKENS))
+    cache.insert(None, older, states(BLOCK_TOKENS))
+    cache.insert(None, newer, states(BLOCK_TOKENS))
+    assert cache.touch(None, older)  # now the most recently used
+    assert not cache.touch("an-adapter", older)
+    assert not cache.touch(None, [*older[:-1], 999])  # the last token differs
+    assert not cache.touch(None, older[:5])  # not whole blocks
+    cache.insert(None, list(range(400, 400 + BLOCK_TOKENS)), states(BLOCK_TOKENS))
+    assert cache.cached_length(None, [*older, 1]) == BLOCK_TOKENS  # kept: touched
+    assert cache.cached_length(None, [*newer, 1]) == 0  # evicted instead

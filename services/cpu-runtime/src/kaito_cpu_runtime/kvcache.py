@@ -15,7 +15,14 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-__all__ = ["GrowableLayer", "append_rows", "keep_rows", "left_pad", "new_batch_cache"]
+__all__ = [
+    "GrowableLayer",
+    "append_rows",
+    "concat_rows",
+    "keep_rows",
+    "left_pad",
+    "new_batch_cache",
+]
 
 MIN_CAPACITY = 64
 
@@ -114,11 +121,36 @@ def append_rows(
 ) -> torch.Tensor:
     """Append the rows of ``new_cache`` to ``cache`` in place, left-padding the shorter side;
     returns the attention mask (``[rows, tokens]``, 0 = padding) of the merged batch."""
-    width = max(mask.shape[1], new_mask.shape[1])
-    for old, new in zip(cache.layers, new_cache.layers, strict=True):
-        old.keys = torch.cat([left_pad(old.keys, width, 2), left_pad(new.keys, width, 2)])
-        old.values = torch.cat([left_pad(old.values, width, 2), left_pad(new.values, width, 2)])
-    return torch.cat([left_pad(mask, width, 1), left_pad(new_mask, width, 1)])
+    return concat_rows([cache, new_cache], [mask, new_mask])
+
+
+def concat_rows(caches: list[Any], masks: list[torch.Tensor]) -> torch.Tensor:
+    """Put the rows of every cache in ``caches`` into the first, in order and in place
+    (one concatenation per layer, however many caches), left-padding the shorter ones;
+    returns the attention mask of the merged batch (``masks``: one per cache)."""
+    if len(caches) == 1:
+        return masks[0]
+    width = max(mask.shape[1] for mask in masks)
+    for layers in zip(*(cache.layers for cache in caches), strict=True):
+        layers[0].keys = _stack_left_padded([layer.keys for layer in layers], width)
+        layers[0].values = _stack_left_padded([layer.values for layer in layers], width)
+    return _stack_left_padded(masks, width)
+
+
+def _stack_left_padded(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    """``parts`` (rows first, tokens in dimension 2 for states, 1 for masks) one after
+    the other in a new tensor ``width`` tokens wide, each left-padded with zeros."""
+    dim = 2 if parts[0].dim() == 4 else 1
+    shape = list(parts[0].shape)
+    shape[0], shape[dim] = sum(part.shape[0] for part in parts), width
+    padded = any(part.shape[dim] != width for part in parts)
+    out = parts[0].new_zeros(shape) if padded else parts[0].new_empty(shape)
+    row = 0
+    for part in parts:
+        rows, length = part.shape[0], part.shape[dim]
+        out.narrow(0, row, rows).narrow(dim, width - length, length).copy_(part)
+        row += rows
+    return out
 
 
 def keep_rows(cache: Any, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

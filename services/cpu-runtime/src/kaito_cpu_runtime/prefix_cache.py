@@ -83,17 +83,28 @@ class PrefixCache:
                 return length, entry
         return 0, None
 
+    def touch(self, adapter: str | None, tokens: list[int]) -> bool:
+        """Whether the block-aligned ``tokens`` are held whole; if so they are marked used,
+        as :meth:`insert` would (so a caller can skip copying states the cache has)."""
+        length = len(tokens)
+        if length == 0 or length % BLOCK_TOKENS:
+            return False
+        digest = _block_hashes(tokens, length // BLOCK_TOKENS)[-1]
+        known = self._index.get((adapter, digest))
+        if known is None or known.tokens[:length] != tuple(tokens):
+            return False
+        self._entries.move_to_end(id(known))
+        return True
+
     def insert(self, adapter: str | None, tokens: list[int], states: LayerStates) -> None:
         """Remember ``states`` (per layer ``[heads, len(tokens), dim]``, not shared with any
         running cache) for the block-aligned ``tokens``."""
         length = len(tokens)
         if length == 0 or length % BLOCK_TOKENS or length > self.max_tokens:
             return
-        hashes = _block_hashes(tokens, length // BLOCK_TOKENS)
-        known = self._index.get((adapter, hashes[-1]))
-        if known is not None and known.tokens[:length] == tuple(tokens):
-            self._entries.move_to_end(id(known))
+        if self.touch(adapter, tokens):
             return
+        hashes = _block_hashes(tokens, length // BLOCK_TOKENS)
         for digest in hashes:  # shorter entries this one contains are dropped
             old = self._index.get((adapter, digest))
             if old is not None and tuple(tokens[: len(old.tokens)]) == old.tokens:

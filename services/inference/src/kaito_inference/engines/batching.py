@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kaito_cpu_runtime.kvcache import append_rows, keep_rows
+from kaito_cpu_runtime.kvcache import concat_rows, keep_rows
 from kaito_cpu_runtime.sampling import sample_tokens
 from kaito_inference.engines.base import QueueFullError
 from kaito_inference.engines.sequences import Sequence, TokenEvent
@@ -285,18 +285,20 @@ class ContinuousBatcher:
     ) -> None:
         """Store the prefilled prompts' starts, merge their rows into the running batch
         and emit their first tokens (``logits``: one row per sequence)."""
+        masks = []
         for seq, cache in zip(seqs, caches, strict=True):
             if prefixes is not None:
                 self._remember_prefix(prefixes, seq, cache)
-            mask = torch.ones((1, seq.length), dtype=torch.long, device=self.device)
-            self._merge([seq], cache, mask)
+            masks.append(torch.ones((1, seq.length), dtype=torch.long, device=self.device))
+        self._merge(seqs, caches, masks)
         self._emit_tokens(seqs, logits)
 
     @staticmethod
     def _remember_prefix(prefixes: PrefixCache, seq: Sequence, cache: Any) -> None:
-        """Store the prompt's block-aligned start (copied out of the row's cache)."""
+        """Store the prompt's block-aligned start (copied out of the row's cache, unless
+        the prefix cache holds it already)."""
         length = prefixes.reusable_length(len(seq.prompt_ids))
-        if length == 0:
+        if length == 0 or prefixes.touch(seq.adapter, seq.prompt_ids[:length]):
             return
         states = [
             (layer.keys[0][:, :length].clone(), layer.values[0][:, :length].clone())
@@ -332,12 +334,13 @@ class ContinuousBatcher:
             self._on_batch("decode", len(seqs))
         self._emit_tokens(seqs, logits)
 
-    def _merge(self, seqs: list[Sequence], cache: Any, mask: torch.Tensor) -> None:
-        """Append the freshly prefilled rows to the running batch (left-padding the shorter)."""
-        if not self._running or self._cache is None or self._mask is None:
-            self._running, self._cache, self._mask = list(seqs), cache, mask
-            return
-        self._mask = append_rows(self._cache, self._mask, cache, mask)
+    def _merge(self, seqs: list[Sequence], caches: list[Any], masks: list[torch.Tensor]) -> None:
+        """Append the freshly prefilled rows (one cache and mask per sequence) to the
+        running batch at once, left-padding the shorter."""
+        if self._running and self._cache is not None and self._mask is not None:
+            caches, masks = [self._cache, *caches], [self._mask, *masks]
+        self._mask = concat_rows(caches, masks)
+        self._cache = caches[0]
         self._running.extend(seqs)
 
     def _emit_tokens(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
