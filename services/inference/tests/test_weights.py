@@ -31,6 +31,14 @@ def test_flag_and_env_set_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings_from_args(args).weights == "int4"  # the flag wins over the env
 
 
+def test_the_decode_step_compiles_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert InferenceSettings().compile_decode == "auto"
+    monkeypatch.setenv("KAITO_INFERENCE_COMPILE_DECODE", "off")
+    assert InferenceSettings().compile_decode == "off"
+    args = build_parser().parse_args(["serve", "--compile-decode", "auto"])
+    assert settings_from_args(args).compile_decode == "auto"
+
+
 def test_an_unknown_format_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "--weights", "int3"])
@@ -115,6 +123,8 @@ def test_a_chat_completion_on_int4_weights(int4_server: tuple[str, Any]) -> None
     engine = app.state.engine
     assert engine.weights == "int4"
     assert engine.batcher.fast_decoder.weights == "int4"
+    # --compile-decode auto: compiled where a C++ compiler is found, as here and in CI
+    assert engine.batcher.fast_decoder.compiled_decode
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     reply = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0

@@ -31,7 +31,7 @@ transformers forward.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +39,12 @@ import torch
 from torch.nn import functional
 
 from kaito_cpu_runtime.attention import attention, causal_mask, row_starts
+from kaito_cpu_runtime.compiled_step import Attend, CompiledStack, compile_stack
 from kaito_cpu_runtime.decoder_weights import DecoderWeights, Linear, matching_blocks
 from kaito_cpu_runtime.int8_head import largest_channels
 from kaito_cpu_runtime.lora import LoraTable, read_lora
 from kaito_cpu_runtime.prefill_passes import PASS_ROWS, PrefillChunk, agreeing_pass_rows
-from kaito_cpu_runtime.quantized import Q4Blocks, WeightFormat
+from kaito_cpu_runtime.quantized import Q4Blocks, QuantizedLinear, WeightFormat
 
 __all__ = ["FastDecoder"]
 
@@ -52,9 +53,6 @@ SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2"})
 #: LoRA rows of a pass: per adapter, the indices (into a ``[batch, length, ...]`` tensor)
 #: of the rows it applies to, each index its own update.
 AdapterRows = dict[str, list[tuple[Any, ...]]]
-#: Caches a layer's new keys and values and returns its attention output:
-#: ``attend(layer, query, key, value)``.
-Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -134,6 +132,7 @@ class FastDecoder:
         self._serves_adapters = True
         #: Lengths of :meth:`prefill` passes, shortest first (empty: no packed prefills).
         self.pass_rows = self._agreeing_pass_rows()
+        self._compiled: CompiledStack | None = None  # see compile_decode_step
 
     @classmethod
     def build(
@@ -295,16 +294,41 @@ class FastDecoder:
     ) -> torch.Tensor:
         """The decoder layers' output (float32 ``[batch, length, hidden]``, before the final
         norm); ``attend(layer, query, key, value)`` caches the new keys and values and
-        returns the attention output (``[batch, heads, length, head_dim]``)."""
-        batch, length = input_ids.shape
+        returns the attention output (``[batch, heads, length, head_dim]``). Decode steps
+        without LoRA rows in inference mode take the compiled stack when there is one."""
+        hidden, cos, signed_sin = self._inputs(input_ids, position_ids)
+        compiled = self._compiled
+        decode = input_ids.shape[1] == 1 and not rows and torch.is_inference_mode_enabled()
+        if compiled is not None and decode:
+            return compiled(hidden, cos, signed_sin, attend)
+        return self._stack(hidden, cos, signed_sin, attend, rows)
+
+    def _inputs(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layers' inputs: the embeddings (float32) and the rotary embedding's ``cos``
+        and ``signed_sin`` (``[batch, length, 1, head_dim]``)."""
         hidden: torch.Tensor = self.embed(input_ids).float()
-        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
-        half = dim // 2
+        half = self.head_dim // 2
         cos, sin = self.rotary(hidden, position_ids)
-        cos = cos[:, :, None, :]
         # rotate_half(x) * sin == roll(x, half) * sin with its first half negated (exactly:
         # negation is exact), one roll instead of two slices, a negation and a concatenation.
-        signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, :, None, :]
+        signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        return hidden, cos[:, :, None, :], signed_sin[:, :, None, :]
+
+    def _stack(
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        signed_sin: torch.Tensor,
+        attend: Attend,
+        rows: AdapterRows,
+    ) -> torch.Tensor:
+        """The layers applied to ``hidden`` (updated in place and returned), with the
+        rotary embedding's ``cos`` and ``signed_sin`` (see :meth:`_layers`)."""
+        batch, length = hidden.shape[:2]
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        half = dim // 2
         qk_width = (heads + kv_heads) * dim
         norm_shape = (self.hidden_size,)
         size = self.intermediate_size
@@ -327,6 +351,32 @@ class FastDecoder:
             activated = functional.silu(gate_up[..., :size]) * gate_up[..., size:]
             hidden += self._project(layer.down, activated, rows, index, "down", widen=widen)
         return hidden
+
+    @property
+    def compiled_decode(self) -> bool:
+        """Whether decode steps without LoRA rows run compiled (:meth:`compile_decode_step`)."""
+        return self._compiled is not None
+
+    def compile_decode_step(self) -> str | None:
+        """Compile decode steps with torch inductor (:mod:`kaito_cpu_runtime.compiled_step`):
+        ``None`` once the compiled step serves, else why it does not (the step stays
+        eager). Takes long (compiling); call it before serving."""
+        if any(not isinstance(linear, QuantizedLinear) for layer in self.layers
+               for linear in (layer.qkv, layer.out, layer.gate_up, layer.down)):  # fmt: skip
+            return "only int8 and int4 layers are compiled"
+
+        def probe_inputs(rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return self._inputs(torch.tensor([[11], [12], [13]])[:rows], torch.full((rows, 1), 5))
+
+        def probe_attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Any:
+            return attention(q, k, v, None, None, gqa=self.gqa)  # each row sees itself only
+
+        self._compiled, problem = compile_stack(
+            lambda hidden, cos, sin, attend: self._stack(hidden, cos, sin, attend, {}),
+            probe_inputs,
+            probe_attend,
+        )
+        return problem
 
     def _head(self, final: torch.Tensor) -> torch.Tensor:
         """Logits (float32) of the final hidden states ``final``."""

@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=s,
         help="linear weights of the fast CPU decoder (auto: fastest within 2%% perplexity)",
     )
+    add(
+        "--compile-decode",
+        choices=["auto", "off"],
+        default=s,
+        help="compile the fast CPU decoder's decode step with torch inductor (auto: where "
+        "a C++ compiler is found)",
+    )
     add("--device", default=s, help="auto, cpu, cuda or cuda:N (transformers runtime)")
     add("--max-running", type=int, default=s, help="sequences batched together")
     add("--max-waiting", type=int, default=s, help="queued requests before 429")

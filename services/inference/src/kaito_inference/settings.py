@@ -33,6 +33,12 @@ class InferenceSettings(BaseSettings):
         description="the fast CPU decoder's linear weights; auto: the fastest format on "
         "this CPU whose perplexity stays within 2% of float32",
     )
+    compile_decode: Literal["auto", "off"] = Field(
+        default="auto",
+        description="compile the fast CPU decoder's decode step with torch inductor (int8 "
+        "and int4 weights, where a C++ compiler is found; about a minute on 2 cores the "
+        "first time, seconds once inductor's cache holds it); off: always eager",
+    )
     device: str = "auto"
     max_running: int = Field(default=16, ge=1, description="sequences decoded together")
     max_waiting: int = Field(default=64, ge=0, description="queued requests before 429")

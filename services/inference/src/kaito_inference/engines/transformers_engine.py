@@ -226,8 +226,25 @@ class TransformersEngine:
         choice = build_decoder(model, tokenizer, setting, blocks)
         if choice.decoder is not None:
             log.info("fast CPU decoder on: linear weights %s (%s)", choice.weights, choice.reason)
+            if self.settings.compile_decode == "auto":
+                self._compile_decode_step(choice.decoder)
         self.weights = choice.weights
         return choice.decoder
+
+    @staticmethod
+    def _compile_decode_step(decoder: FastDecoder) -> None:
+        """Compile the decoder's decode step (``--compile-decode auto``), saying how it
+        went: a step that cannot be compiled stays eager."""
+        log.info(
+            "compiling the decode step with torch inductor (about a minute on 2 cores the "
+            "first time; seconds once its cache holds it)"
+        )
+        started = time.monotonic()
+        problem = decoder.compile_decode_step()
+        if problem is None:
+            log.info("decode step: compiled (%.1f s)", time.monotonic() - started)
+        else:
+            log.info("decode step: eager (%s)", problem)
 
     def _pack_linears(self, model: Any) -> None:
         """Prepack the model's own linear layers (the transformers forward, used with
