@@ -13,7 +13,9 @@ pass on torch's weight-only kernel, "dense copy" rows run prefills (the text, th
 prompts) on a prepacked copy of the dequantised weights and decode steps on the kernel,
 as the server does; "head int8 x int8" rows multiply int8 activations in the int8 LM head
 (what the server does where the CPU has int8 dot products), so their greedy answers show
-its effect (the text's score runs the head's dense copy in "dense copy" rows).
+its effect (the text's score runs the head's dense copy in "dense copy" rows); the
+"compiled decode step" row runs decode steps compiled (``--compile-decode auto``, the
+server's default where a C++ compiler is found), which only its greedy answers see.
 Tolerance: perplexity within 2% of float32
 (``kaito_inference.engines.weights.PERPLEXITY_TOLERANCE``), which ``--weights auto`` uses.
 
@@ -72,7 +74,16 @@ FORMATS: dict[str, tuple[str, torch.dtype, bool, torch.dtype | None, bool]] = {
         True,
     ),
     "int4 + f32 dense copy": ("int4", torch.bfloat16, True, torch.float32, False),
+    "int4 + bf16 dense copy, head int8 x int8, compiled decode step": (
+        "int4",
+        torch.bfloat16,
+        True,
+        torch.bfloat16,
+        True,
+    ),
 }
+#: Formats whose decode steps run compiled (``FastDecoder.compile_decode_step``).
+COMPILED = {"int4 + bf16 dense copy, head int8 x int8, compiled decode step"}
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
@@ -160,6 +171,9 @@ def main() -> None:
             dense_dtype=dense or torch.float32, dense_from_positions=2 if dense else 0,
             int8_head_calibration=calibration if int8_head else None,
         )  # fmt: skip
+        if decoder is not None and name in COMPILED:
+            missing = decoder.compile_decode_step()
+            decoder = None if missing else decoder
         if decoder is None:
             print(f"{name}: unavailable on this CPU ({missing or 'the decoder did not build'})")
             continue

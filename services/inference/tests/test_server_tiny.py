@@ -50,7 +50,7 @@ def server(root: Path, tiny_model_dir: Path) -> Iterator[tuple[str, FastAPI]]:
     )
     app = create_app(settings)
     with serve_app(app) as url:
-        wait_healthy(url, timeout=120)
+        wait_healthy(url, timeout=300)
         yield url, app
 
 
@@ -182,7 +182,7 @@ def test_the_batchers_full_queue_answers_429(tiny_model_dir: Path) -> None:
     metrics = PausingMetrics()
     app = create_app(settings, metrics=metrics)
     with serve_app(app) as url:
-        wait_healthy(url, timeout=60)
+        wait_healthy(url, timeout=300)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         model = client.models.list().data[0].id
         long = {"model": model, "messages": CHAT, "max_tokens": 600, "stream": True}
@@ -216,7 +216,7 @@ def test_long_prompt_is_tokenized_off_the_event_loop(tiny_model_dir: Path) -> No
     prompt = "tokenize me " * (2_000_000 // 12)
     outcome: dict[str, Any] = {}
     with serve_app(create_app(settings)) as base:
-        wait_healthy(base, timeout=120)
+        wait_healthy(base, timeout=300)
         model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
 
         def send() -> None:
@@ -252,7 +252,7 @@ def test_bfloat16_serves_on_every_cpu(tiny_model_dir: Path, cpu_flags: frozenset
     )
     app = create_app(settings)
     with serve_app(app) as base:
-        wait_healthy(base, timeout=120)
+        wait_healthy(base, timeout=300)
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
         model = client.models.list().data[0].id
         reply = client.chat.completions.create(model=model, messages=CHAT, max_tokens=4)

@@ -114,7 +114,7 @@ def int4_server(tiny_model_dir: Path) -> Iterator[tuple[str, Any]]:
     )
     app = create_app(settings)
     with serve_app(app) as url:
-        wait_healthy(url, timeout=120)
+        wait_healthy(url, timeout=300)
         yield url, app
 
 
