@@ -172,7 +172,8 @@ def main() -> None:
             int8_head_calibration=calibration if int8_head else None,
         )  # fmt: skip
         if decoder is not None and name in COMPILED:
-            missing = decoder.compile_decode_step()
+            compiled, missing = decoder.compile_decode_step()
+            decoder.use_compiled_step(compiled)
             decoder = None if missing else decoder
         if decoder is None:
             print(f"{name}: unavailable on this CPU ({missing or 'the decoder did not build'})")

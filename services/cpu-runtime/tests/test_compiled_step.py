@@ -40,6 +40,14 @@ def int4_decoder(model: Any) -> FastDecoder:
     return decoder
 
 
+def compile_and_use(decoder: FastDecoder) -> str | None:
+    """Compile the decoder's step and use it; why not, where it cannot."""
+    compiled, problem = decoder.compile_decode_step()
+    decoder.use_compiled_step(compiled)
+    assert decoder.compiled_decode == (problem is None)
+    return problem
+
+
 @pytest.fixture
 def compiled_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Rows of every call of a compiled stack, in order."""
@@ -85,7 +93,7 @@ def test_compiled_steps_match_eager_and_keep_each_row_its_own_numbers(
 ) -> None:
     model = tiny_llama()
     eager, compiled = int4_decoder(model), int4_decoder(model)
-    assert compiled.compile_decode_step() is None
+    assert compile_and_use(compiled) is None
     compiled_calls.clear()  # the startup check's own calls
     together = greedy_steps(compiled, model.config, PROMPTS)
     assert compiled_calls == [3] * 5  # every decode step, no prefill
@@ -99,7 +107,7 @@ def test_compiled_steps_match_eager_and_keep_each_row_its_own_numbers(
 def test_rows_with_a_lora_adapter_take_the_eager_step(compiled_calls: list[int]) -> None:
     model = tiny_llama()
     decoder = int4_decoder(model)
-    assert decoder.compile_decode_step() is None
+    assert compile_and_use(decoder) is None
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
                       init_lora_weights=False)  # fmt: skip
     peft_model = get_peft_model(model, lora, adapter_name="first").eval()
@@ -111,13 +119,13 @@ def test_rows_with_a_lora_adapter_take_the_eager_step(compiled_calls: list[int])
     assert compiled_calls == [3] * 5
 
 
-def test_without_a_compiler_the_step_stays_eager(
-    monkeypatch: pytest.MonkeyPatch, compiled_calls: list[int]
-) -> None:
-    monkeypatch.setattr("torch._inductor.config.cpp.cxx", ("kaito-no-such-compiler",))
+def test_without_a_compiler_the_step_stays_eager(compiled_calls: list[int]) -> None:
+    from torch._inductor import config  # noqa: PLC0415 (heavy)
+
     model = tiny_llama()
     decoder = int4_decoder(model)
-    problem = decoder.compile_decode_step()
+    with config.patch({"cpp.cxx": ("kaito-no-such-compiler",)}):
+        problem = compile_and_use(decoder)
     assert problem is not None
     assert problem.startswith("no C++ compiler")
     got = greedy_steps(decoder, model.config, PROMPTS)
@@ -128,7 +136,7 @@ def test_without_a_compiler_the_step_stays_eager(
 def test_float_layers_are_not_compiled() -> None:
     decoder = FastDecoder.build(tiny_llama(), torch.float32)
     assert decoder is not None
-    assert decoder.compile_decode_step() == "only int8 and int4 layers are compiled"
+    assert decoder.compile_decode_step() == (None, "only int8 and int4 layers are compiled")
 
 
 def checked(step: Any) -> str | None:

@@ -123,7 +123,8 @@ def test_a_chat_completion_on_int4_weights(int4_server: tuple[str, Any]) -> None
     engine = app.state.engine
     assert engine.weights == "int4"
     assert engine.batcher.fast_decoder.weights == "int4"
-    # --compile-decode auto: compiled where a C++ compiler is found, as here and in CI
+    # --compile-decode auto: compiled before serving where a C++ compiler is found, as
+    # here and in CI
     assert engine.batcher.fast_decoder.compiled_decode
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     reply = client.chat.completions.create(

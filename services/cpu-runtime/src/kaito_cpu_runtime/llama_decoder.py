@@ -132,7 +132,7 @@ class FastDecoder:
         self._serves_adapters = True
         #: Lengths of :meth:`prefill` passes, shortest first (empty: no packed prefills).
         self.pass_rows = self._agreeing_pass_rows()
-        self._compiled: CompiledStack | None = None  # see compile_decode_step
+        self._compiled: CompiledStack | None = None  # see use_compiled_step
 
     @classmethod
     def build(
@@ -354,16 +354,16 @@ class FastDecoder:
 
     @property
     def compiled_decode(self) -> bool:
-        """Whether decode steps without LoRA rows run compiled (:meth:`compile_decode_step`)."""
+        """Whether decode steps without LoRA rows run compiled (:meth:`use_compiled_step`)."""
         return self._compiled is not None
 
-    def compile_decode_step(self) -> str | None:
-        """Compile decode steps with torch inductor (:mod:`kaito_cpu_runtime.compiled_step`):
-        ``None`` once the compiled step serves, else why it does not (the step stays
-        eager). Takes long (compiling); call it before serving."""
+    def compile_decode_step(self) -> tuple[CompiledStack | None, str | None]:
+        """Compile decode steps with torch inductor (:mod:`kaito_cpu_runtime.compiled_step`)
+        and check them: ``(compiled, None)`` to hand to :meth:`use_compiled_step`, or
+        ``(None, why not)``. Takes long (compiling): call it before serving."""
         if any(not isinstance(linear, QuantizedLinear) for layer in self.layers
                for linear in (layer.qkv, layer.out, layer.gate_up, layer.down)):  # fmt: skip
-            return "only int8 and int4 layers are compiled"
+            return None, "only int8 and int4 layers are compiled"
 
         def probe_inputs(rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             return self._inputs(torch.tensor([[11], [12], [13]])[:rows], torch.full((rows, 1), 5))
@@ -371,12 +371,16 @@ class FastDecoder:
         def probe_attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Any:
             return attention(q, k, v, None, None, gqa=self.gqa)  # each row sees itself only
 
-        self._compiled, problem = compile_stack(
+        return compile_stack(
             lambda hidden, cos, sin, attend: self._stack(hidden, cos, sin, attend, {}),
             probe_inputs,
             probe_attend,
         )
-        return problem
+
+    def use_compiled_step(self, compiled: CompiledStack | None) -> None:
+        """Run decode steps without LoRA rows through ``compiled`` (``None``: eagerly).
+        Switch while no sequence is mid-way, so each runs all its steps one way."""
+        self._compiled = compiled
 
     def _head(self, final: torch.Tensor) -> torch.Tensor:
         """Logits (float32) of the final hidden states ``final``."""

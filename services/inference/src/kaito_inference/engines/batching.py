@@ -292,6 +292,8 @@ class ContinuousBatcher:
     ) -> None:
         """Store the prefilled prompts' starts, merge their rows into the running batch
         and emit their first tokens (``logits``: one row per sequence)."""
+        if not seqs:  # a pass of long prompts' middle chunks: nobody joins yet
+            return
         masks = []
         for seq, cache in zip(seqs, caches, strict=True):
             if prefixes is not None:

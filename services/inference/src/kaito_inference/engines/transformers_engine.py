@@ -233,18 +233,21 @@ class TransformersEngine:
 
     @staticmethod
     def _compile_decode_step(decoder: FastDecoder) -> None:
-        """Compile the decoder's decode step (``--compile-decode auto``), saying how it
-        went: a step that cannot be compiled stays eager."""
+        """Compile the decoder's decode step before serving (``--compile-decode auto``),
+        saying how it went; a step that cannot be compiled stays eager. (Compiling beside
+        a serving engine slowed its first answer tenfold: dynamo's tracing and the C++
+        compiler took the cores and the GIL, so it is done before the engine is ready.)"""
         log.info(
             "compiling the decode step with torch inductor (about a minute on 2 cores the "
             "first time; seconds once its cache holds it)"
         )
         started = time.monotonic()
-        problem = decoder.compile_decode_step()
-        if problem is None:
-            log.info("decode step: compiled (%.1f s)", time.monotonic() - started)
-        else:
+        compiled, problem = decoder.compile_decode_step()
+        decoder.use_compiled_step(compiled)
+        if compiled is None:
             log.info("decode step: eager (%s)", problem)
+        else:
+            log.info("decode step: compiled (%.1f s)", time.monotonic() - started)
 
     def _pack_linears(self, model: Any) -> None:
         """Prepack the model's own linear layers (the transformers forward, used with
