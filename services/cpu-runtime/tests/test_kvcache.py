@@ -12,7 +12,6 @@ from kaito_cpu_runtime.kvcache import (
     append_rows,
     concat_rows,
     keep_rows,
-    left_pad,
     new_batch_cache,
 )
 
@@ -112,9 +111,3 @@ def test_several_caches_concatenate_as_successive_appends() -> None:
     torch.testing.assert_close(layer.values, -layer.keys)
     lone = cache_of(torch.ones(1, 1, 2, 1))
     assert concat_rows([lone], [torch.ones(1, 2)]).tolist() == [[1, 1]]
-
-
-def test_left_pad_adds_zeros_in_front_only_when_needed() -> None:
-    row = torch.tensor([[1, 2]])
-    assert left_pad(row, 2, 1) is row
-    assert left_pad(row, 4, 1).tolist() == [[0, 0, 1, 2]]

@@ -20,7 +20,6 @@ __all__ = [
     "append_rows",
     "concat_rows",
     "keep_rows",
-    "left_pad",
     "new_batch_cache",
 ]
 
@@ -104,16 +103,6 @@ def new_batch_cache(config: Any) -> Any:
         GrowableLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers
     ]
     return cache
-
-
-def left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    """``tensor`` widened to ``width`` along ``dim`` with zeros in front."""
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
 def append_rows(
