@@ -52,6 +52,28 @@ def test_growable_cache_matches_dynamic_cache() -> None:
     assert cache.get_seq_length() == 5 + 70
 
 
+def test_later_caches_of_a_config_are_built_alike_and_stay_separate() -> None:
+    model = tiny_llama()
+    first, second = new_batch_cache(model.config), new_batch_cache(model.config)
+    assert [type(layer) for layer in second.layers] == [type(layer) for layer in first.layers]
+    assert second.layer_class_to_replicate is first.layer_class_to_replicate is None
+    assert not set(map(id, first.layers)) & set(map(id, second.layers))
+    torch.testing.assert_close(
+        decode_logits(model, second, steps=3),
+        decode_logits(model, DynamicCache(config=model.config), steps=3),
+    )
+    assert first.get_seq_length() == 0
+
+
+def test_sliding_window_layers_keep_their_class() -> None:
+    config = tiny_llama().config
+    config.layer_types = ["sliding_attention", "full_attention"]
+    config.sliding_window = 16
+    for _ in range(2):
+        kinds = [type(layer).__name__ for layer in new_batch_cache(config).layers]
+        assert kinds == ["DynamicSlidingWindowLayer", "GrowableLayer"]
+
+
 def test_growable_layer_accepts_assigned_tensors() -> None:
     layer = GrowableLayer()
     merged = torch.randn(2, 1, 4, 8)

@@ -97,12 +97,29 @@ class GrowableLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # DynamicLa
 
 def new_batch_cache(config: Any) -> Any:
     """A ``DynamicCache`` for ``config`` with :class:`GrowableLayer` for every full-attention
-    layer (sliding-window and other special layers keep their own classes)."""
+    layer (sliding-window and other special layers keep their own classes).
+
+    Reading the layer types from the config takes about 0.35 ms (transformers' config
+    attribute lookups), paid by every sequence that joins: a model whose layers are all
+    full attention is remembered and its caches are put together directly (0.015 ms).
+    """
+    count = _FULL_ATTENTION_LAYERS.get(id(config))
+    if count is not None and count[0] is config:
+        cache = DynamicCache()
+        cache.layer_class_to_replicate = None  # as built from a config: the layers are all there
+        cache.layers = [GrowableLayer() for _ in range(count[1])]
+        return cache
     cache = DynamicCache(config=config)
+    if all(type(layer) is DynamicLayer for layer in cache.layers):
+        _FULL_ATTENTION_LAYERS[id(config)] = (config, len(cache.layers))
     cache.layers = [
         GrowableLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers
     ]
     return cache
+
+
+#: Configs whose layers are all full attention, by ``id``: (the config, its layer count).
+_FULL_ATTENTION_LAYERS: dict[int, tuple[Any, int]] = {}
 
 
 def append_rows(

@@ -290,17 +290,17 @@ class ContinuousBatcher:
         logits: torch.Tensor,
         prefixes: PrefixCache | None,
     ) -> None:
-        """Store the prefilled prompts' starts, merge their rows into the running batch
-        and emit their first tokens (``logits``: one row per sequence)."""
+        """Emit the prefilled prompts' first tokens (``logits``: one row per sequence),
+        then store their starts and merge their rows into the running batch."""
         if not seqs:  # a pass of long prompts' middle chunks: nobody joins yet
             return
+        self._emit_tokens(seqs, logits)  # first: storing and merging take milliseconds
         masks = []
         for seq, cache in zip(seqs, caches, strict=True):
             if prefixes is not None:
                 self._remember_prefix(prefixes, seq, cache)
             masks.append(torch.ones((1, seq.length), dtype=torch.long, device=self.device))
         self._merge(seqs, caches, masks)
-        self._emit_tokens(seqs, logits)
 
     @staticmethod
     def _remember_prefix(prefixes: PrefixCache, seq: Sequence, cache: Any) -> None:
