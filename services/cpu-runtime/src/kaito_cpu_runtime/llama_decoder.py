@@ -31,7 +31,7 @@ transformers forward.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,13 @@ from kaito_cpu_runtime.compiled_step import Attend, CompiledStack, compile_stack
 from kaito_cpu_runtime.decoder_weights import DecoderWeights, Linear, matching_blocks
 from kaito_cpu_runtime.int8_head import largest_channels
 from kaito_cpu_runtime.lora import LoraTable, read_lora
-from kaito_cpu_runtime.prefill_passes import PASS_ROWS, PrefillChunk, agreeing_pass_rows
+from kaito_cpu_runtime.prefill_passes import (
+    PASS_ROWS,
+    PassLayout,
+    PrefillChunk,
+    agreeing_pass_rows,
+    pass_rows,
+)
 from kaito_cpu_runtime.quantized import Q4Blocks, QuantizedLinear, WeightFormat
 
 __all__ = ["FastDecoder"]
@@ -249,41 +255,80 @@ class FastDecoder:
         hidden = self._layers(input_ids, position_ids, attend, rows)
         return self._head(hidden if all_positions else hidden[:, -1, :])
 
-    def prefill(self, chunks: list[PrefillChunk], length: int) -> torch.Tensor:
+    def prefill(
+        self,
+        chunks: list[PrefillChunk],
+        length: int,
+        *,
+        joining: Callable[[int, int], list[PrefillChunk]] | None = None,
+    ) -> torch.Tensor:
         """Prefill ``chunks`` (of several sequences) in one pass of ``length`` rows, one of
         :attr:`pass_rows` (:mod:`kaito_cpu_runtime.prefill_passes`): the rows after the
         chunks are zero tokens whose results are dropped. Appends each chunk to its own
         cache and returns the logits (float32, ``[chunks ending their prompt, vocab]``) of
-        the last position of every chunk whose ``last`` is set, in order."""
-        ids = torch.zeros((1, length), dtype=torch.long)
-        positions = torch.zeros((1, length), dtype=torch.long)
-        spans: list[tuple[PrefillChunk, int, int]] = []
+        the last position of every chunk whose ``last`` is set, in order.
+
+        ``joining(layer, rows)`` is asked before each layer for more chunks (at most
+        ``pass_rows[-1] - rows`` rows in all): they run through the earlier layers in a
+        pass of their own, then on in this one, grown to the length that holds them all.
+        A row gets the same numbers in a pass of any of :attr:`pass_rows`, so a chunk that
+        joins gets those of a pass of its own. Their logits follow the others'."""
+        layout = PassLayout.of(chunks, length)
+        hidden, cos, signed_sin = self._inputs(layout.ids, layout.positions)
+        attend, rows = self._pass_attention(layout)
+        if joining is None:
+            hidden = self._stack(hidden, cos, signed_sin, attend, rows)
+        else:
+            for layer in range(len(self.layers)):
+                extra = joining(layer, layout.rows)
+                if extra:
+                    layout, hidden, cos, signed_sin = self._take_in(layout, hidden, extra, layer)
+                    attend, rows = self._pass_attention(layout)
+                layers = range(layer, layer + 1)
+                hidden = self._stack(hidden, cos, signed_sin, attend, rows, layers=layers)
+        spans = zip(layout.chunks, layout.spans, strict=True)
+        return self._head(hidden[0, [end - 1 for chunk, (_, end) in spans if chunk.last]])
+
+    def _take_in(
+        self, layout: PassLayout, hidden: torch.Tensor, extra: list[PrefillChunk], layer: int
+    ) -> tuple[PassLayout, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pass of ``layout`` (its ``hidden`` state before ``layer``) with ``extra``
+        chunks added, which first run through the layers before ``layer`` in a pass of
+        their own: (the layout, hidden state, ``cos`` and ``signed_sin`` of the pass that
+        holds both)."""
+        early = PassLayout.of(extra, pass_rows(sum(len(c.ids) for c in extra), self.pass_rows))
+        early_hidden, early_cos, early_sin = self._inputs(early.ids, early.positions)
+        attend, rows = self._pass_attention(early)
+        early_hidden = self._stack(
+            early_hidden, early_cos, early_sin, attend, rows, layers=range(layer)
+        )
+        merged = PassLayout.of(
+            layout.chunks + extra, pass_rows(layout.rows + early.rows, self.pass_rows)
+        )
+        merged_hidden, cos, signed_sin = self._inputs(merged.ids, merged.positions)
+        merged_hidden[:, : layout.rows] = hidden[:, : layout.rows]
+        merged_hidden[:, layout.rows : merged.rows] = early_hidden[:, : early.rows]
+        return merged, merged_hidden, cos, signed_sin
+
+    def _pass_attention(self, layout: PassLayout) -> tuple[Attend, AdapterRows]:
+        """Attention for a prefill pass laid out as ``layout`` (each chunk against its own
+        cache) and the rows of each LoRA adapter."""
         rows: AdapterRows = {}
-        at = 0
-        for chunk in chunks:
-            end = at + len(chunk.ids)
-            ids[0, at:end] = torch.tensor(chunk.ids)
-            positions[0, at:end] = torch.arange(chunk.start, chunk.start + len(chunk.ids))
-            spans.append((chunk, at, end))
+        masks = []
+        for chunk, (at, end) in zip(layout.chunks, layout.spans, strict=True):
             if chunk.adapter is not None and self._lora:
                 rows.setdefault(chunk.adapter, []).append((slice(None), slice(at, end)))
-            at = end
-        masks = [
-            causal_mask(torch.ones((1, chunk.start + end - at)), end - at)
-            for chunk, at, end in spans
-        ]
+            masks.append(causal_mask(torch.ones((1, chunk.start + end - at)), end - at))
 
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             attended = torch.zeros_like(q)
-            for (chunk, at, end), mask in zip(spans, masks, strict=True):
+            for chunk, (at, end), mask in zip(layout.chunks, layout.spans, masks, strict=True):
                 keys, values = chunk.cache.layers[layer].update(k[:, :, at:end], v[:, :, at:end])
                 attended[:, :, at:end] = attention(q[:, :, at:end], keys, values, mask, None,
                                                    gqa=self.gqa)  # fmt: skip
             return attended
 
-        hidden = self._layers(ids, positions, attend, rows)
-        ends = [end - 1 for chunk, _, end in spans if chunk.last]
-        return self._head(hidden[0, ends])
+        return attend, rows
 
     def _layers(
         self,
@@ -323,9 +368,12 @@ class FastDecoder:
         signed_sin: torch.Tensor,
         attend: Attend,
         rows: AdapterRows,
+        *,
+        layers: range | None = None,
     ) -> torch.Tensor:
-        """The layers applied to ``hidden`` (updated in place and returned), with the
-        rotary embedding's ``cos`` and ``signed_sin`` (see :meth:`_layers`)."""
+        """The layers (all, or those numbered in ``layers``) applied to ``hidden`` (updated
+        in place and returned), with the rotary embedding's ``cos`` and ``signed_sin``
+        (see :meth:`_layers`)."""
         batch, length = hidden.shape[:2]
         heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
         half = dim // 2
@@ -335,7 +383,8 @@ class FastDecoder:
         # Projections whose result is only added to the float32 residual stream may stay in
         # the kernel's dtype (the in-place add widens it exactly), unless LoRA adds to them.
         widen = bool(rows)
-        for index, layer in enumerate(self.layers):
+        for index in range(len(self.layers)) if layers is None else layers:
+            layer = self.layers[index]
             normed = functional.rms_norm(hidden, norm_shape, layer.input_norm, self.eps)
             qkv = self._project(layer.qkv, normed, rows, index, "qkv")
             qk = qkv[..., :qk_width].view(batch, length, heads + kv_heads, dim)

@@ -36,6 +36,7 @@ import torch
 
 __all__ = [
     "PASS_ROWS",
+    "PassLayout",
     "PrefillChunk",
     "agreeing_pass_rows",
     "pass_rows",
@@ -63,6 +64,39 @@ class PrefillChunk:
     cache: Any
     adapter: str | None
     last: bool
+
+
+@dataclass
+class PassLayout:
+    """Where each chunk's tokens sit in a prefill pass of ``length`` rows: in order from
+    the first row (``spans``: each chunk's ``(start, end)`` rows), the rest zero tokens at
+    position 0. ``ids`` and ``positions`` are the pass's inputs (``[1, length]``)."""
+
+    chunks: list[PrefillChunk]
+    length: int
+    ids: torch.Tensor
+    positions: torch.Tensor
+    spans: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, chunks: list[PrefillChunk], length: int) -> PassLayout:
+        """The layout of ``chunks`` in a pass of ``length`` rows."""
+        ids = torch.zeros((1, length), dtype=torch.long)
+        positions = torch.zeros((1, length), dtype=torch.long)
+        spans = []
+        at = 0
+        for chunk in chunks:
+            end = at + len(chunk.ids)
+            ids[0, at:end] = torch.tensor(chunk.ids)
+            positions[0, at:end] = torch.arange(chunk.start, chunk.start + len(chunk.ids))
+            spans.append((at, end))
+            at = end
+        return cls(chunks, length, ids, positions, spans)
+
+    @property
+    def rows(self) -> int:
+        """How many rows hold chunk tokens."""
+        return self.spans[-1][1] if self.spans else 0
 
 
 def split_prompt(

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-running", type=int, default=s, help="sequences batched together")
     add("--max-waiting", type=int, default=s, help="queued requests before 429")
     add("--max-prefill-tokens", type=int, default=s, help="uncached prompt tokens per prefill wave")
+    add(
+        "--prefill-join",
+        choices=["on", "off"],
+        default=s,
+        help="requests arriving during a prefill pass's first half join it (fast CPU decoder)",
+    )
     add("--prefix-cache-tokens", type=int, default=s, help="prompt-start tokens kept (0: off)")
     add("--max-model-len", type=int, default=s)
     add(

@@ -48,6 +48,12 @@ class InferenceSettings(BaseSettings):
         description="prompt tokens computed per prefill wave, not counting those the "
         "prefix cache holds (more wait for the next)",
     )
+    prefill_join: Literal["on", "off"] = Field(
+        default="on",
+        description="requests that arrive while a prefill pass is in its first half of "
+        "layers join it (they catch up in a pass of their own), so a burst does not wait "
+        "for a pass its first request started alone (fast CPU decoder)",
+    )
     prefix_cache_tokens: int = Field(
         default=4096, ge=0, description="prompt-start tokens kept for reuse (0 turns it off)"
     )

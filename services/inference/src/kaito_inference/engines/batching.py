@@ -41,6 +41,7 @@ from kaito_inference.engines.sequences import Sequence, TokenEvent
 
 if TYPE_CHECKING:
     from kaito_cpu_runtime.llama_decoder import FastDecoder
+    from kaito_cpu_runtime.prefill_passes import PrefillChunk
     from kaito_cpu_runtime.prefix_cache import PrefixCache
     from kaito_cpu_runtime.threads import ThreadGovernor
 
@@ -48,6 +49,9 @@ __all__ = ["BatchStats", "ContinuousBatcher"]
 
 log = logging.getLogger(__name__)
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
+#: How many times newcomers may join a running prefill pass (each join runs them through
+#: the layers before in a pass of their own).
+JOINS_PER_PASS = 2
 
 
 @dataclass
@@ -70,6 +74,7 @@ class ContinuousBatcher:
         max_running: int,
         max_waiting: int,
         max_prefill_tokens: int = 128,
+        join_prefills: bool = False,
         on_batch: Callable[[str, int], None] | None = None,
         fast_decoder: FastDecoder | None = None,
         thread_governor: ThreadGovernor | None = None,
@@ -83,6 +88,7 @@ class ContinuousBatcher:
         self.max_running = max_running
         self.max_waiting = max_waiting
         self.max_prefill_tokens = max_prefill_tokens
+        self.join_prefills = join_prefills
         self.stats = BatchStats()
         self.model_lock = threading.Lock()  # held for every forward; adapter changes take it
         self._on_batch = on_batch
@@ -270,12 +276,71 @@ class ContinuousBatcher:
             caches.append(cache)
             rest = seq.prompt_ids[cached:]
             prompts.append(split_prompt(index, rest, cached, cache, seq.adapter, longest=longest))
-        for chunks in plan_passes(prompts, longest):
-            rows = sum(len(chunk.ids) for chunk in chunks)
-            logits = fast.prefill(chunks, pass_rows(rows, fast.pass_rows))
+        passes = plan_passes(prompts, longest)
+        joined: list[PrefillChunk] = []  # chunks of newcomers taken into a running pass
+        joining = None
+        if len(passes) == 1 and self.join_prefills:
+            tokens = sum(len(chunk.ids) for chunk in passes[0])
+            joining = self._joining(seqs, caches, tokens, fast, joined)
+        for planned in passes:
+            rows = sum(len(chunk.ids) for chunk in planned)
+            logits = fast.prefill(planned, pass_rows(rows, fast.pass_rows), joining=joining)
+            chunks = planned + joined
             self._count_prefill(len({chunk.sequence for chunk in chunks}))
             done = [chunk.sequence for chunk in chunks if chunk.last]
             self._join([seqs[i] for i in done], [caches[i] for i in done], logits, prefixes)
+
+    def _joining(
+        self,
+        seqs: list[Sequence],
+        caches: list[Any],
+        tokens: int,
+        fast: FastDecoder,
+        joined: list[PrefillChunk],
+    ) -> Callable[[int, int], list[PrefillChunk]]:
+        """``joining`` for the only pass of a wave (:meth:`FastDecoder.prefill`): before
+        each layer of the pass's first half, twice at most, the waiting sequences that fit
+        (rows of the pass, ``max_prefill_tokens``, ``max_running``) join the pass, so a
+        burst whose first request started a pass alone does not wait for that pass to end.
+        They are added to ``seqs``, ``caches`` and ``joined`` (``tokens``: the wave's
+        uncached prompt tokens so far)."""
+        from kaito_cpu_runtime.prefill_passes import split_prompt
+
+        budget = [tokens, JOINS_PER_PASS]  # uncached tokens in the wave, joins left
+        last_layer = len(fast.layers) // 2
+
+        def joining(layer: int, rows: int) -> list[PrefillChunk]:
+            if layer >= last_layer or budget[1] == 0:
+                return []
+            room = fast.pass_rows[-1] - rows
+            taken: list[Sequence] = []
+            with self._wake:
+                while self._waiting and len(self._running) + len(seqs) < self.max_running:
+                    seq = self._waiting[0]
+                    uncached = len(seq.prompt_ids) - self._cached_tokens(seq)
+                    if uncached > room or budget[0] + uncached > self.max_prefill_tokens:
+                        break
+                    self._waiting.popleft()
+                    if seq.cancelled:
+                        self._finish(seq, None)
+                        continue
+                    seqs.append(seq)
+                    taken.append(seq)
+                    room -= uncached
+                    budget[0] += uncached
+            chunks = []
+            for seq in taken:
+                cache, cached, _ = self._start_cache(seq)
+                caches.append(cache)
+                rest = seq.prompt_ids[cached:]
+                index = len(caches) - 1
+                longest = fast.pass_rows[-1]  # the rest fits: one chunk
+                chunks += split_prompt(index, rest, cached, cache, seq.adapter, longest=longest)
+            budget[1] -= bool(chunks)
+            joined.extend(chunks)
+            return chunks
+
+        return joining
 
     def _count_prefill(self, sequences: int) -> None:
         """Count one prefill pass of ``sequences`` sequences."""

@@ -183,6 +183,7 @@ class TransformersEngine:
             max_running=self.settings.max_running,
             max_waiting=self.settings.max_waiting,
             max_prefill_tokens=self.settings.max_prefill_tokens,
+            join_prefills=self.settings.prefill_join == "on",
             on_batch=self.metrics.observe_batch,
             fast_decoder=fast_decoder,
             thread_governor=self._thread_governor() if device == "cpu" else None,
