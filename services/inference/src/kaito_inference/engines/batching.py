@@ -7,8 +7,9 @@ must not depend on which others arrived with it: with bfloat16 activations that 
 greedy answers when newcomers were prefilled in one left-padded pass (padded attention
 sums in another order, and the dense kernels block by the number of rows). On the fast
 CPU decoder newcomers are packed into passes of the few fixed lengths whose row results
-agree (:mod:`kaito_cpu_runtime.prefill_passes`), attention per prompt; elsewhere each is
-prefilled in its own pass.
+agree (:mod:`kaito_cpu_runtime.prefill_passes`), attention per prompt, and requests that
+arrive while a pass is in its first half join it; elsewhere each is prefilled in its own
+pass.
 Finished and cancelled sequences leave the batch between steps, so a new request never
 waits for others to finish. Tokens are handed to the event loop of the request that asked
 for them; text, stop strings and the OpenAI shape live elsewhere.
