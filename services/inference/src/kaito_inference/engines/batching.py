@@ -163,7 +163,7 @@ class ContinuousBatcher:
                     self._wake.wait()
                 if self._stopped:
                     break
-                admitted = self._admit()
+                admitted, _ = self._admit()
             try:
                 with self.model_lock, torch.inference_mode():
                     if admitted:
@@ -179,17 +179,22 @@ class ContinuousBatcher:
         for seq in list(self._waiting) + self._running:
             self._finish(seq, "error")
 
-    def _admit(self) -> list[Sequence]:
+    def _admit(
+        self, wave: list[Sequence] | None = None, tokens: int = 0, room: int | None = None
+    ) -> tuple[list[Sequence], int]:
         """Newcomers for one prefill wave: at most ``max_prefill_tokens`` prompt tokens to
-        compute, not counting those the prefix cache holds (always at least one sequence),
-        so a burst of arrivals gets its first tokens in waves instead of all after one
-        long pass."""
+        compute, not counting those the prefix cache holds (always at least one sequence
+        for a new wave), so a burst of arrivals gets its first tokens in waves instead of
+        all after one long pass. For a running ``wave`` (its ``tokens`` so far) only those
+        whose uncached tokens fit its ``room`` too. Returns them and the wave's tokens."""
+        wave = wave or []
         admitted: list[Sequence] = []
-        tokens = 0
-        while self._waiting and len(self._running) + len(admitted) < self.max_running:
+        while self._waiting and len(self._running) + len(wave) + len(admitted) < self.max_running:
             seq = self._waiting[0]
             uncached = len(seq.prompt_ids) - self._cached_tokens(seq)
-            if admitted and tokens + uncached > self.max_prefill_tokens:
+            if (admitted or wave) and tokens + uncached > self.max_prefill_tokens:
+                break
+            if room is not None and uncached > room:
                 break
             self._waiting.popleft()
             if seq.cancelled:
@@ -197,7 +202,8 @@ class ContinuousBatcher:
             else:
                 admitted.append(seq)
                 tokens += uncached
-        return admitted
+                room = None if room is None else room - uncached
+        return admitted, tokens
 
     def _cached_tokens(self, seq: Sequence) -> int:
         """How many of ``seq``'s prompt tokens the prefix cache holds now (read only: an
@@ -307,28 +313,16 @@ class ContinuousBatcher:
         uncached prompt tokens so far)."""
         from kaito_cpu_runtime.prefill_passes import split_prompt
 
-        budget = [tokens, JOINS_PER_PASS]  # uncached tokens in the wave, joins left
+        joins_left = JOINS_PER_PASS
         last_layer = len(fast.layers) // 2
 
         def joining(layer: int, rows: int) -> list[PrefillChunk]:
-            if layer >= last_layer or budget[1] == 0:
+            nonlocal tokens, joins_left
+            if layer >= last_layer or joins_left == 0:
                 return []
-            room = fast.pass_rows[-1] - rows
-            taken: list[Sequence] = []
             with self._wake:
-                while self._waiting and len(self._running) + len(seqs) < self.max_running:
-                    seq = self._waiting[0]
-                    uncached = len(seq.prompt_ids) - self._cached_tokens(seq)
-                    if uncached > room or budget[0] + uncached > self.max_prefill_tokens:
-                        break
-                    self._waiting.popleft()
-                    if seq.cancelled:
-                        self._finish(seq, None)
-                        continue
-                    seqs.append(seq)
-                    taken.append(seq)
-                    room -= uncached
-                    budget[0] += uncached
+                taken, tokens = self._admit(seqs, tokens, room=fast.pass_rows[-1] - rows)
+            seqs.extend(taken)
             chunks = []
             for seq in taken:
                 cache, cached, _ = self._start_cache(seq)
@@ -337,7 +331,7 @@ class ContinuousBatcher:
                 index = len(caches) - 1
                 longest = fast.pass_rows[-1]  # the rest fits: one chunk
                 chunks += split_prompt(index, rest, cached, cache, seq.adapter, longest=longest)
-            budget[1] -= bool(chunks)
+            joins_left -= bool(chunks)
             joined.extend(chunks)
             return chunks
 
