@@ -141,7 +141,7 @@ def test_embedded_conversion_makes_a_working_chat_model(tmp_path: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     encoded = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,

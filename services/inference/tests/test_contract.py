@@ -29,7 +29,12 @@ pytestmark = pytest.mark.slow
 
 NAME = "smollm2"
 ADAPTER = "smol-lora"
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+#: A question whose greedy answer does not hang on a near tie: "What is the capital of
+#: France?" alone starts "The" 0.08 nats ahead of "L" in SmolLM2's float32 forward, and on
+#: an AMD EPYC with AVX-512 BF16 (no AMX) the served bfloat16 prefill tipped it into
+#: "L'Étoile, la Marseillaise, ..."; asked for one sentence, every step of "The capital of
+#: France is Paris" leads by 1.4 nats or more.
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 COUNTING = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
 
 
