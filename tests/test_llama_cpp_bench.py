@@ -145,6 +145,52 @@ def test_the_table_names_llama_cpps_best_slots() -> None:
     assert "| 4 | 4 | 100.4 | 0.10 | 1.00 |" in table
 
 
+def figures(concurrency: int, tokens_per_s: float, ttft: float) -> dict[str, Any]:
+    return {"concurrency": concurrency, "tokens_per_s": tokens_per_s, "ttft_p50_s": ttft}
+
+
+def test_the_targets_hold_our_run_against_llama_cpps_best() -> None:
+    ours = {"levels": [figures(1, 130.0, 0.04), figures(4, 300.0, 0.07),
+                       figures(16, 450.0, 0.13)]}  # fmt: skip
+    best = [figures(1, 140.0, 0.04), figures(4, 200.0, 0.12), figures(16, 300.0, 0.10)]
+    verdicts = compare.target_verdicts(ours, best)
+    assert [(v["concurrency"], v["figure"], v["met"]) for v in verdicts] == [
+        (1, "tokens_per_s", False),  # 0.93x of llama.cpp's
+        (4, "tokens_per_s", True),
+        (16, "tokens_per_s", True),  # 1.5x against 1.2x
+        (16, "ttft_p50_s", False),  # 0.13 s against 0.10: a higher TTFT misses
+    ]
+    assert verdicts[0]["ratio"] == pytest.approx(130 / 140)
+    exactly = compare.target_verdicts({"levels": [figures(16, 360.0, 0.10)]}, best)
+    assert [v["met"] for v in exactly] == [True, True]  # 1.2x and an equal TTFT count
+    assert compare.target_verdicts({"levels": [figures(2, 1.0, 1.0)]}, best) == []
+    table = compare.verdict_table("ours/transformers", verdicts)
+    assert "| tok/s at 1 >= 1x | 130.0 | 140.0 | 0.93x | **no** |" in table
+    assert "| TTFT p50 at 16 <= 1x | 0.13 s | 0.10 s | 1.30x | **no** |" in table
+    assert "| tok/s at 16 >= 1.2x | 450.0 | 300.0 | 1.50x | yes |" in table
+
+
+def test_every_other_repeat_runs_the_servers_in_reverse() -> None:
+    planned = ["ours", "llama.cpp -np 4", "llama.cpp -np 16"]
+    assert compare.repeat_order(planned, 0) == planned
+    assert compare.repeat_order(planned, 1) == planned[::-1]
+    assert compare.repeat_order(planned, 2) == planned
+    assert compare.parse_args([]).repeat == 1
+    assert compare.parse_args(["--repeat", "3"]).repeat == 3
+
+
+def test_the_plan_lists_our_runs_with_their_arguments_before_any_llama_cpp() -> None:
+    args = compare.parse_args(["--ours-args", "", "--ours-args", "--weights int8"])
+    planned = compare.planned_servers(args, [])
+    assert [(label, slots) for label, _, slots in planned] == [
+        ("ours/transformers", None),
+        ("ours/transformers --weights int8", None),
+    ]
+    command = planned[1][1]()  # built when the server starts, on a free port then
+    assert command[-2:] == ["--weights", "int8"]
+    assert 0 < int(command[command.index("--port") + 1]) < 65536
+
+
 # --- tools/llama_cpp_build.py ------------------------------------------------------------
 
 
