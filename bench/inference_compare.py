@@ -20,7 +20,9 @@ the same server; each repeat gets its own tables and verdicts.
     python bench/inference_compare.py --llama-server --ours-args "" \
         --ours-args "--weights int4" --json bench-inference.json
 
-``--llama-server`` alone builds (or reuses) the binary with ``tools/llama_cpp_build.py``;
+``--llama-server`` alone builds (or reuses) the binary with ``tools/llama_cpp_build.py``
+(for this CPU; with ``--llama-isa avx2`` for AVX2 CPUs, to compare on AVX2 kernels with
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` exported for our server);
 ``--llama-server PATH`` uses the one at PATH. ``--llama-args`` adds arguments to every
 llama-server run. An ``--ours-args`` or ``--llama-args`` value that starts with ``-`` and
 has no space must be written ``--ours-args=--flag``.
@@ -141,11 +143,15 @@ def embedded_model(python: str) -> tuple[Path, str]:
     return Path(path), name
 
 
-def built_llama_server() -> Path:
-    """Build (or reuse) llama-server with tools/llama_cpp_build.py; its path."""
+def built_llama_server(isa: str = "native") -> Path:
+    """Build (or reuse) llama-server with tools/llama_cpp_build.py (for this CPU, or with
+    ``isa`` avx2 for AVX2 CPUs); its path."""
     tool = ROOT / "tools" / "llama_cpp_build.py"
     result = subprocess.run(
-        [sys.executable, str(tool), "--print-path"], stdout=subprocess.PIPE, text=True, check=True
+        [sys.executable, str(tool), "--isa", isa, "--print-path"],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
     )
     return Path(result.stdout.strip().splitlines()[-1])
 
@@ -287,6 +293,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="llama-server binary; without PATH, build or reuse it (tools/llama_cpp_build.py)",
     )
+    parser.add_argument(
+        "--llama-isa",
+        choices=["native", "avx2"],
+        default="native",
+        help="the llama-server build to make or reuse without PATH: this CPU's (GGML_NATIVE) "
+        "or any AVX2 CPU's",
+    )
     parser.add_argument("--llama-slots", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument(
         "--llama-args",
@@ -321,7 +334,11 @@ def planned_servers(
         command = functools.partial(_ours, args.vllm_python, "vllm", "")
         planned.append((ours_label("vllm"), command, None))
     if args.llama_server:
-        binary = built_llama_server() if args.llama_server == "build" else Path(args.llama_server)
+        binary = (
+            built_llama_server(args.llama_isa)
+            if args.llama_server == "build"
+            else Path(args.llama_server)
+        )
         gguf, name = embedded_model(args.python)
         extra = args.llama_args
         if extra is None:

@@ -208,6 +208,20 @@ def test_the_cache_folder_is_keyed_by_version_and_cpu_flags(
     assert build.cache_dir("0.3.36", avx2, tmp_path / "other").parent == tmp_path / "other"
 
 
+def test_an_avx2_build_leaves_out_avx512_and_is_cached_apart_from_this_cpus() -> None:
+    native = build.configure_command(Path("/src"), Path("/b"))
+    avx2 = build.configure_command(Path("/src"), Path("/b"), "avx2")
+    assert "-DGGML_NATIVE=ON" in native
+    assert "-DGGML_NATIVE=OFF" in avx2
+    assert {"-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_AVX512=OFF"} <= set(avx2)
+    assert [f for f in avx2 if "GGML" not in f] == [f for f in native if "GGML" not in f]
+    flags = ["avx2", "avx512f"]
+    assert build.cache_dir("0.3.36", flags, Path("/c"), isa="avx2") == Path("/c/0.3.36-avx2")
+    assert build.cache_dir("0.3.36", flags, Path("/c")) != Path("/c/0.3.36-avx2")
+    assert compare.parse_args(["--llama-server", "--llama-isa", "avx2"]).llama_isa == "avx2"
+    assert compare.parse_args([]).llama_isa == "native"
+
+
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(

@@ -16,9 +16,14 @@ own build. Besides the brief's cmake flags, the build sets ``LLAMA_USE_PREBUILT_
 (the web UI would otherwise be fetched from Hugging Face, which our machines cannot
 reach) and an ``$ORIGIN`` rpath, so the binary finds its libraries beside it.
 
+``--isa avx2`` builds for AVX2 CPUs instead (``GGML_NATIVE=OFF`` with SSE4.2, AVX, AVX2,
+FMA, F16C and BMI2 on, AVX-512 off), cached in ``<version>-avx2/``: on an AVX-512
+machine it stands in for llama.cpp on an AVX2-only CPU, beside our server held to AVX2
+kernels (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``).
+
 Usage::
 
-    python tools/llama_cpp_build.py [--rebuild] [--print-path]
+    python tools/llama_cpp_build.py [--isa native|avx2] [--rebuild] [--print-path]
 """
 
 # ruff: noqa: S603, S607 - runs fixed tools (pip, cmake, ldd, the built binary)
@@ -62,6 +67,14 @@ VERSION = "0.3.36"
 BINARY = "llama-server"
 #: How many characters of the CPU flags' sha256 name the cache folder.
 DIGEST_CHARS = 12
+#: The instruction-set cmake flags of each build kind: this CPU's, or any AVX2 CPU's.
+ISA_FLAGS = {
+    "native": ("-DGGML_NATIVE=ON",),
+    "avx2": (
+        "-DGGML_NATIVE=OFF", "-DGGML_SSE42=ON", "-DGGML_AVX=ON", "-DGGML_AVX2=ON",
+        "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF",
+    ),
+}  # fmt: skip
 
 
 class LlamaCppUnavailableError(RuntimeError):
@@ -110,9 +123,13 @@ def cache_root() -> Path:
     return Path(base) / "tools" / "llama.cpp"
 
 
-def cache_dir(version: str, flags: Sequence[str], root: Path | None = None) -> Path:
-    """The folder of one build: ``<root>/<version>-<flags digest>``."""
-    return (root or cache_root()) / f"{version}-{flags_digest(flags)}"
+def cache_dir(
+    version: str, flags: Sequence[str], root: Path | None = None, *, isa: str = "native"
+) -> Path:
+    """The folder of one build: ``<root>/<version>-<flags digest>`` for this CPU (``isa``
+    native), ``<root>/<version>-avx2`` for any AVX2 CPU."""
+    key = flags_digest(flags) if isa == "native" else isa
+    return (root or cache_root()) / f"{version}-{key}"
 
 
 def cached_binary(directory: Path) -> Path | None:
@@ -124,11 +141,12 @@ def cached_binary(directory: Path) -> Path | None:
 # --- build -------------------------------------------------------------------------------
 
 
-def configure_command(source: Path, build_dir: Path) -> list[str]:
-    """The cmake configure step (the brief's flags, no web UI download, ``$ORIGIN`` rpath)."""
+def configure_command(source: Path, build_dir: Path, isa: str = "native") -> list[str]:
+    """The cmake configure step (the brief's flags with ``isa``'s instruction sets, no web
+    UI download, ``$ORIGIN`` rpath)."""
     return [
         "cmake", "-S", str(source), "-B", str(build_dir),
-        "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON", "-DLLAMA_BUILD_SERVER=ON",
+        "-DLLAMA_CURL=OFF", *ISA_FLAGS[isa], "-DLLAMA_BUILD_SERVER=ON",
         "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
         "-DLLAMA_USE_PREBUILT_UI=OFF",
         "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN",
@@ -212,12 +230,12 @@ def _run_logged(command: list[str], log: Path, *, percent_lines: bool = False) -
         )
 
 
-def _compile(source: Path, workdir: Path) -> Path:
-    """Configure and build ``llama-server``; return the built binary."""
+def _compile(source: Path, workdir: Path, isa: str) -> Path:
+    """Configure and build ``llama-server`` for ``isa``; return the built binary."""
     build_dir = workdir / "build"
     log = workdir / "build.log"
-    with _phase("cmake configure (GGML_NATIVE=ON)"):
-        _run_logged(configure_command(source, build_dir), log)
+    with _phase(f"cmake configure ({' '.join(flag[2:] for flag in ISA_FLAGS[isa])})"):
+        _run_logged(configure_command(source, build_dir, isa), log)
     with _phase(f"cmake --build --target {BINARY} -j2 (about 9 minutes on 2 cores)"):
         _run_logged(build_command(build_dir), log, percent_lines=True)
     binary = build_dir / "bin" / BINARY
@@ -261,9 +279,10 @@ def _build_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build(*, rebuild: bool = False, version: str = VERSION) -> Path:
-    """Build (or reuse) ``llama-server`` for this CPU; return the binary's path."""
-    target = cache_dir(version, cpu_flags())
+def build(*, rebuild: bool = False, version: str = VERSION, isa: str = "native") -> Path:
+    """Build (or reuse) ``llama-server`` for this CPU (or for ``isa`` avx2, any AVX2 CPU);
+    return the binary's path."""
+    target = cache_dir(version, cpu_flags(), isa=isa)
     found = cached_binary(target)
     if found and not rebuild:
         progress(f"using the cached build {found}")
@@ -283,7 +302,7 @@ def build(*, rebuild: bool = False, version: str = VERSION) -> Path:
         with tempfile.TemporaryDirectory(prefix="build-", dir=root) as scratch:
             workdir = Path(scratch)
             source = _extract_vendor(_download_sdist(workdir, version), workdir)
-            binary = _compile(source, workdir)
+            binary = _compile(source, workdir, isa)
             staging = workdir / "staging"
             libraries = _stage(binary, workdir / "build", staging)
             shutil.rmtree(target, ignore_errors=True)
@@ -300,9 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rebuild", action="store_true", help="build even when cached")
     parser.add_argument("--print-path", action="store_true", help="print the binary's path")
+    parser.add_argument(
+        "--isa", choices=sorted(ISA_FLAGS), default="native", help="this CPU's or AVX2 kernels"
+    )
     args = parser.parse_args(argv)
     try:
-        binary = build(rebuild=args.rebuild)
+        binary = build(rebuild=args.rebuild, isa=args.isa)
     except (LlamaCppUnavailableError, OSError, subprocess.CalledProcessError) as exc:
         progress(f"unavailable: {exc}")
         return 2
