@@ -60,6 +60,7 @@ from machine import describe_machine, machine_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Context tokens each llama.cpp slot gets (prompt plus answer need about 100 here).
+LLAMA_CTX_PER_SLOT = 1024
 #: Issue #15's targets against llama.cpp's best slot count: (concurrency, what is compared,
 #: the least ratio ours / llama.cpp's for tokens/s, or the most for TTFT).
 TARGETS = (
@@ -68,7 +69,6 @@ TARGETS = (
     (16, "tokens_per_s", 1.2),
     (16, "ttft_p50_s", 1.0),
 )
-LLAMA_CTX_PER_SLOT = 1024
 #: Prints the embedded model's GGUF path and served name, run by the python under test.
 EMBEDDED_MODEL_PROBE = (
     "from kaito_sdk.tools.localmodels import EMBEDDED_MODEL_NAME, embedded_gguf_path; "
