@@ -7,6 +7,8 @@ skip with that reason where none is found, and the eager-path tests run everywhe
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,6 +96,8 @@ def test_compiled_steps_match_eager_and_keep_each_row_its_own_numbers(
     model = tiny_llama()
     eager, compiled = int4_decoder(model), int4_decoder(model)
     assert compile_and_use(compiled) is None
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    assert Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).name == f"cpu-{capability}"
     compiled_calls.clear()  # the startup check's own calls
     together = greedy_steps(compiled, model.config, PROMPTS)
     assert compiled_calls == [3] * 5  # every decode step, no prefill
@@ -117,6 +121,26 @@ def test_rows_with_a_lora_adapter_take_the_eager_step(compiled_calls: list[int])
     assert compiled_calls == []
     greedy_steps(decoder, peft_model.config, PROMPTS, [None, None, None])
     assert compiled_calls == [3] * 5
+
+
+def test_inductors_cache_gets_a_folder_per_cpu_capability(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Code compiled under one capability and loaded under another gave NaN or aborted the
+    process (compiled_step's module docstring), so each gets a folder of its own."""
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    chosen = compiled_step.use_cache_of_this_cpu_kind()
+    assert chosen == tmp_path / f"cpu-{capability}"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(chosen)
+    assert compiled_step.use_cache_of_this_cpu_kind() == chosen  # not nested again
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert compiled_step.use_cache_of_this_cpu_kind() == tmp_path / "cpu-avx2"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # noqa: PLC0415
+
+    assert compiled_step.use_cache_of_this_cpu_kind() == Path(default_cache_dir()) / "cpu-avx2"
 
 
 def test_without_a_compiler_the_step_stays_eager(compiled_calls: list[int]) -> None:

@@ -18,20 +18,33 @@ not depend on who else is served), and that the compiled step agrees with the ea
 Inductor generates C++, so compiling needs a C++ compiler at run time. It takes about
 50 s on 2 cores the first time (two graphs: one row, and any number of rows) and 8-10 s
 when inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, by default under ``/tmp``)
-holds them. Where it cannot compile, the step stays eager.
+holds them. Where it cannot compile, the step stays eager. Inductor's cache key does not
+hold torch's CPU capability: a server held to AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``)
+that found code compiled under AVX-512 dispatch got NaN (caught by the check), and the
+other way round the process aborted (``malloc(): unaligned tcache chunk detected``). So
+:func:`use_cache_of_this_cpu_kind` gives each capability a folder of its own.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["Attend", "CompiledStack", "LayerStack", "check_compiled", "compile_stack"]
+__all__ = [
+    "Attend",
+    "CompiledStack",
+    "LayerStack",
+    "check_compiled",
+    "compile_stack",
+    "use_cache_of_this_cpu_kind",
+]
 
 #: Caches a layer's new keys and values and returns its attention output:
 #: ``attend(layer, query, key, value)``.
@@ -129,6 +142,19 @@ def _missing_compiler() -> str | None:
     return None
 
 
+def use_cache_of_this_cpu_kind() -> Path:
+    """Point inductor's on-disk cache at a folder of torch's CPU capability under the one
+    configured (``TORCHINDUCTOR_CACHE_DIR``, else inductor's default), e.g.
+    ``/tmp/torchinductor_kaito/cpu-avx512``, and return it (see the module docstring)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # noqa: PLC0415
+
+    base = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir())
+    folder = f"cpu-{torch.backends.cpu.get_cpu_capability().lower()}"
+    chosen = base if base.name == folder else base / folder
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(chosen)
+    return chosen
+
+
 def compile_stack(
     stack: LayerStack,
     probe_inputs: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -142,6 +168,7 @@ def compile_stack(
     missing = _missing_compiler()
     if missing is not None:
         return None, missing
+    use_cache_of_this_cpu_kind()
     try:
         compiled = CompiledStack(stack)
 
