@@ -61,9 +61,10 @@ class TransformersRuntimeConfig(BaseModel):
     """Queued requests before the server answers 429."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     """Weight and compute dtype."""
-    weights: Literal["auto", "float32", "bfloat16", "int8", "int4"] | None = None
+    weights: Literal["auto", "float32", "bfloat16", "int8", "int4", "w8a8"] | None = None
     """Weight format of the fast CPU decoder (``auto``: the fastest within 2% perplexity
-    of float32; ``int8``/``int4``: weight-only quantized)."""
+    of float32; ``int8``/``int4``: weight-only quantized; ``w8a8``: int8 weights and
+    activations)."""
 
 
 class InferenceConfig(BaseModel):

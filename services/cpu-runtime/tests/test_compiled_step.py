@@ -36,8 +36,13 @@ def tiny_llama() -> Any:
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
-def int4_decoder(model: Any) -> FastDecoder:
-    decoder = FastDecoder.build(model, weights="int4", activation_dtype=torch.float32)
+def int4_decoder(model: Any, weights: Any = "int4") -> FastDecoder:
+    """The decoder in int4 or another quantized format (``w8a8``: calibrated on a few
+    token ids)."""
+    decoder = FastDecoder.build(
+        model, weights=weights, activation_dtype=torch.float32,
+        calibration=torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]]),
+    )  # fmt: skip
     assert decoder is not None
     return decoder
 
@@ -90,11 +95,12 @@ def greedy_steps(
 
 
 @needs_compiler
+@pytest.mark.parametrize("weights", ["int4", "w8a8"])
 def test_compiled_steps_match_eager_and_keep_each_row_its_own_numbers(
-    compiled_calls: list[int],
+    compiled_calls: list[int], weights: str
 ) -> None:
     model = tiny_llama()
-    eager, compiled = int4_decoder(model), int4_decoder(model)
+    eager, compiled = int4_decoder(model, weights), int4_decoder(model, weights)
     assert compile_and_use(compiled) is None
     capability = torch.backends.cpu.get_cpu_capability().lower()
     assert Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).name == f"cpu-{capability}"
@@ -160,7 +166,7 @@ def test_without_a_compiler_the_step_stays_eager(compiled_calls: list[int]) -> N
 def test_float_layers_are_not_compiled() -> None:
     decoder = FastDecoder.build(tiny_llama(), torch.float32)
     assert decoder is not None
-    assert decoder.compile_decode_step() == (None, "only int8 and int4 layers are compiled")
+    assert decoder.compile_decode_step() == (None, "only quantized layers are compiled")
 
 
 def checked(step: Any) -> str | None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_inference.app import create_app
 from kaito_inference.cli import build_parser, main, settings_from_args
 from kaito_inference.engines import weights as weights_module
@@ -51,7 +52,7 @@ def tiny(tiny_model_dir: Path) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-@pytest.mark.parametrize("setting", ["float32", "int8", "int4"])
+@pytest.mark.parametrize("setting", ["float32", "int8", "int4", "w8a8"])
 def test_an_explicit_format_is_served(tiny: tuple[Any, Any], setting: Any) -> None:
     choice = build_decoder(*tiny, setting, {})
     assert choice.decoder is not None
@@ -62,12 +63,12 @@ def test_an_explicit_format_is_served(tiny: tuple[Any, Any], setting: Any) -> No
 def test_an_unavailable_kernel_falls_back_with_a_log_line(
     tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from kaito_cpu_runtime import quantized  # noqa: PLC0415
+    from kaito_cpu_runtime import decoder_weights  # noqa: PLC0415
 
     def no_int4(weights: str, _act: torch.dtype) -> str | None:
         return "no int4 kernel in this torch" if weights == "int4" else None
 
-    monkeypatch.setattr(quantized, "kernel_available", no_int4)
+    monkeypatch.setattr(decoder_weights, "format_available", no_int4)
     with caplog.at_level(logging.WARNING):
         choice = build_decoder(*tiny, "int4", {})
     assert choice.weights == "int8"
@@ -96,8 +97,48 @@ def test_auto_serves_the_fastest_format_within_tolerance(
 def test_auto_order_starts_with_the_fastest_kernels() -> None:
     for order in weights_module.SPEED_ORDER.values():
         assert order[-1] == "float32"
-        assert set(order) <= {"float32", "bfloat16", "int8", "int4"}
+        assert set(order) <= {"float32", "bfloat16", "int8", "int4", "w8a8"}
     assert "bfloat16" not in weights_module.SPEED_ORDER["avx2"]  # emulated there: slower
+    assert weights_module.SPEED_ORDER["avx2"][0] == "w8a8"
+
+
+def test_auto_on_an_avx2_cpu_serves_w8a8_without_a_prefill_copy(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(weights_module, "cpu_kind", lambda: ("avx2", "torch CPU capability AVX2"))
+    choice = build_decoder(*tiny, "auto", {})
+    assert choice.weights == "w8a8"
+    assert choice.decoder is not None
+    assert choice.decoder.dense_from_positions == 0  # prefills on its own kernel
+    assert choice.reason.startswith("fbgemm int8 x int8")
+    assert "prefills on" not in choice.reason
+    assert "w8a8 perplexity" in choice.reason
+
+
+def test_the_quality_check_scores_the_decode_kernels_not_the_prefill_copy(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An int4 decoder's check runs its int4 kernel although prefills have a dense copy."""
+    model, tokenizer = tiny
+    choice = build_decoder(model, tokenizer, "int4", {})
+    decoder = choice.decoder
+    assert decoder is not None
+    assert decoder.dense_from_positions > 0
+    dense_calls: list[int] = []
+    for layer in decoder.layers:
+
+        def spy(x: torch.Tensor, real: Any = layer.qkv.dense, **kwargs: Any) -> Any:
+            dense_calls.append(len(x))
+            return real(x, **kwargs)
+
+        monkeypatch.setattr(layer.qkv, "dense", spy)
+    weights_module.perplexity(model, tokenizer, decoder)
+    assert dense_calls == []
+    ids = torch.tensor([tokenizer("a prompt of a few words")["input_ids"]])
+    with torch.inference_mode():  # the copies are back: a prefill pass runs on them
+        decoder(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None],
+                new_batch_cache(model.config))  # fmt: skip
+    assert dense_calls == [1] * len(decoder.layers)
 
 
 def test_only_the_embedded_model_brings_q4_blocks(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,9 +18,11 @@ from kaito_cpu_runtime.quantized import (
     WeightFormat,
     int4_fits,
     int8_round_trip,
+    kernel_available,
 )
+from kaito_cpu_runtime.w8a8 import w8a8_available, w8a8_linear
 
-__all__ = ["DecoderWeights", "Linear", "matching_blocks"]
+__all__ = ["DecoderWeights", "Linear", "format_available", "matching_blocks"]
 
 log = logging.getLogger(__name__)
 #: A linear layer of the decoder: float (prepacked) or quantized.
@@ -39,6 +41,9 @@ class DecoderWeights:
     dense_dtype: torch.dtype = torch.float32
     dense_from_positions: int = 0  # 0: no dense copy
     head_float_channels: torch.Tensor | None = None  # None: no int8 activations
+    #: ``w8a8`` layers: per ``nn.Linear`` (by id()), each input channel's largest value on
+    #: a calibration text (:func:`~kaito_cpu_runtime.w8a8.input_maxima`).
+    input_maxima: Mapping[int, torch.Tensor] = field(default_factory=dict)
 
     def head(self, lm_head: Any) -> Linear:
         """The LM head in the head's format (as :meth:`fused` makes the layers); an int8
@@ -67,6 +72,11 @@ class DecoderWeights:
             )
             layer = QuantizedLinear.int4_from_blocks(blocks, bias, sizes, self.activation_dtype)
             return self._dense(layer, blocks.dequantize)
+        if weight_format == "w8a8":
+            # The fused projections read the same input: their maxima are one tensor.
+            input_max = torch.stack([self.input_maxima[id(m)] for m in linears]).amax(dim=0)
+            layer, stands_for = w8a8_linear(weight, input_max, bias, sizes)
+            return self._dense(layer, lambda: stands_for)
         layer = QuantizedLinear.int8(weight, bias, sizes, self.activation_dtype)
         return self._dense(layer, lambda: int8_round_trip(weight))
 
@@ -99,3 +109,12 @@ def matching_blocks(model: Any, q4_blocks: Mapping[str, Q4Blocks]) -> dict[int, 
             len(q4_blocks),
         )
     return found
+
+
+def format_available(weight_format: WeightFormat, activation_dtype: torch.dtype) -> str | None:
+    """``None`` when ``weight_format`` runs correctly here (its kernel probed, see
+    :func:`~kaito_cpu_runtime.quantized.kernel_available` and
+    :func:`~kaito_cpu_runtime.w8a8.w8a8_available`), else why not."""
+    if weight_format == "w8a8":
+        return w8a8_available()
+    return kernel_available(weight_format, activation_dtype)

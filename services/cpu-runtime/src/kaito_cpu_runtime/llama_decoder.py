@@ -53,6 +53,7 @@ from kaito_cpu_runtime.prefill_passes import (
     pass_rows,
 )
 from kaito_cpu_runtime.quantized import Q4Blocks, QuantizedLinear, WeightFormat
+from kaito_cpu_runtime.w8a8 import input_maxima
 
 __all__ = ["FastDecoder"]
 
@@ -101,6 +102,7 @@ class FastDecoder(LlamaLayers):
         dense_dtype: torch.dtype = torch.float32,
         dense_from_positions: int = 0,
         int8_head_calibration: torch.Tensor | None = None,
+        calibration: torch.Tensor | None = None,
     ) -> FastDecoder | None:
         """A fast decoder for the plain (not yet PEFT-wrapped) ``model``, or ``None``.
 
@@ -116,7 +118,10 @@ class FastDecoder(LlamaLayers):
         With ``int8_head_calibration`` (token ids, ``[1, n]``) an int8 LM head multiplies
         int8 activations, keeping float32 the channels of the final hidden state that are
         largest on those tokens (:mod:`kaito_cpu_runtime.int8_head`; check
-        :func:`~kaito_cpu_runtime.int8_head.int8_head_available` first).
+        :func:`~kaito_cpu_runtime.int8_head.int8_head_available` first). ``w8a8`` layers
+        (:mod:`kaito_cpu_runtime.w8a8`) need ``calibration`` (token ids, ``[1, n]``): their
+        smoothing comes from the activations the model computes on it; their LM head is
+        int8 like int4's.
         """
         reason = _unsupported(model)
         if reason is not None:
@@ -128,14 +133,19 @@ class FastDecoder(LlamaLayers):
         try:
             with torch.inference_mode():
                 blocks = matching_blocks(model, q4_blocks or {}) if layers == "int4" else {}
-                head: WeightFormat = "int8" if layers == "int4" else layers
+                head: WeightFormat = "int8" if layers in ("int4", "w8a8") else layers
+                maxima = {}
+                if layers == "w8a8":
+                    if calibration is None:
+                        raise ValueError("w8a8 weights need a calibration text")
+                    maxima = input_maxima(model, calibration)
                 channels = None
                 if head == "int8" and int8_head_calibration is not None:
                     hidden = model.model(input_ids=int8_head_calibration).last_hidden_state
                     channels = largest_channels(hidden)
                 plan = DecoderWeights(
                     layers, head, activation_dtype, blocks, dense_dtype, dense_from_positions,
-                    channels,
+                    channels, maxima,
                 )  # fmt: skip
                 return cls(model, linear_dtype, plan)
         except (RuntimeError, AttributeError) as exc:
@@ -291,7 +301,7 @@ class FastDecoder(LlamaLayers):
         ``(None, why not)``. Takes long (compiling): call it before serving."""
         if any(not isinstance(linear, QuantizedLinear) for layer in self.layers
                for linear in (layer.qkv, layer.out, layer.gate_up, layer.down)):  # fmt: skip
-            return None, "only int8 and int4 layers are compiled"
+            return None, "only quantized layers are compiled"
 
         def probe_inputs(rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             return self._inputs(torch.tensor([[11], [12], [13]])[:rows], torch.full((rows, 1), 5))

@@ -8,6 +8,8 @@ layers its own ``attend``."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from torch.nn import functional
 from kaito_cpu_runtime.compiled_step import Attend
 from kaito_cpu_runtime.decoder_weights import DecoderWeights, Linear
 from kaito_cpu_runtime.lora import LoraTable, read_lora
+from kaito_cpu_runtime.quantized import QuantizedLinear
 
 __all__ = ["AdapterRows", "DecoderLayer", "LlamaLayers"]
 
@@ -102,6 +105,25 @@ class LlamaLayers:
     def applies_to(self, model: Any) -> bool:
         """Whether the fast path can run ``model`` as it is now."""
         return self._serves_adapters or not hasattr(model, "peft_config")
+
+    @contextmanager
+    def quantized_kernels_only(self) -> Iterator[None]:
+        """Within the block every pass multiplies on the quantized kernels, as decode steps
+        do, not on the dense copies prefills use (to score what decode steps compute)."""
+        linears = [self.lm_head] + [
+            linear
+            for layer in self.layers
+            for linear in (layer.qkv, layer.out, layer.gate_up, layer.down)
+        ]
+        saved = [(linear, linear.dense) for linear in linears
+                 if isinstance(linear, QuantizedLinear)]  # fmt: skip
+        for linear, _ in saved:
+            linear.dense = None
+        try:
+            yield
+        finally:
+            for linear, dense in saved:
+                linear.dense = dense
 
     def _inputs(
         self, input_ids: torch.Tensor, position_ids: torch.Tensor

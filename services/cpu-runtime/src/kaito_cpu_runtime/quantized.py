@@ -60,8 +60,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Weight formats of the fast decoder's linear layers.
-WeightFormat = Literal["float32", "bfloat16", "int8", "int4"]
+#: Weight formats of the fast decoder's linear layers (``w8a8``: :mod:`kaito_cpu_runtime.w8a8`).
+WeightFormat = Literal["float32", "bfloat16", "int8", "int4", "w8a8"]
 #: Inputs per int4 group: a GGUF Q4_1 block's size.
 INT4_GROUP = 32
 _Kernel = Callable[[torch.Tensor], torch.Tensor]

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default=s)
     add(
         "--weights",
-        choices=["auto", "float32", "bfloat16", "int8", "int4"],
+        choices=["auto", "float32", "bfloat16", "int8", "int4", "w8a8"],
         default=s,
         help="linear weights of the fast CPU decoder (auto: fastest within 2%% perplexity)",
     )

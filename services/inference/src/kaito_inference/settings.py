@@ -28,7 +28,7 @@ class InferenceSettings(BaseSettings):
     adapters_dir: Path = Path("/mnt/adapter")
     kaito_config_file: Path | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    weights: Literal["auto", "float32", "bfloat16", "int8", "int4"] = Field(
+    weights: Literal["auto", "float32", "bfloat16", "int8", "int4", "w8a8"] = Field(
         default="auto",
         description="the fast CPU decoder's linear weights; auto: the fastest format on "
         "this CPU whose perplexity stays within 2% of float32",

@@ -1,7 +1,9 @@
 """Which weight format the fast CPU decoder serves (``--weights``), and why.
 
 ``float32``, ``bfloat16`` (oneDNN, prepacked), ``int8`` or ``int4`` (torch's weight-only
-kernels, :mod:`kaito_cpu_runtime.quantized`). ``auto`` tries the formats this CPU runs
+kernels, :mod:`kaito_cpu_runtime.quantized`) or ``w8a8`` (int8 weights and activations
+through fbgemm, smoothed on :data:`CALIBRATION_TEXT`, :mod:`kaito_cpu_runtime.w8a8`).
+``auto`` tries the formats this CPU runs
 fastest first (:data:`SPEED_ORDER`, measured) and serves the first whose quality is
 within :data:`PERPLEXITY_TOLERANCE` of float32 on :data:`CHECK_TEXT`, a paragraph scored
 at startup with the model's own float32 forward as the reference. A format whose kernel
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from kaito_cpu_runtime.quantized import Q4Blocks, WeightFormat
 
 __all__ = [
+    "CALIBRATION_TEXT",
     "CHECK_TEXT",
     "DENSE_COPY",
     "FALLBACK",
@@ -44,21 +47,27 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WeightsSetting = Literal["auto", "float32", "bfloat16", "int8", "int4"]
+WeightsSetting = Literal["auto", "float32", "bfloat16", "int8", "int4", "w8a8"]
 #: A format serves under ``auto`` when its perplexity on :data:`CHECK_TEXT` is at most
 #: this much above float32's (2%).
 PERPLEXITY_TOLERANCE = 0.02
 #: Fastest first, per CPU kind, as served (``bench/inference_compare.py``, SmolLM2, 2
 #: cores; docs/inference.md, "Weight formats"): int4 led int8 at 1 and 4 streams on both
 #: kinds (AVX2 dispatch: 56.5 and 126.8 tokens/s against 46.3 and 118.8), although int8's
-#: kernel alone is a little faster for one row there.
+#: kernel alone is a little faster for one row there. On AVX2 ``w8a8`` leads both (served,
+#: AVX2 dispatch, compiled step: 96-100 against 92-97 tokens/s at one stream, 268-275
+#: against 259-269 at 4, 417-426 against 302-312 at 16; docs/benchmarks.md); with native
+#: bfloat16 int4's kernel is the faster one for few rows.
 SPEED_ORDER: dict[str, tuple[WeightFormat, ...]] = {
     "native-bf16": ("int4", "int8", "bfloat16", "float32"),
-    "avx2": ("int4", "int8", "float32"),
+    "avx2": ("w8a8", "int4", "int8", "float32"),
 }
 #: Per CPU kind: the dtype of the dense copy int8/int4 layers keep for prefills, and from
 #: how many positions per sequence a pass counts as one (torch's weight-only kernels are
 #: fast for a few rows and slow for many; measured with ``bench/quant_kernels.py``).
+#: ``w8a8`` keeps none: on AVX2 kernels its integer products took 153.6 ms for 256 rows of
+#: SmolLM2's matmuls where oneDNN's float32 took 215.3 (bfloat16 on AVX-512: 61.1
+#: against its 74.2, but ``auto`` serves it only on AVX2), and no copy saves the memory.
 DENSE_COPY: dict[str, tuple[str, int]] = {
     "native-bf16": ("bfloat16", 2),
     "avx2": ("float32", 2),
@@ -72,6 +81,19 @@ CHECK_TEXT = (
     "of them. Reading the weights is the slow part: a processor can multiply numbers much "
     "faster than it can fetch them from memory. Storing each weight in four bits instead "
     "of thirty-two means eight times fewer bytes to fetch for every word."
+)
+#: What ``w8a8`` layers take their activation ranges from (another text than
+#: :data:`CHECK_TEXT`, so the startup check scores text the smoothing has not seen):
+#: prose, a list, numbers and a line of code, written for this service.
+CALIBRATION_TEXT = (
+    "Dear team, the quarterly report is attached. Sales rose 12.5% to $4,380,000, while "
+    "costs fell from 2.1 to 1.9 million. Three things to do next week:\n"
+    "1. Book the meeting room for Tuesday at 10:30.\n"
+    "2. Send the draft to Maria and Chen before Friday.\n"
+    "3. Check why the build fails with `KeyError: 'config'` in setup.py.\n"
+    "def average(values):\n    return sum(values) / len(values)\n"
+    "Q: Why is the sky blue? A: Sunlight scatters off air molecules, and blue light "
+    "scatters the most. Thanks, and have a good weekend!"
 )
 
 
@@ -97,10 +119,11 @@ def cpu_kind() -> tuple[str, str]:
 def activation_dtype(weights: WeightFormat) -> torch.dtype:
     """What the int8/int4 kernels multiply in: bfloat16 on every CPU kind (measured with
     ``bench/quant_kernels.py``: with float32 activations int8 took 49.6 ms for one row of
-    SmolLM2's matmuls against 9.9 with bfloat16, and 49.9 against 10.5 on AVX2 kernels)."""
+    SmolLM2's matmuls against 9.9 with bfloat16, and 49.9 against 10.5 on AVX2 kernels).
+    ``w8a8`` layers quantize their own activations; the dtype is their int8 LM head's."""
     import torch
 
-    return torch.bfloat16 if weights in ("int8", "int4") else torch.float32
+    return torch.bfloat16 if weights in ("int8", "int4", "w8a8") else torch.float32
 
 
 def embedded_q4_blocks(location: str) -> Mapping[str, Q4Blocks]:
@@ -120,7 +143,8 @@ def embedded_q4_blocks(location: str) -> Mapping[str, Q4Blocks]:
 
 def perplexity(model: Any, tokenizer: Any, decoder: FastDecoder | None) -> float:
     """Perplexity of :data:`CHECK_TEXT` under ``decoder`` (``None``: the model's own
-    float32 forward)."""
+    float32 forward), every position multiplied on the kernels of its decode steps, not
+    on a prefill copy: the score is that of the numbers decoded tokens come from."""
     import torch
     from torch.nn import functional
 
@@ -134,7 +158,8 @@ def perplexity(model: Any, tokenizer: Any, decoder: FastDecoder | None) -> float
         else:
             positions = torch.arange(ids.shape[1])[None, :]
             cache = new_batch_cache(model.config)
-            logits = decoder(ids, mask, positions, cache, all_positions=True)
+            with decoder.quantized_kernels_only():
+                logits = decoder(ids, mask, positions, cache, all_positions=True)
         loss = functional.cross_entropy(logits[0, :-1], ids[0, 1:])
     return math.exp(float(loss))
 
@@ -150,6 +175,7 @@ class WeightChoice:
 
 #: What an explicit format falls back to when its kernel is unavailable here.
 FALLBACK: dict[str, tuple[WeightFormat, ...]] = {
+    "w8a8": ("int4", "int8", "float32"),
     "int4": ("int8", "float32"),
     "int8": ("float32",),
     "bfloat16": ("float32",),
@@ -167,26 +193,29 @@ def build_decoder(
     ``decoder`` is ``None`` when the fast decoder does not cover the model."""
     import torch
 
+    from kaito_cpu_runtime.decoder_weights import format_available
     from kaito_cpu_runtime.int8_head import int8_head_available
     from kaito_cpu_runtime.llama_decoder import FastDecoder
-    from kaito_cpu_runtime.quantized import kernel_available
 
     kind, flags = cpu_kind()
     head_missing = int8_head_available()
     if head_missing is not None:
         log.info("int8 LM heads keep bfloat16 activations: %s", head_missing)
-    calibration = None if head_missing else torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
+    check_ids = torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
+    calibration_ids = torch.tensor([tokenizer(CALIBRATION_TEXT)["input_ids"]])
     candidates = SPEED_ORDER[kind] if setting == "auto" else (setting, *FALLBACK[setting])
     reference = perplexity(model, tokenizer, None) if setting == "auto" else None
     notes: list[str] = []
     for weights in candidates:
         act = activation_dtype(weights)
-        missing = kernel_available(weights, act)
+        missing = format_available(weights, act)
         if missing is not None:
             log.warning("weights %s unavailable here (%s); trying the next", weights, missing)
             notes.append(f"{weights} unavailable")
             continue
         dense_dtype, dense_rows = DENSE_COPY[kind]
+        if weights == "w8a8":
+            dense_rows = 0  # its kernel is the faster one for prefills too (DENSE_COPY)
         decoder = FastDecoder.build(
             model,
             weights=weights,
@@ -194,7 +223,8 @@ def build_decoder(
             q4_blocks=q4_blocks,
             dense_dtype=getattr(torch, dense_dtype),
             dense_from_positions=dense_rows,
-            int8_head_calibration=calibration,
+            int8_head_calibration=None if head_missing else check_ids,
+            calibration=calibration_ids,
         )
         if decoder is None and weights == "float32":
             break
@@ -221,6 +251,7 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
         "bfloat16": "oneDNN prepacked bfloat16",
         "int8": "aten._weight_int8pack_mm",
         "int4": "aten._weight_int4pack_mm_for_cpu",
+        "w8a8": "fbgemm int8 x int8 (quantized::linear_with_input_q_dq_qweight_dq_output_fp32)",
     }
     parts = [kernels[decoder.weights]]
     if decoder.weights in ("int8", "int4"):
