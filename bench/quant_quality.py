@@ -8,7 +8,9 @@ prompts (``bench/data/quant_quality_prompts.yaml``), compared token by token wit
 The reference is float32, the served model today: the embedded GGUF's Q4_1 weights
 dequantised (its token embedding, the tied LM head, is Q8_0). ``int4`` takes the GGUF's
 Q4_1 blocks as they are; ``int4-requantized`` quantizes the float32 weights again (what
-any other model gets). int8/int4 multiply bfloat16 activations; "kernel" rows run every
+any other model gets); ``w8a8`` multiplies int8 weights with int8 activations on every
+pass, smoothed on the server's calibration text (``kaito_cpu_runtime.w8a8``, what ``auto``
+serves on AVX2 CPUs). int8/int4 multiply bfloat16 activations; "kernel" rows run every
 pass on torch's weight-only kernel, "dense copy" rows run prefills (the text, the
 prompts) on a prepacked copy of the dequantised weights and decode steps on the kernel,
 as the server does; "head int8 x int8" rows multiply int8 activations in the int8 LM head
@@ -39,11 +41,12 @@ from machine import describe_machine
 from torch.nn import functional
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kaito_cpu_runtime.decoder_weights import format_available
 from kaito_cpu_runtime.int8_head import int8_head_available
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
-from kaito_cpu_runtime.quantized import kernel_available, read_gguf_q4_1
-from kaito_inference.engines.weights import CHECK_TEXT
+from kaito_cpu_runtime.quantized import read_gguf_q4_1
+from kaito_inference.engines.weights import CALIBRATION_TEXT, CHECK_TEXT
 from kaito_sdk.tools.localmodels import embedded_gguf_path, embedded_model_dir
 
 DATA = Path(__file__).parent / "data"
@@ -81,6 +84,8 @@ FORMATS: dict[str, tuple[str, torch.dtype, bool, torch.dtype | None, bool]] = {
         torch.bfloat16,
         True,
     ),
+    "w8a8": ("w8a8", torch.bfloat16, False, None, False),
+    "w8a8, head int8 x int8": ("w8a8", torch.bfloat16, False, None, True),
 }
 #: Formats whose decode steps run compiled (``FastDecoder.compile_decode_step``).
 COMPILED = {"int4 + bf16 dense copy, head int8 x int8, compiled decode step"}
@@ -156,6 +161,8 @@ def main() -> None:
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     # What the server calibrates an int8 LM head's activations on (not the scored text).
     calibration = torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
+    # What the server smooths w8a8 layers on (not the scored text either).
+    w8a8_calibration = torch.tensor([tokenizer(CALIBRATION_TEXT)["input_ids"]])
     with torch.inference_mode():
         hf_logits = model(input_ids=text).logits.float()
         hf_score = -float(functional.cross_entropy(hf_logits[0, :-1], text[0, 1:]))
@@ -163,13 +170,14 @@ def main() -> None:
     results: list[Quality] = []
     reference: list[list[int]] = []
     for name, (weights, act, from_blocks, dense, int8_head) in FORMATS.items():
-        missing = kernel_available(weights, act)  # type: ignore[arg-type]  # a WeightFormat
+        missing = format_available(weights, act)  # type: ignore[arg-type]  # a WeightFormat
         missing = missing or (int8_head_available() if int8_head else None)
         decoder = None if missing else FastDecoder.build(
             model, weights=weights, activation_dtype=act,  # type: ignore[arg-type]  # a WeightFormat
             q4_blocks=blocks if from_blocks else None,
             dense_dtype=dense or torch.float32, dense_from_positions=2 if dense else 0,
             int8_head_calibration=calibration if int8_head else None,
+            calibration=w8a8_calibration,
         )  # fmt: skip
         if decoder is not None and name in COMPILED:
             compiled, missing = decoder.compile_decode_step()

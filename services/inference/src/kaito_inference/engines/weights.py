@@ -54,20 +54,20 @@ PERPLEXITY_TOLERANCE = 0.02
 #: Fastest first, per CPU kind, as served (``bench/inference_compare.py``, SmolLM2, 2
 #: cores; docs/inference.md, "Weight formats"): int4 led int8 at 1 and 4 streams on both
 #: kinds (AVX2 dispatch: 56.5 and 126.8 tokens/s against 46.3 and 118.8), although int8's
-#: kernel alone is a little faster for one row there. On AVX2 ``w8a8`` leads both (served,
-#: AVX2 dispatch, compiled step: 96-100 against 92-97 tokens/s at one stream, 268-275
-#: against 259-269 at 4, 417-426 against 302-312 at 16; docs/benchmarks.md); with native
-#: bfloat16 int4's kernel is the faster one for few rows.
+#: kernel alone is a little faster for one row there. ``w8a8`` is not in the order: on AVX2
+#: it serves 16 streams 1.4 times as fast as int4 and one stream as fast, but its
+#: perplexity on ``bench/quant_quality.py``'s text is 2.7-3.1% above float32's, beyond
+#: the tolerance (the startup paragraph is too short to tell; docs/inference.md).
 SPEED_ORDER: dict[str, tuple[WeightFormat, ...]] = {
     "native-bf16": ("int4", "int8", "bfloat16", "float32"),
-    "avx2": ("w8a8", "int4", "int8", "float32"),
+    "avx2": ("int4", "int8", "float32"),
 }
 #: Per CPU kind: the dtype of the dense copy int8/int4 layers keep for prefills, and from
 #: how many positions per sequence a pass counts as one (torch's weight-only kernels are
 #: fast for a few rows and slow for many; measured with ``bench/quant_kernels.py``).
 #: ``w8a8`` keeps none: on AVX2 kernels its integer products took 153.6 ms for 256 rows of
-#: SmolLM2's matmuls where oneDNN's float32 took 215.3 (bfloat16 on AVX-512: 61.1
-#: against its 74.2, but ``auto`` serves it only on AVX2), and no copy saves the memory.
+#: SmolLM2's matmuls where oneDNN's float32 took 215.3 (bfloat16 with native bf16: 61.1
+#: against its 74.2), and no copy saves the memory.
 DENSE_COPY: dict[str, tuple[str, int]] = {
     "native-bf16": ("bfloat16", 2),
     "avx2": ("float32", 2),
