@@ -1,16 +1,17 @@
-"""int8 weights times int8 activations (``w8a8``) through fbgemm, for CPUs without native
-bfloat16.
+"""int8 weights times int8 activations (``w8a8``) through fbgemm: faster than the
+weight-only formats on AVX2 CPUs, at a cost in quality.
 
 torch's weight-only int4 and int8 kernels (:mod:`kaito_cpu_runtime.quantized`) turn each
-weight back into a float and multiply with FMA. On AVX2 kernels that took 6.5 ms for one
-row of SmolLM2-135M's layer matmuls (bfloat16 activations, 2 cores), where llama.cpp
+weight back into a float and multiply with FMA. On AVX2 kernels that took 8.3 ms for one
+row of SmolLM2-135M's matmuls (bfloat16 activations, 2 cores), where llama.cpp
 multiplies 8-bit activations with its 4-bit codes in integer dot products. fbgemm, which
 torch ships for its quantized CPU operators, multiplies uint8 activations with int8
 weights the same way (``quantized::linear_with_input_q_dq_qweight_dq_output_fp32``):
-4.7 ms for one row, 5.6 for 4 and 13.7 for 16, where int4 took 6.5, 7.7 and 25.0
-(``bench/quant_kernels.py``, ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``). On AVX-512 kernels with
-native bfloat16 int4 stays faster for few rows, so ``auto`` serves this format first only
-where the CPU lacks native bfloat16.
+6.1 ms for one row, 8.1 for 4 and 19.8 for 16, where int4 took 8.3, 9.4 and 31.4
+(``bench/quant_kernels.py --distinct-layers``, ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``).
+Quality is the price: on SmolLM2 perplexity rose 2.7-3.1% over float32 (int4: 0.1%),
+mostly from the 7-bit weight codes below, so the server uses this format only when asked
+(docs/inference.md, "Weight formats").
 
 How a row is multiplied:
 
@@ -18,10 +19,10 @@ How a row is multiplied:
   rest, and one 8-bit scale per row would be coarse for all others. Each input channel
   ``j`` is divided by ``c_j = sqrt(max|x_j| / max|W_:,j|)`` (the channel's largest
   activation on a calibration text, over its largest weight) and the weights' column is
-  multiplied by it, which leaves ``x @ W.T`` unchanged and evens out both. On SmolLM2
-  (``bench/quant_quality.py``) perplexity on the benchmark's text rose 5.2% over float32
-  without smoothing and 0.2% with it. The division runs in the kernel, so the layer takes
-  the same inputs as every other format (LoRA updates read them too).
+  multiplied by it, which leaves ``x @ W.T`` unchanged and evens out both (simulated on
+  SmolLM2: perplexity on ``bench/quant_quality.py``'s text 5.2% above float32 without
+  smoothing, 1.8% with it). The division runs in the kernel, so the layer takes the same
+  inputs as every other format (LoRA updates read them too).
 - **Activations**: each smoothed row is divided by its largest absolute value and
   quantized with one fixed scale (1/127, zero point 128), then the integer product's
   row is multiplied back. A row's numbers therefore depend on that row alone, whatever
@@ -116,7 +117,7 @@ def w8a8_linear(
     return layer, stands_for
 
 
-def input_maxima(model: object, calibration: torch.Tensor) -> dict[int, torch.Tensor]:
+def input_maxima(model: Any, calibration: torch.Tensor) -> dict[int, torch.Tensor]:
     """Per ``nn.Linear`` of ``model``'s decoder layers (by ``id()``), the largest absolute
     value of each input channel while ``model`` reads ``calibration`` (token ids,
     ``[1, n]``)."""
@@ -128,7 +129,7 @@ def input_maxima(model: object, calibration: torch.Tensor) -> dict[int, torch.Te
         earlier = found.get(id(module))
         found[id(module)] = largest if earlier is None else torch.maximum(earlier, largest)
 
-    inner = model.model  # type: ignore[attr-defined]
+    inner = model.model
     hooks = [
         module.register_forward_pre_hook(record)
         for module in inner.layers.modules()

@@ -31,12 +31,13 @@ class InferenceSettings(BaseSettings):
     weights: Literal["auto", "float32", "bfloat16", "int8", "int4", "w8a8"] = Field(
         default="auto",
         description="the fast CPU decoder's linear weights; auto: the fastest format on "
-        "this CPU whose perplexity stays within 2% of float32",
+        "this CPU whose perplexity stays within 2% of float32 (w8a8, int8 activations too, "
+        "only when asked for)",
     )
     compile_decode: Literal["auto", "off"] = Field(
         default="auto",
-        description="compile the fast CPU decoder's decode step with torch inductor (int8 "
-        "and int4 weights, where a C++ compiler is found; about a minute on 2 cores the "
+        description="compile the fast CPU decoder's decode step with torch inductor (int8, "
+        "int4 and w8a8 weights, where a C++ compiler is found; about a minute on 2 cores the "
         "first time, seconds once inductor's cache holds it); off: always eager",
     )
     device: str = "auto"
