@@ -1,5 +1,6 @@
 """Weight-only int8 and int4 linears against their dequantised weights; Q4_1 blocks from
-GGUF files; the fast decoder with quantized weights.
+GGUF files; the fast decoder with quantized weights (w8a8's calibration too; its kernel:
+test_w8a8.py).
 
 Tolerances: with float32 activations a kernel matches ``x @ dequantised(W).T`` within
 1e-4 of the output's largest magnitude (float32 rounding); with bfloat16 activations
@@ -26,6 +27,7 @@ from kaito_cpu_runtime.quantized import (
     kernel_available,
     read_gguf_q4_1,
 )
+from kaito_cpu_runtime.w8a8 import input_maxima
 
 ACTIVATIONS = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 
@@ -391,3 +393,43 @@ def test_packed_prefills_on_the_served_model_keep_every_prompts_numbers() -> Non
     joins = {3: prompts[1:2], 11: prompts[2:3]}  # the layers before run in a pass of their own
     late, _ = _cases.joined(fast, model.config, prompts[:1], joins)
     assert torch.equal(late, together[:3])
+
+
+def test_input_maxima_are_each_projections_largest_inputs() -> None:
+    model = tiny("llama")
+    ids = torch.tensor([[3, 9, 27, 81, 4, 16]])
+    maxima = input_maxima(model, ids)
+    attention = model.model.layers[0].self_attn
+    seen: dict[str, torch.Tensor] = {}
+    hook = attention.o_proj.register_forward_pre_hook(
+        lambda module, args: seen.setdefault("o_proj", args[0].abs().amax(dim=(0, 1)))
+    )
+    with torch.inference_mode():
+        model.model(input_ids=ids)
+    hook.remove()
+    torch.testing.assert_close(maxima[id(attention.o_proj)], seen["o_proj"])
+    torch.testing.assert_close(maxima[id(attention.q_proj)], maxima[id(attention.v_proj)])
+    linears = [m for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    assert set(maxima) == {id(m) for m in linears}
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_w8a8_decoder_stays_close_and_agrees_on_greedy_tokens(kind: str) -> None:
+    model = tiny(kind)
+    generator = torch.Generator().manual_seed(2)
+    calibration = torch.randint(0, model.config.vocab_size, (1, 24), generator=generator)
+    fast = FastDecoder.build(
+        model, weights="w8a8", activation_dtype=torch.bfloat16, calibration=calibration
+    )
+    assert fast is not None
+    assert fast.weights == "w8a8"
+    assert fast.head_weights == "int8"
+    want = run(hf_forward(model), model.config, steps=0)[0]
+    have = run(fast, model.config, steps=0)[0]
+    assert float((have - want).abs().max()) <= 0.1 * float(want.abs().max())
+    assert (have.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_w8a8_without_a_calibration_text_is_refused() -> None:
+    with pytest.raises(ValueError, match="calibration"):
+        FastDecoder.build(tiny("llama"), weights="w8a8")

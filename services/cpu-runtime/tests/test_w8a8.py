@@ -1,45 +1,20 @@
 """int8 weights times int8 activations through fbgemm (``w8a8``): the layer against the
 weights it stands for, smoothing, rows independent of each other, no 16-bit saturation
-on AVX2 kernels, the operator compiled steps call, and the fast decoder in this format."""
+on AVX2 kernels and the operator compiled steps call (the fast decoder in this format:
+test_quantized.py)."""
 
 from __future__ import annotations
 
 import gc
-import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
-from typing import Any
 
-import pytest
 import torch
 
 from kaito_cpu_runtime import w8a8
-from kaito_cpu_runtime.llama_decoder import FastDecoder
-from kaito_cpu_runtime.w8a8 import (
-    WEIGHT_LIMIT,
-    input_maxima,
-    smoothing,
-    w8a8_available,
-    w8a8_linear,
-)
-
-
-def _decoder_cases() -> Any:
-    """The tiny models and forward runner of ``test_llama_decoder.py``."""
-    path = Path(__file__).with_name("test_llama_decoder.py")
-    spec = importlib.util.spec_from_file_location("_llama_decoder_cases_w8a8", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_cases = _decoder_cases()
-tiny, hf_forward, run = _cases.tiny, _cases.hf_forward, _cases.run
+from kaito_cpu_runtime.w8a8 import WEIGHT_LIMIT, smoothing, w8a8_available, w8a8_linear
 
 
 def activations_with_a_large_channel(rows: int = 4, width: int = 96) -> torch.Tensor:
@@ -149,43 +124,3 @@ def test_the_operator_of_compiled_steps_gives_the_eager_numbers_and_is_freed() -
     del layer
     gc.collect()
     assert number not in w8a8._packed
-
-
-def test_input_maxima_are_each_projections_largest_inputs() -> None:
-    model = tiny("llama")
-    ids = torch.tensor([[3, 9, 27, 81, 4, 16]])
-    maxima = input_maxima(model, ids)
-    attention = model.model.layers[0].self_attn
-    seen: dict[str, torch.Tensor] = {}
-    hook = attention.o_proj.register_forward_pre_hook(
-        lambda module, args: seen.setdefault("o_proj", args[0].abs().amax(dim=(0, 1)))
-    )
-    with torch.inference_mode():
-        model.model(input_ids=ids)
-    hook.remove()
-    torch.testing.assert_close(maxima[id(attention.o_proj)], seen["o_proj"])
-    torch.testing.assert_close(maxima[id(attention.q_proj)], maxima[id(attention.v_proj)])
-    linears = [m for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
-    assert set(maxima) == {id(m) for m in linears}
-
-
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_w8a8_decoder_stays_close_and_agrees_on_greedy_tokens(kind: str) -> None:
-    model = tiny(kind)
-    generator = torch.Generator().manual_seed(2)
-    calibration = torch.randint(0, model.config.vocab_size, (1, 24), generator=generator)
-    fast = FastDecoder.build(
-        model, weights="w8a8", activation_dtype=torch.bfloat16, calibration=calibration
-    )
-    assert fast is not None
-    assert fast.weights == "w8a8"
-    assert fast.head_weights == "int8"
-    want = run(hf_forward(model), model.config, steps=0)[0]
-    have = run(fast, model.config, steps=0)[0]
-    assert float((have - want).abs().max()) <= 0.1 * float(want.abs().max())
-    assert (have.argmax(-1) == want.argmax(-1)).all()
-
-
-def test_w8a8_without_a_calibration_text_is_refused() -> None:
-    with pytest.raises(ValueError, match="calibration"):
-        FastDecoder.build(tiny("llama"), weights="w8a8")

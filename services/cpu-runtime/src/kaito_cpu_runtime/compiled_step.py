@@ -43,6 +43,7 @@ __all__ = [
     "LayerStack",
     "check_compiled",
     "compile_stack",
+    "opaque_operator",
     "use_cache_of_this_cpu_kind",
 ]
 
@@ -52,7 +53,7 @@ Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 #: The decoder layers: ``stack(hidden, cos, signed_sin, attend)`` -> the new hidden states.
 LayerStack = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Attend], torch.Tensor]
 
-_library: Any = None  # the operator library, made on first use
+_libraries: dict[str, Any] = {}  # operator libraries by namespace, made on first use
 _library_lock = threading.Lock()
 _current = threading.local()  # the attention of the step running in this thread
 _stack_numbers = itertools.count()
@@ -69,17 +70,28 @@ def _attend_shape(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, l
     return query.new_empty(query.shape)
 
 
-def _attend_operator() -> Any:
-    """``torch.ops.kaito_cpu.attend``, defined on first use (once per process)."""
-    global _library  # noqa: PLW0603 (one operator library per process, made on first use)
+def opaque_operator(
+    namespace: str, schema: str, run: Callable[..., Any], shape: Callable[..., Any]
+) -> Any:
+    """``torch.ops.<namespace>.<name>`` for ``schema`` (``"name(Tensor x, ...) -> Tensor"``),
+    defined on first use, once per process: ``run`` computes it on CPU and ``shape`` gives
+    its result's shape for tracing, so compiled code calls it without looking inside (one
+    operator per namespace)."""
+    name = schema.split("(", 1)[0]
     with _library_lock:
-        if _library is None:
-            library: Any = torch.library.Library("kaito_cpu", "DEF")  # type: ignore[no-untyped-call]  # unannotated in torch
-            library.define("attend(Tensor query, Tensor key, Tensor value, int layer) -> Tensor")
-            library.impl("attend", _attend_now, "CPU")
-            library.impl("attend", _attend_shape, "Meta")
-            _library = library
-    return torch.ops.kaito_cpu.attend
+        if namespace not in _libraries:
+            library: Any = torch.library.Library(namespace, "DEF")  # type: ignore[no-untyped-call]  # unannotated in torch
+            library.define(schema)
+            library.impl(name, run, "CPU")
+            library.impl(name, shape, "Meta")
+            _libraries[namespace] = library
+    return getattr(getattr(torch.ops, namespace), name)
+
+
+def _attend_operator() -> Any:
+    """``torch.ops.kaito_cpu.attend``."""
+    schema = "attend(Tensor query, Tensor key, Tensor value, int layer) -> Tensor"
+    return opaque_operator("kaito_cpu", schema, _attend_now, _attend_shape)
 
 
 def _guards_on_inputs(entries: list[Any]) -> list[bool]:

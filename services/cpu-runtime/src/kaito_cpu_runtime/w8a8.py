@@ -36,7 +36,6 @@ How a row is multiplied:
 from __future__ import annotations
 
 import itertools
-import threading
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from typing import Any
 
 import torch
 
+from kaito_cpu_runtime.compiled_step import opaque_operator
 from kaito_cpu_runtime.quantized import QuantizedLinear
 
 __all__ = ["WEIGHT_LIMIT", "input_maxima", "smoothing", "w8a8_available", "w8a8_linear"]
@@ -59,8 +59,6 @@ _TINY = 1e-12
 #: weights, a TorchScript object, so compiled steps reach them through the operator).
 _packed: dict[int, tuple[Any, int]] = {}
 _numbers = itertools.count()
-_operator: Any = None
-_operator_lock = threading.Lock()
 
 
 def smoothing(input_max: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -180,16 +178,9 @@ def _multiply_shape(x: torch.Tensor, number: int) -> torch.Tensor:
 
 
 def _multiply_operator() -> Any:
-    """``torch.ops.kaito_w8a8.multiply``, defined on first use (once per process)."""
-    global _operator  # noqa: PLW0603 (one operator per process, made on first use)
-    with _operator_lock:
-        if _operator is None:
-            library: Any = torch.library.Library("kaito_w8a8", "DEF")  # type: ignore[no-untyped-call]  # unannotated in torch
-            library.define("multiply(Tensor x, int layer) -> Tensor")
-            library.impl("multiply", _multiply_now, "CPU")
-            library.impl("multiply", _multiply_shape, "Meta")
-            _operator = (library, torch.ops.kaito_w8a8.multiply)
-    return _operator[1]
+    """``torch.ops.kaito_w8a8.multiply``."""
+    schema = "multiply(Tensor x, int layer) -> Tensor"
+    return opaque_operator("kaito_w8a8", schema, _multiply_now, _multiply_shape)
 
 
 @contextmanager
