@@ -36,7 +36,7 @@ def tiny_llama() -> Any:
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
-def int4_decoder(model: Any, weights: Any = "int4") -> FastDecoder:
+def quantized_decoder(model: Any, weights: Any = "int4") -> FastDecoder:
     """The decoder in int4 or another quantized format (``w8a8``: calibrated on a few
     token ids)."""
     decoder = FastDecoder.build(
@@ -100,7 +100,7 @@ def test_compiled_steps_match_eager_and_keep_each_row_its_own_numbers(
     compiled_calls: list[int], weights: str
 ) -> None:
     model = tiny_llama()
-    eager, compiled = int4_decoder(model, weights), int4_decoder(model, weights)
+    eager, compiled = quantized_decoder(model, weights), quantized_decoder(model, weights)
     assert compile_and_use(compiled) is None
     capability = torch.backends.cpu.get_cpu_capability().lower()
     assert Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).name == f"cpu-{capability}"
@@ -116,7 +116,7 @@ def test_compiled_steps_match_eager_and_keep_each_row_its_own_numbers(
 @needs_compiler
 def test_rows_with_a_lora_adapter_take_the_eager_step(compiled_calls: list[int]) -> None:
     model = tiny_llama()
-    decoder = int4_decoder(model)
+    decoder = quantized_decoder(model)
     assert compile_and_use(decoder) is None
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "down_proj"],
                       init_lora_weights=False)  # fmt: skip
@@ -153,14 +153,14 @@ def test_without_a_compiler_the_step_stays_eager(compiled_calls: list[int]) -> N
     from torch._inductor import config  # noqa: PLC0415 (heavy)
 
     model = tiny_llama()
-    decoder = int4_decoder(model)
+    decoder = quantized_decoder(model)
     with config.patch({"cpp.cxx": ("kaito-no-such-compiler",)}):
         problem = compile_and_use(decoder)
     assert problem is not None
     assert problem.startswith("no C++ compiler")
     got = greedy_steps(decoder, model.config, PROMPTS)
     assert compiled_calls == []
-    assert torch.equal(got, greedy_steps(int4_decoder(model), model.config, PROMPTS))
+    assert torch.equal(got, greedy_steps(quantized_decoder(model), model.config, PROMPTS))
 
 
 def test_float_layers_are_not_compiled() -> None:
