@@ -2,11 +2,11 @@
 
 ``float32``, ``bfloat16`` (oneDNN, prepacked), ``int8`` or ``int4`` (torch's weight-only
 kernels, :mod:`kaito_cpu_runtime.quantized`) or ``w8a8`` (int8 weights and activations
-through fbgemm, smoothed on :data:`CALIBRATION_TEXT`, :mod:`kaito_cpu_runtime.w8a8`).
-``auto`` tries the formats this CPU runs
-fastest first (:data:`SPEED_ORDER`, measured) and serves the first whose quality is
-within :data:`PERPLEXITY_TOLERANCE` of float32 on :data:`CHECK_TEXT`, a paragraph scored
-at startup with the model's own float32 forward as the reference. A format whose kernel
+through fbgemm, smoothed on :data:`CALIBRATION_TEXT`, :mod:`kaito_cpu_runtime.w8a8`;
+only when asked for). ``auto`` tries the weight-only formats this CPU runs fastest first
+(:data:`SPEED_ORDER`, measured) and serves the first whose quality is within
+:data:`PERPLEXITY_TOLERANCE` of float32 on :data:`CHECK_TEXT`, a paragraph scored at
+startup with the model's own float32 forward as the reference. A format whose kernel
 is missing or wrong on this CPU and torch falls back to the next one, with a log line.
 """
 
