@@ -39,7 +39,9 @@ def test_passes_take_prompts_in_order_as_long_as_they_fit() -> None:
 
 
 def test_a_pass_is_padded_to_the_shortest_length_that_holds_it() -> None:
-    assert pass_rows(1, PASS_ROWS) == 64
+    assert pass_rows(1, PASS_ROWS) == 8
+    assert pass_rows(9, PASS_ROWS) == 16
+    assert pass_rows(33, PASS_ROWS) == 64
     assert pass_rows(64, PASS_ROWS) == 64
     assert pass_rows(65, PASS_ROWS) == 96
     with pytest.raises(ValueError, match="do not fit"):
@@ -58,7 +60,22 @@ def test_lengths_are_kept_while_their_rows_agree() -> None:
         """Other rounding from 160 rows on, as a kernel that blocks long passes otherwise."""
         return exact(x) + (1e-6 if x.shape[1] >= 160 else 0.0)
 
-    assert agreeing_pass_rows([(exact, 8), (blocks_long_passes, 4)], [1]) == (64, 96, 128)
+    assert agreeing_pass_rows([(exact, 8), (blocks_long_passes, 4)], [1]) == (
+        8, 16, 32, 64, 96, 128,
+    )  # fmt: skip
+
+
+def test_short_lengths_that_differ_from_the_anchor_are_dropped_one_by_one() -> None:
+    def blocks_short_passes(x: torch.Tensor) -> torch.Tensor:
+        """Other rounding in passes of 9-32 rows, as oneDNN's bfloat16 kernels with AMX."""
+        return exact(x) + (1e-6 if 8 < x.shape[1] <= 32 else 0.0)
+
+    assert agreeing_pass_rows([(exact, 8), (blocks_short_passes, 4)], [1]) == (
+        8, 64, 96, 128, 160, 192, 224, 256,
+    )  # fmt: skip
+    assert agreeing_pass_rows([(exact, 4)], [1], (16, 64, 96), anchor=64) == (16, 64, 96)
+    with pytest.raises(ValueError, match="anchor"):
+        agreeing_pass_rows([(exact, 4)], [1], (8, 16, 32), anchor=64)
 
 
 def test_rows_that_depend_on_their_neighbours_or_threads_keep_no_length() -> None:
@@ -69,6 +86,6 @@ def test_rows_that_depend_on_their_neighbours_or_threads_keep_no_length() -> Non
         return exact(x) + 1e-6 * torch.get_num_threads()
 
     threads = torch.get_num_threads()
-    assert agreeing_pass_rows([(mixes_rows, 8)], [1]) == ()
+    assert agreeing_pass_rows([(mixes_rows, 8)], [1]) == ()  # the anchor fails: no length
     assert agreeing_pass_rows([(by_threads, 8)], [1, 2]) == ()
     assert torch.get_num_threads() == threads  # the probe leaves the thread count as it was
