@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from kaito_cpu_runtime.attention import attention, causal_mask, row_starts
+from kaito_cpu_runtime.attention import attention, causal_mask, prefill_attention, row_starts
 from kaito_cpu_runtime.compiled_step import Attend, CompiledStack, compile_stack
 from kaito_cpu_runtime.decoder_weights import DecoderWeights, matching_blocks
 from kaito_cpu_runtime.int8_head import largest_channels
@@ -266,8 +266,8 @@ class FastDecoder(LlamaLayers):
             attended = torch.zeros_like(q)
             for chunk, (at, end), mask in zip(layout.chunks, layout.spans, masks, strict=True):
                 keys, values = chunk.cache.layers[layer].update(k[:, :, at:end], v[:, :, at:end])
-                attended[:, :, at:end] = attention(q[:, :, at:end], keys, values, mask, None,
-                                                   gqa=self.gqa)  # fmt: skip
+                attended[:, :, at:end] = prefill_attention(q[:, :, at:end], keys, values, mask,
+                                                           gqa=self.gqa)  # fmt: skip
             return attended
 
         return attend, rows
