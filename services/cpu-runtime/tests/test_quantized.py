@@ -390,6 +390,11 @@ def test_packed_prefills_on_the_served_model_keep_every_prompts_numbers() -> Non
         layer.keys, layer.values = full.keys[:, :, :32].clone(), full.values[:, :, :32].clone()
     rest, _ = _cases.packed(fast, model.config, [prompts[2][32:]], caches=[start])
     assert torch.equal(rest[0], together[2])
+    start = new_batch_cache(model.config)  # all but the last token cached: an 8-row pass
+    for layer, full in zip(start.layers, caches[2].layers, strict=True):
+        layer.keys, layer.values = full.keys[:, :, :40].clone(), full.values[:, :, :40].clone()
+    last, _ = _cases.packed(fast, model.config, [prompts[2][40:]], caches=[start])
+    assert torch.equal(last[0], together[2])
     joins = {3: prompts[1:2], 11: prompts[2:3]}  # the layers before run in a pass of their own
     late, _ = _cases.joined(fast, model.config, prompts[:1], joins)
     assert torch.equal(late, together[:3])

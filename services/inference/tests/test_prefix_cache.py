@@ -71,6 +71,7 @@ def test_batcher_gives_the_same_tokens_with_the_cache(smollm2_dir: Path, fast: b
         assert generate(cached, prompts[:1], 8) == expected[:1]  # fills the cache
         assert cached.stats.prefix_hit_tokens == 0
         assert generate(cached, prompts, 8) == expected  # reuses it
-        assert cached.stats.prefix_hit_tokens >= 2 * BLOCK_TOKENS
+        # the first prompt again computes its last token only; the others share its start
+        assert cached.stats.prefix_hit_tokens >= len(prompts[0]) - 1 + 2 * BLOCK_TOKENS
     finally:
         cached.stop()

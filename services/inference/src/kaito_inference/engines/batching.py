@@ -364,10 +364,10 @@ class ContinuousBatcher:
 
     @staticmethod
     def _remember_prefix(prefixes: PrefixCache, seq: Sequence, cache: Any) -> None:
-        """Store the prompt's block-aligned start (copied out of the row's cache, unless
-        the prefix cache holds it already)."""
-        length = prefixes.reusable_length(len(seq.prompt_ids))
-        if length == 0 or prefixes.touch(seq.adapter, seq.prompt_ids[:length]):
+        """Store the prompt's keys and values (copied out of the row's cache, unless the
+        prefix cache holds the prompt already)."""
+        length = len(seq.prompt_ids)
+        if not prefixes.keeps(length) or prefixes.touch(seq.adapter, seq.prompt_ids):
             return
         states = [
             (layer.keys[0][:, :length].clone(), layer.values[0][:, :length].clone())

@@ -269,5 +269,11 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
     if decoder.weights in ("int8", "int4") and decoder.dense_from_positions:
         dense = str(decoder.dense_dtype).removeprefix("torch.")
         parts.append(f"prefills on a {dense} copy")
+    lengths = decoder.pass_rows
+    parts.append(
+        f"prefill passes of {', '.join(map(str, lengths))} rows"
+        if lengths
+        else "one prompt per prefill pass (no pass lengths agree on this CPU)"
+    )
     chosen = "auto" if setting == "auto" else "asked for"
     return f"{', '.join(parts)}; {chosen} for CPU kind {kind} ({flags}); " + "; ".join(notes)
