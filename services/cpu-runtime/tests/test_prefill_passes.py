@@ -14,13 +14,17 @@ from kaito_cpu_runtime.prefill_passes import (
 )
 
 
-def test_a_prompt_is_cut_into_chunks_of_the_longest_pass() -> None:
+def test_a_prompt_is_cut_at_multiples_of_the_longest_pass() -> None:
     chunks = split_prompt(3, list(range(150)), 20, "cache", "adapter", longest=64)
-    assert [len(c.ids) for c in chunks] == [64, 64, 22]
-    assert [c.start for c in chunks] == [20, 84, 148]
+    assert [len(c.ids) for c in chunks] == [44, 64, 42]  # positions 20-63, 64-127, 128-169
+    assert [c.start for c in chunks] == [20, 64, 128]
     assert [c.last for c in chunks] == [False, False, True]
-    assert chunks[1].ids == list(range(64, 128))
+    assert chunks[1].ids == list(range(44, 108))
     assert {(c.sequence, c.cache, c.adapter) for c in chunks} == {(3, "cache", "adapter")}
+    whole = split_prompt(0, list(range(170)), 0, None, None, longest=64)
+    assert [(c.start, len(c.ids)) for c in whole] == [(0, 64), (64, 64), (128, 42)]
+    assert [len(c.ids) for c in split_prompt(0, [1] * 10, 64, None, None, longest=64)] == [10]
+    assert [len(c.ids) for c in split_prompt(0, [1] * 10, 60, None, None, longest=64)] == [4, 6]
 
 
 def test_passes_take_prompts_in_order_as_long_as_they_fit() -> None:

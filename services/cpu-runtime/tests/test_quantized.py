@@ -395,6 +395,11 @@ def test_packed_prefills_on_the_served_model_keep_every_prompts_numbers() -> Non
         layer.keys, layer.values = full.keys[:, :, :40].clone(), full.values[:, :, :40].clone()
     last, _ = _cases.packed(fast, model.config, [prompts[2][40:]], caches=[start])
     assert torch.equal(last[0], together[2])
+    start = new_batch_cache(model.config)  # longer than a pass: cut where the whole one is
+    for layer, full in zip(start.layers, caches[3].layers, strict=True):
+        layer.keys, layer.values = full.keys[:, :, :37].clone(), full.values[:, :, :37].clone()
+    long_rest, _ = _cases.packed(fast, model.config, [prompts[3][37:]], caches=[start])
+    assert torch.equal(long_rest[0], together[3])
     joins = {3: prompts[1:2], 11: prompts[2:3]}  # the layers before run in a pass of their own
     late, _ = _cases.joined(fast, model.config, prompts[:1], joins)
     assert torch.equal(late, together[:3])

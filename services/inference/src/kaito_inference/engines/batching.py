@@ -329,7 +329,7 @@ class ContinuousBatcher:
                 caches.append(cache)
                 rest = seq.prompt_ids[cached:]
                 index = len(caches) - 1
-                longest = fast.pass_rows[-1]  # the rest fits: one chunk
+                longest = fast.pass_rows[-1]  # the rest fits the pass, cut or not
                 chunks += split_prompt(index, rest, cached, cache, seq.adapter, longest=longest)
             joins_left -= bool(chunks)
             joined.extend(chunks)
