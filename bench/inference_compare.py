@@ -21,8 +21,9 @@ the same server; each repeat gets its own tables and verdicts.
         --ours-args "--weights int4" --json bench-inference.json
 
 ``--llama-server`` alone builds (or reuses) the binary with ``tools/llama_cpp_build.py``
-(for this CPU; with ``--llama-isa avx2`` for AVX2 CPUs, to compare on AVX2 kernels with
-``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` exported for our server);
+(for this CPU; with ``--llama-isa avx2`` for AVX2 CPUs, to compare on AVX2 kernels: our
+servers then run with :data:`AVX2_KERNELS` set, ``env ...`` in their printed command,
+unless the environment sets those variables already);
 ``--llama-server PATH`` uses the one at PATH. ``--llama-args`` adds arguments to every
 llama-server run. An ``--ours-args`` or ``--llama-args`` value that starts with ``-`` and
 has no space must be written ``--ours-args=--flag``.
@@ -101,6 +102,29 @@ def ours_command(python: str, runtime: str, port: int, extra: str = "") -> list[
         "--host", "127.0.0.1", "--port", str(port), "--adapters-dir", "/nonexistent",
         *shlex.split(extra),
     ]  # fmt: skip
+
+
+#: What holds our server to AVX2 kernels on a newer CPU (fbgemm reads its own variable).
+AVX2_KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
+
+def ours_kernel_variables(isa: str) -> dict[str, str]:
+    """The variables our servers run with for llama.cpp's ``isa``: :data:`AVX2_KERNELS`
+    for avx2 (a value the environment sets wins), none for native."""
+    if isa != "avx2":
+        return {}
+    return {name: os.environ.get(name, value) for name, value in AVX2_KERNELS.items()}
+
+
+def with_variables(command: list[str], variables: dict[str, str]) -> list[str]:
+    """``command`` run through ``env`` with ``variables`` set (as it is without any)."""
+    if not variables:
+        return command
+    return ["env", *(f"{name}={value}" for name, value in variables.items()), *command]
 
 
 def ours_label(runtime: str, extra: str = "") -> str:
@@ -327,11 +351,12 @@ def planned_servers(
     """The servers of one repeat, in order: (label, a command on a fresh port, llama.cpp's
     slot count or ``None`` for ours)."""
     planned: list[tuple[str, Callable[[], list[str]], int | None]] = []
+    variables = ours_kernel_variables(args.llama_isa)
     for extra in args.ours_args or [""]:
-        command = functools.partial(_ours, args.python, "transformers", extra)
+        command = functools.partial(_ours, args.python, "transformers", extra, variables)
         planned.append((ours_label("transformers", extra), command, None))
     if args.vllm_python:
-        command = functools.partial(_ours, args.vllm_python, "vllm", "")
+        command = functools.partial(_ours, args.vllm_python, "vllm", "", variables)
         planned.append((ours_label("vllm"), command, None))
     if args.llama_server:
         binary = (
@@ -352,8 +377,8 @@ def planned_servers(
     return planned
 
 
-def _ours(python: str, runtime: str, extra: str) -> list[str]:
-    return ours_command(python, runtime, free_port(), extra)
+def _ours(python: str, runtime: str, extra: str, variables: dict[str, str]) -> list[str]:
+    return with_variables(ours_command(python, runtime, free_port(), extra), variables)
 
 
 def _llama(binary: Path, gguf: Path, **options: Any) -> list[str]:

@@ -191,6 +191,25 @@ def test_the_plan_lists_our_runs_with_their_arguments_before_any_llama_cpp() -> 
     assert 0 < int(command[command.index("--port") + 1]) < 65536
 
 
+def test_llama_cpps_avx2_build_holds_our_servers_to_avx2_kernels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in compare.AVX2_KERNELS:
+        monkeypatch.delenv(name, raising=False)
+    native = compare.planned_servers(compare.parse_args(["--ours-args", ""]), [])
+    assert native[0][1]()[0] != "env"  # this CPU's kernels: the command as it is
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI")  # set by the user: it wins
+    args = compare.parse_args(["--llama-isa", "avx2", "--vllm-python", "/vllm/bin/python"])
+    for _, command, _ in compare.planned_servers(args, []):
+        line = command()
+        assert line[:4] == [
+            "env", "ATEN_CPU_CAPABILITY=avx2", "ONEDNN_MAX_CPU_ISA=AVX2_VNNI",
+            "FBGEMM_ENABLE_INSTRUCTIONS=AVX2",
+        ]  # fmt: skip
+        assert line[4].endswith("python")
+        assert 0 < int(line[line.index("--port") + 1]) < 65536
+
+
 # --- tools/llama_cpp_build.py ------------------------------------------------------------
 
 
