@@ -87,10 +87,13 @@ class PrefixCache:
         limit = len(tokens) - 1
         hashes = _block_hashes(tokens, max(limit, 0) // BLOCK_TOKENS)
         for blocks in range(len(hashes), 0, -1):
+            candidates = list(self._index.get((adapter, hashes[blocks - 1]), {}).values())
+            if not candidates:
+                continue
             shared = blocks * BLOCK_TOKENS
             start = tuple(tokens[:shared])
             best, best_entry = 0, None
-            for entry in list(self._index.get((adapter, hashes[blocks - 1]), {}).values()):
+            for entry in candidates:
                 if entry.tokens[:shared] == start:
                     length = _common_length(entry.tokens, tokens, shared, limit)
                     if length > best:
