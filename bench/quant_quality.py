@@ -17,11 +17,13 @@ as the server does; "head int8 x int8" rows multiply int8 activations in the int
 (what the server does where the CPU has int8 dot products), so their greedy answers show
 its effect (the text's score runs the head's dense copy in "dense copy" rows); the
 "compiled decode step" row runs decode steps compiled (``--compile-decode auto``, the
-server's default where a C++ compiler is found), which only its greedy answers see.
+server's default where a C++ compiler is found), which only its greedy answers see;
+"int8-dot" rows multiply int4 weights by int8 activations (``kaito_cpu_runtime.int4_dot``,
+the server's int4 kernel where it builds).
 Tolerance: perplexity within 2% of float32
 (``kaito_inference.engines.weights.PERPLEXITY_TOLERANCE``), which ``--weights auto`` uses.
 
-    python bench/quant_quality.py [--tokens 32] [--json quality.json]
+    python bench/quant_quality.py [--tokens 32] [--json quality.json] [--formats NAME ...]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from torch.nn import functional
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kaito_cpu_runtime.decoder_weights import format_available
+from kaito_cpu_runtime.int4_dot import int4_dot_available
 from kaito_cpu_runtime.int8_head import int8_head_available
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
@@ -84,11 +87,21 @@ FORMATS: dict[str, tuple[str, torch.dtype, bool, torch.dtype | None, bool]] = {
         torch.bfloat16,
         True,
     ),
+    "int4 int8-dot kernel": ("int4", torch.bfloat16, True, None, False),
+    "int4 int8-dot + bf16 dense copy, head int8 x int8": (
+        "int4",
+        torch.bfloat16,
+        True,
+        torch.bfloat16,
+        True,
+    ),
     "w8a8": ("w8a8", torch.bfloat16, False, None, False),
     "w8a8, head int8 x int8": ("w8a8", torch.bfloat16, False, None, True),
 }
 #: Formats whose decode steps run compiled (``FastDecoder.compile_decode_step``).
 COMPILED = {"int4 + bf16 dense copy, head int8 x int8, compiled decode step"}
+#: Formats whose int4 layers multiply int8 activations (``kaito_cpu_runtime.int4_dot``).
+INT8_DOT = {"int4 int8-dot kernel", "int4 int8-dot + bf16 dense copy, head int8 x int8"}
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
@@ -146,6 +159,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=32, help="greedy tokens per prompt")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS),
+        help="the formats to score (float32, the reference of the answers, always runs)",
+    )  # fmt: skip
     args = parser.parse_args()
     print(describe_machine())
     location = embedded_model_dir(progress=False)
@@ -170,14 +187,17 @@ def main() -> None:
     results: list[Quality] = []
     reference: list[list[int]] = []
     for name, (weights, act, from_blocks, dense, int8_head) in FORMATS.items():
+        if name != "float32" and name not in args.formats:
+            continue
         missing = format_available(weights, act)  # type: ignore[arg-type]  # a WeightFormat
         missing = missing or (int8_head_available() if int8_head else None)
+        missing = missing or (int4_dot_available() if name in INT8_DOT else None)
         decoder = None if missing else FastDecoder.build(
             model, weights=weights, activation_dtype=act,  # type: ignore[arg-type]  # a WeightFormat
             q4_blocks=blocks if from_blocks else None,
             dense_dtype=dense or torch.float32, dense_from_positions=2 if dense else 0,
             int8_head_calibration=calibration if int8_head else None,
-            calibration=w8a8_calibration,
+            calibration=w8a8_calibration, int4_kernel="int8-dot" if name in INT8_DOT else "torch",
         )  # fmt: skip
         if decoder is not None and name in COMPILED:
             compiled, missing = decoder.compile_decode_step()

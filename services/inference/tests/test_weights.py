@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kaito_cpu_runtime.int4_dot import int4_dot_available
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_inference.app import create_app
 from kaito_inference.cli import build_parser, main, settings_from_args
@@ -38,6 +39,16 @@ def test_the_decode_step_compiles_unless_turned_off(monkeypatch: pytest.MonkeyPa
     assert InferenceSettings().compile_decode == "off"
     args = build_parser().parse_args(["serve", "--compile-decode", "auto"])
     assert settings_from_args(args).compile_decode == "auto"
+
+
+def test_the_int4_kernel_is_ours_unless_torchs_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert InferenceSettings().int4_kernel == "auto"
+    monkeypatch.setenv("KAITO_INFERENCE_INT4_KERNEL", "torch")
+    assert InferenceSettings().int4_kernel == "torch"
+    args = build_parser().parse_args(["serve", "--int4-kernel", "auto"])
+    assert settings_from_args(args).int4_kernel == "auto"
 
 
 def test_an_unknown_format_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,6 +149,20 @@ def test_the_quality_check_scores_the_decode_kernels_not_the_prefill_copy(
     assert dense_calls == [1] * len(decoder.layers)
 
 
+def test_int4_layers_take_our_kernel_unless_torchs_is_asked_for(tiny: tuple[Any, Any]) -> None:
+    missing = int4_dot_available()
+    if missing is not None:
+        pytest.skip(f"our int4 kernel cannot run here: {missing}")
+    model, tokenizer = tiny
+    ours = build_decoder(model, tokenizer, "int4", {})
+    torchs = build_decoder(model, tokenizer, "int4", {}, int4_kernel="torch")
+    assert ours.decoder is not None and torchs.decoder is not None
+    assert ours.decoder.int4_kernel == "int8-dot"
+    assert ours.reason.startswith("kaito_int4.matmul (AVX2 integer dot products), int8 activations")
+    assert torchs.decoder.int4_kernel == "torch"
+    assert torchs.reason.startswith("aten._weight_int4pack_mm_for_cpu, bfloat16 activations")
+
+
 def test_only_the_embedded_model_brings_q4_blocks(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert embedded_q4_blocks(str(tiny_model_dir)) == {}
     fake = tmp_path / "smollm2-135m-instruct"
@@ -164,6 +189,9 @@ def test_a_chat_completion_on_int4_weights(int4_server: tuple[str, Any]) -> None
     # --compile-decode auto: compiled before serving where a C++ compiler is found, as
     # here and in CI
     assert engine.batcher.fast_decoder.compiled_decode
+    # --int4-kernel auto: our integer kernel where it builds, as here and in CI
+    ours = int4_dot_available() is None
+    assert engine.batcher.fast_decoder.int4_kernel == ("int8-dot" if ours else "torch")
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     reply = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0

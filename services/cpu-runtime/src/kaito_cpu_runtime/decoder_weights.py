@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -22,11 +22,14 @@ from kaito_cpu_runtime.quantized import (
 )
 from kaito_cpu_runtime.w8a8 import w8a8_available, w8a8_linear
 
-__all__ = ["DecoderWeights", "Linear", "format_available", "matching_blocks"]
+__all__ = ["DecoderWeights", "Int4Kernel", "Linear", "format_available", "matching_blocks"]
 
 log = logging.getLogger(__name__)
 #: A linear layer of the decoder: float (prepacked) or quantized.
 Linear = PackedLinear | QuantizedLinear
+#: The kernel of int4 layers: torch's (``aten._weight_int4pack_mm_for_cpu``, activations in
+#: the activation dtype) or ours with int8 activations (:mod:`kaito_cpu_runtime.int4_dot`).
+Int4Kernel = Literal["torch", "int8-dot"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class DecoderWeights:
     #: ``w8a8`` layers: per ``nn.Linear`` (by id()), each input channel's largest value on
     #: a calibration text (:func:`~kaito_cpu_runtime.w8a8.input_maxima`).
     input_maxima: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    int4_kernel: Int4Kernel = "torch"
 
     def head(self, lm_head: Any) -> Linear:
         """The LM head in the head's format (as :meth:`fused` makes the layers); an int8
@@ -70,7 +74,11 @@ class DecoderWeights:
             blocks = Q4Blocks.concat(
                 [self.blocks.get(id(m)) or Q4Blocks.quantize(m.weight) for m in linears]
             )
-            layer = QuantizedLinear.int4_from_blocks(blocks, bias, sizes, self.activation_dtype)
+            layer = (
+                QuantizedLinear.int4_dot(blocks, bias, sizes)
+                if self.int4_kernel == "int8-dot"
+                else QuantizedLinear.int4_from_blocks(blocks, bias, sizes, self.activation_dtype)
+            )
             return self._dense(layer, blocks.dequantize)
         if weight_format == "w8a8":
             # The fused projections read the same input: their maxima are one tensor.

@@ -67,6 +67,8 @@ class LlamaLayers:
             weights.head_format == "int8" and weights.head_float_channels is not None
         )
         self.activation_dtype = weights.activation_dtype
+        #: The kernel of int4 layers (:data:`~kaito_cpu_runtime.decoder_weights.Int4Kernel`).
+        self.int4_kernel = weights.int4_kernel
         #: How many projections hold a GGUF file's Q4_1 blocks as they are.
         self.exact_q4_blocks = len(weights.blocks)
         #: Positions per sequence from which int8/int4 layers use their dense copy (0: never).

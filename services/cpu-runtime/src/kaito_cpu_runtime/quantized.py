@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 import torch
 
+from kaito_cpu_runtime.int4_dot import int4_dot_matmul, pack_q4_codes
 from kaito_cpu_runtime.linear import PackedLinear, has_native_bf16
 
 __all__ = [
@@ -211,6 +212,26 @@ class QuantizedLinear:
             return result
 
         return cls(kernel, "int4", bias, part_sizes or (out,), activation_dtype)
+
+    @classmethod
+    def int4_dot(
+        cls,
+        blocks: Q4Blocks,
+        bias: torch.Tensor | None = None,
+        part_sizes: tuple[int, ...] = (),
+    ) -> QuantizedLinear:
+        """int4 holding ``blocks`` as they are, multiplied by int8 activations with integer
+        dot products (:mod:`kaito_cpu_runtime.int4_dot`, which must be loaded); float32 in
+        and out, the kernel quantizes the activations itself."""
+        codes = pack_q4_codes(blocks.codes)
+        scale = blocks.scale.float().contiguous()
+        minimum = blocks.minimum.float().contiguous()
+
+        def kernel(x: torch.Tensor) -> torch.Tensor:
+            return int4_dot_matmul(x, codes, scale, minimum)
+
+        out = int(blocks.codes.shape[0])
+        return cls(kernel, "int4", bias, part_sizes or (out,), torch.float32)
 
     def __call__(self, x: torch.Tensor, *, widen: bool = True) -> torch.Tensor:
         """The layer applied to ``x`` (any leading dimensions, float32 or the activation

@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear weights of the fast CPU decoder (auto: fastest within 2%% perplexity)",
     )
     add(
+        "--int4-kernel",
+        choices=["auto", "torch"],
+        default=s,
+        help="int4 weights' kernel (auto: our AVX2 integer dot products with int8 "
+        "activations where a C++ compiler is found; torch: torch's)",
+    )
+    add(
         "--compile-decode",
         choices=["auto", "off"],
         default=s,

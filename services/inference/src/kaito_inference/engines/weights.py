@@ -26,6 +26,7 @@ from kaito_sdk.tools.localmodels import EMBEDDED_MODEL_NAME, embedded_gguf_path
 if TYPE_CHECKING:
     import torch
 
+    from kaito_cpu_runtime.decoder_weights import Int4Kernel
     from kaito_cpu_runtime.llama_decoder import FastDecoder
     from kaito_cpu_runtime.quantized import Q4Blocks, WeightFormat
 
@@ -34,6 +35,7 @@ __all__ = [
     "CHECK_TEXT",
     "DENSE_COPY",
     "FALLBACK",
+    "Int4KernelSetting",
     "PERPLEXITY_TOLERANCE",
     "SPEED_ORDER",
     "WeightChoice",
@@ -48,6 +50,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WeightsSetting = Literal["auto", "float32", "bfloat16", "int8", "int4", "w8a8"]
+#: int4 layers' kernel: ``auto`` ours where it runs here, else torch's; ``torch``: torch's.
+Int4KernelSetting = Literal["auto", "torch"]
 #: A format serves under ``auto`` when its perplexity on :data:`CHECK_TEXT` is at most
 #: this much above float32's (2%).
 PERPLEXITY_TOLERANCE = 0.02
@@ -188,9 +192,12 @@ def build_decoder(
     tokenizer: Any,
     setting: WeightsSetting,
     q4_blocks: Mapping[str, Q4Blocks],
+    int4_kernel: Int4KernelSetting = "auto",
 ) -> WeightChoice:
     """The fast decoder in the format ``setting`` asks for (see the module docstring);
-    ``decoder`` is ``None`` when the fast decoder does not cover the model."""
+    ``decoder`` is ``None`` when the fast decoder does not cover the model. int4 layers
+    multiply int8 activations with our integer kernel where it builds and passes its
+    probe here (``int4_kernel`` ``auto``), else on torch's kernel."""
     import torch
 
     from kaito_cpu_runtime.decoder_weights import format_available
@@ -198,6 +205,7 @@ def build_decoder(
     from kaito_cpu_runtime.llama_decoder import FastDecoder
 
     kind, flags = cpu_kind()
+    int4_choice = _int4_kernel(int4_kernel)
     head_missing = int8_head_available()
     if head_missing is not None:
         log.info("int8 LM heads keep bfloat16 activations: %s", head_missing)
@@ -225,6 +233,7 @@ def build_decoder(
             dense_from_positions=dense_rows,
             int8_head_calibration=None if head_missing else check_ids,
             calibration=calibration_ids,
+            int4_kernel=int4_choice,
         )
         if decoder is None and weights == "float32":
             break
@@ -244,6 +253,20 @@ def build_decoder(
     return WeightChoice(None, "float32", "the fast decoder does not cover this model")
 
 
+def _int4_kernel(setting: Int4KernelSetting) -> Int4Kernel:
+    """int4 layers' kernel: ours (``int8-dot``, :mod:`kaito_cpu_runtime.int4_dot`) when
+    ``setting`` is ``auto`` and it runs correctly here, else torch's (with a log line)."""
+    if setting == "torch":
+        return "torch"
+    from kaito_cpu_runtime.int4_dot import int4_dot_available
+
+    missing = int4_dot_available()
+    if missing is None:
+        return "int8-dot"
+    log.info("int4 layers keep torch's kernel: %s", missing)
+    return "torch"
+
+
 def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[str]) -> str:
     """The startup line's explanation: kernel, activations, exact blocks, CPU, checks."""
     kernels = {
@@ -254,7 +277,9 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
         "w8a8": "fbgemm int8 x int8 (quantized::linear_with_input_q_dq_qweight_dq_output_fp32)",
     }
     parts = [kernels[decoder.weights]]
-    if decoder.weights in ("int8", "int4"):
+    if decoder.weights == "int4" and decoder.int4_kernel == "int8-dot":
+        parts = ["kaito_int4.matmul (AVX2 integer dot products)", "int8 activations in blocks of 32"]
+    elif decoder.weights in ("int8", "int4"):
         parts.append(f"{str(decoder.activation_dtype).removeprefix('torch.')} activations")
     if decoder.weights == "int4":
         parts.append(
