@@ -18,8 +18,9 @@ as the server does; "head int8 x int8" rows multiply int8 activations in the int
 its effect (the text's score runs the head's dense copy in "dense copy" rows); the
 "compiled decode step" row runs decode steps compiled (``--compile-decode auto``, the
 server's default where a C++ compiler is found), which only its greedy answers see;
-"int8-dot" rows multiply int4 weights by int8 activations (``kaito_cpu_runtime.int4_dot``,
-the server's int4 kernel where it builds).
+"integer kernels" rows multiply int4 layers and a Q8_0 LM head by int8 activations in
+blocks of 32 (``kaito_cpu_runtime.int_dot``, what the server runs where the kernels
+build).
 Tolerance: perplexity within 2% of float32
 (``kaito_inference.engines.weights.PERPLEXITY_TOLERANCE``), which ``--weights auto`` uses.
 
@@ -44,7 +45,7 @@ from torch.nn import functional
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kaito_cpu_runtime.decoder_weights import format_available
-from kaito_cpu_runtime.int4_dot import int4_dot_available
+from kaito_cpu_runtime.int_dot import int_dot_available
 from kaito_cpu_runtime.int8_head import int8_head_available
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
@@ -87,21 +88,25 @@ FORMATS: dict[str, tuple[str, torch.dtype, bool, torch.dtype | None, bool]] = {
         torch.bfloat16,
         True,
     ),
-    "int4 int8-dot kernel": ("int4", torch.bfloat16, True, None, False),
-    "int4 int8-dot + bf16 dense copy, head int8 x int8": (
+    "int4 + Q8_0 head, integer kernels": ("int4", torch.bfloat16, True, None, False),
+    "int4 + bf16 dense copy + Q8_0 head, integer kernels": (
         "int4",
         torch.bfloat16,
         True,
         torch.bfloat16,
-        True,
+        False,
     ),
     "w8a8": ("w8a8", torch.bfloat16, False, None, False),
     "w8a8, head int8 x int8": ("w8a8", torch.bfloat16, False, None, True),
 }
 #: Formats whose decode steps run compiled (``FastDecoder.compile_decode_step``).
 COMPILED = {"int4 + bf16 dense copy, head int8 x int8, compiled decode step"}
-#: Formats whose int4 layers multiply int8 activations (``kaito_cpu_runtime.int4_dot``).
-INT8_DOT = {"int4 int8-dot kernel", "int4 int8-dot + bf16 dense copy, head int8 x int8"}
+#: Formats whose int4 layers and int8 head multiply int8 activations on our integer kernels
+#: (``kaito_cpu_runtime.int_dot``; the head is Q8_0 there, int8 with a scale per block).
+INTEGER_KERNELS = {
+    "int4 + Q8_0 head, integer kernels",
+    "int4 + bf16 dense copy + Q8_0 head, integer kernels",
+}
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
@@ -191,13 +196,13 @@ def main() -> None:
             continue
         missing = format_available(weights, act)  # type: ignore[arg-type]  # a WeightFormat
         missing = missing or (int8_head_available() if int8_head else None)
-        missing = missing or (int4_dot_available() if name in INT8_DOT else None)
+        missing = missing or (int_dot_available() if name in INTEGER_KERNELS else None)
         decoder = None if missing else FastDecoder.build(
             model, weights=weights, activation_dtype=act,  # type: ignore[arg-type]  # a WeightFormat
             q4_blocks=blocks if from_blocks else None,
             dense_dtype=dense or torch.float32, dense_from_positions=2 if dense else 0,
             int8_head_calibration=calibration if int8_head else None,
-            calibration=w8a8_calibration, int4_kernel="int8-dot" if name in INT8_DOT else "torch",
+            calibration=w8a8_calibration, int_dot=name in INTEGER_KERNELS,
         )  # fmt: skip
         if decoder is not None and name in COMPILED:
             compiled, missing = decoder.compile_decode_step()

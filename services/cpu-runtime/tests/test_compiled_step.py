@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from kaito_cpu_runtime import compiled_step
 from kaito_cpu_runtime.compiled_step import CompiledStack, check_compiled
-from kaito_cpu_runtime.int4_dot import int4_dot_available
+from kaito_cpu_runtime.int_dot import int_dot_available
 from kaito_cpu_runtime.kvcache import concat_rows, new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
 
@@ -39,11 +39,11 @@ def tiny_llama() -> Any:
 
 def quantized_decoder(model: Any, weights: Any = "int4") -> FastDecoder:
     """The decoder in int4 or another quantized format (``w8a8``: calibrated on a few
-    token ids; ``int4 int8-dot``: int4 on :mod:`kaito_cpu_runtime.int4_dot`)."""
+    token ids; ``int4 int8-dot``: int4 on :mod:`kaito_cpu_runtime.int_dot`)."""
     decoder = FastDecoder.build(
         model, weights=weights.split()[0], activation_dtype=torch.float32,
         calibration=torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8]]),
-        int4_kernel="int8-dot" if weights.endswith("int8-dot") else "torch",
+        int_dot=weights.endswith("int8-dot"),
     )  # fmt: skip
     assert decoder is not None
     return decoder
@@ -101,7 +101,7 @@ def greedy_steps(
 def test_compiled_steps_match_eager_and_keep_each_row_its_own_numbers(
     compiled_calls: list[int], weights: str
 ) -> None:
-    if weights.endswith("int8-dot") and (missing := int4_dot_available()) is not None:
+    if weights.endswith("int8-dot") and (missing := int_dot_available()) is not None:
         pytest.skip(f"our int4 kernel cannot run here: {missing}")
     model = tiny_llama()
     eager, compiled = quantized_decoder(model, weights), quantized_decoder(model, weights)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from kaito_cpu_runtime.int4_dot import int4_dot_available
+from kaito_cpu_runtime.int_dot import int_dot_available
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_inference.app import create_app
 from kaito_inference.cli import build_parser, main, settings_from_args
@@ -41,14 +41,12 @@ def test_the_decode_step_compiles_unless_turned_off(monkeypatch: pytest.MonkeyPa
     assert settings_from_args(args).compile_decode == "auto"
 
 
-def test_the_int4_kernel_is_ours_unless_torchs_is_asked_for(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    assert InferenceSettings().int4_kernel == "auto"
-    monkeypatch.setenv("KAITO_INFERENCE_INT4_KERNEL", "torch")
-    assert InferenceSettings().int4_kernel == "torch"
-    args = build_parser().parse_args(["serve", "--int4-kernel", "auto"])
-    assert settings_from_args(args).int4_kernel == "auto"
+def test_integer_kernels_are_used_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert InferenceSettings().integer_kernels == "auto"
+    monkeypatch.setenv("KAITO_INFERENCE_INTEGER_KERNELS", "off")
+    assert InferenceSettings().integer_kernels == "off"
+    args = build_parser().parse_args(["serve", "--integer-kernels", "auto"])
+    assert settings_from_args(args).integer_kernels == "auto"
 
 
 def test_an_unknown_format_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,18 +147,21 @@ def test_the_quality_check_scores_the_decode_kernels_not_the_prefill_copy(
     assert dense_calls == [1] * len(decoder.layers)
 
 
-def test_int4_layers_take_our_kernel_unless_torchs_is_asked_for(tiny: tuple[Any, Any]) -> None:
-    missing = int4_dot_available()
+def test_int4_layers_and_head_take_our_kernels_unless_turned_off(tiny: tuple[Any, Any]) -> None:
+    missing = int_dot_available()
     if missing is not None:
-        pytest.skip(f"our int4 kernel cannot run here: {missing}")
+        pytest.skip(f"our integer kernels cannot run here: {missing}")
     model, tokenizer = tiny
     ours = build_decoder(model, tokenizer, "int4", {})
-    torchs = build_decoder(model, tokenizer, "int4", {}, int4_kernel="torch")
+    torchs = build_decoder(model, tokenizer, "int4", {}, integer_kernels="off")
     assert ours.decoder is not None and torchs.decoder is not None
-    assert ours.decoder.int4_kernel == "int8-dot"
-    assert ours.reason.startswith("kaito_int4.matmul (AVX2 integer dot products), int8 activations")
-    assert torchs.decoder.int4_kernel == "torch"
+    assert ours.decoder.int_dot
+    assert ours.decoder.int8_head_activations
+    assert ours.reason.startswith("kaito_int_dot.q4_1 (AVX2 integer dot products), int8 activations")
+    assert "LM head Q8_0 with int8 activations (kaito_int_dot.q8_0)" in ours.reason
+    assert not torchs.decoder.int_dot
     assert torchs.reason.startswith("aten._weight_int4pack_mm_for_cpu, bfloat16 activations")
+    assert "Q8_0" not in torchs.reason
 
 
 def test_only_the_embedded_model_brings_q4_blocks(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -189,9 +190,8 @@ def test_a_chat_completion_on_int4_weights(int4_server: tuple[str, Any]) -> None
     # --compile-decode auto: compiled before serving where a C++ compiler is found, as
     # here and in CI
     assert engine.batcher.fast_decoder.compiled_decode
-    # --int4-kernel auto: our integer kernel where it builds, as here and in CI
-    ours = int4_dot_available() is None
-    assert engine.batcher.fast_decoder.int4_kernel == ("int8-dot" if ours else "torch")
+    # --integer-kernels auto: our integer kernels where they build, as here and in CI
+    assert engine.batcher.fast_decoder.int_dot == (int_dot_available() is None)
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     reply = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0

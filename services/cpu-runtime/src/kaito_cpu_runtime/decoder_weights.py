@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -22,14 +22,11 @@ from kaito_cpu_runtime.quantized import (
 )
 from kaito_cpu_runtime.w8a8 import w8a8_available, w8a8_linear
 
-__all__ = ["DecoderWeights", "Int4Kernel", "Linear", "format_available", "matching_blocks"]
+__all__ = ["DecoderWeights", "Linear", "format_available", "matching_blocks"]
 
 log = logging.getLogger(__name__)
 #: A linear layer of the decoder: float (prepacked) or quantized.
 Linear = PackedLinear | QuantizedLinear
-#: The kernel of int4 layers: torch's (``aten._weight_int4pack_mm_for_cpu``, activations in
-#: the activation dtype) or ours with int8 activations (:mod:`kaito_cpu_runtime.int4_dot`).
-Int4Kernel = Literal["torch", "int8-dot"]
 
 
 @dataclass(frozen=True)
@@ -47,12 +44,18 @@ class DecoderWeights:
     #: ``w8a8`` layers: per ``nn.Linear`` (by id()), each input channel's largest value on
     #: a calibration text (:func:`~kaito_cpu_runtime.w8a8.input_maxima`).
     input_maxima: Mapping[int, torch.Tensor] = field(default_factory=dict)
-    int4_kernel: Int4Kernel = "torch"
+    #: int4 layers and the int8 LM head multiply int8 activations on our integer kernels
+    #: (:mod:`kaito_cpu_runtime.int_dot`) instead of torch's weight-only kernels.
+    int_dot: bool = False
 
     def head(self, lm_head: Any) -> Linear:
         """The LM head in the head's format (as :meth:`fused` makes the layers); an int8
         head with ``head_float_channels`` multiplies int8 activations
-        (:func:`~kaito_cpu_runtime.int8_head.split_int8_head`)."""
+        (:func:`~kaito_cpu_runtime.int8_head.split_int8_head`); with ``int_dot`` an int8 head
+        is Q8_0 on our kernel instead."""
+        if self.head_format == "int8" and self.int_dot:
+            layer, stands_for = QuantizedLinear.int8_dot(lm_head.weight, lm_head.bias)
+            return self._dense(layer, lambda: stands_for)
         if self.head_format != "int8" or self.head_float_channels is None:
             return self.fused((lm_head,), self.head_format)
         layer, stands_for = split_int8_head(lm_head.weight, lm_head.bias, self.head_float_channels)
@@ -76,7 +79,7 @@ class DecoderWeights:
             )
             layer = (
                 QuantizedLinear.int4_dot(blocks, bias, sizes)
-                if self.int4_kernel == "int8-dot"
+                if self.int_dot
                 else QuantizedLinear.int4_from_blocks(blocks, bias, sizes, self.activation_dtype)
             )
             return self._dense(layer, blocks.dequantize)

@@ -14,10 +14,9 @@ mathematics with fewer, larger operations:
 - RMSNorm is ``torch.nn.functional.rms_norm``; the rotary embedding is applied to
   queries and keys together; residual additions happen in place;
 - the linear weights are float32 or bfloat16 (oneDNN, prepacked) or int8 or int4
-  (:mod:`kaito_cpu_runtime.quantized`, torch's weight-only kernels, or for int4 our
-  integer dot products with int8 activations, :mod:`kaito_cpu_runtime.int4_dot`), by
-  ``weights``; int4 takes a GGUF file's Q4_1 blocks as they are when given them
-  (``q4_blocks``), and the
+  (:mod:`kaito_cpu_runtime.quantized`, torch's weight-only kernels, or our integer dot
+  products with int8 activations, :mod:`kaito_cpu_runtime.int_dot`), by ``weights``;
+  int4 takes a GGUF file's Q4_1 blocks as they are when given them (``q4_blocks``), and the
   LM head is int8 when the rest is int4; given calibration tokens, an int8 LM head
   multiplies int8 activations (:mod:`kaito_cpu_runtime.int8_head`);
 - only the last position of each row goes through the final norm and the LM head;
@@ -44,7 +43,7 @@ import torch
 
 from kaito_cpu_runtime.attention import attention, causal_mask, prefill_attention, row_starts
 from kaito_cpu_runtime.compiled_step import Attend, CompiledStack, compile_stack
-from kaito_cpu_runtime.decoder_weights import DecoderWeights, Int4Kernel, matching_blocks
+from kaito_cpu_runtime.decoder_weights import DecoderWeights, matching_blocks
 from kaito_cpu_runtime.int8_head import largest_channels
 from kaito_cpu_runtime.llama_layers import AdapterRows, LlamaLayers
 from kaito_cpu_runtime.prefill_passes import (
@@ -105,7 +104,7 @@ class FastDecoder(LlamaLayers):
         dense_from_positions: int = 0,
         int8_head_calibration: torch.Tensor | None = None,
         calibration: torch.Tensor | None = None,
-        int4_kernel: Int4Kernel = "torch",
+        int_dot: bool = False,
     ) -> FastDecoder | None:
         """A fast decoder for the plain (not yet PEFT-wrapped) ``model``, or ``None``.
 
@@ -124,9 +123,9 @@ class FastDecoder(LlamaLayers):
         :func:`~kaito_cpu_runtime.int8_head.int8_head_available` first). ``w8a8`` layers
         (:mod:`kaito_cpu_runtime.w8a8`) need ``calibration`` (token ids, ``[1, n]``): their
         smoothing comes from the activations the model computes on it; their LM head is
-        int8 like int4's. ``int4_kernel`` picks int4 layers' kernel (``"int8-dot"``:
-        :mod:`kaito_cpu_runtime.int4_dot`, which must load; check
-        :func:`~kaito_cpu_runtime.int4_dot.int4_dot_available` first).
+        int8 like int4's. With ``int_dot`` int4 layers and an int8 LM head multiply int8
+        activations on our integer kernels (:mod:`kaito_cpu_runtime.int_dot`, which must
+        load; check :func:`~kaito_cpu_runtime.int_dot.int_dot_available` first).
         """
         reason = _unsupported(model)
         if reason is not None:
@@ -150,7 +149,7 @@ class FastDecoder(LlamaLayers):
                     channels = largest_channels(hidden)
                 plan = DecoderWeights(
                     layers, head, activation_dtype, blocks, dense_dtype, dense_from_positions,
-                    channels, maxima, int4_kernel,
+                    channels, maxima, int_dot,
                 )  # fmt: skip
                 return cls(model, linear_dtype, plan)
         except (RuntimeError, AttributeError) as exc:

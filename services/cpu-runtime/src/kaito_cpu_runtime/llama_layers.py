@@ -64,11 +64,13 @@ class LlamaLayers:
         self.head_weights = weights.head_format
         #: Whether the LM head multiplies int8 activations (:mod:`kaito_cpu_runtime.int8_head`).
         self.int8_head_activations = (
-            weights.head_format == "int8" and weights.head_float_channels is not None
+            weights.head_format == "int8"
+            and (weights.head_float_channels is not None or weights.int_dot)
         )
         self.activation_dtype = weights.activation_dtype
-        #: The kernel of int4 layers (:data:`~kaito_cpu_runtime.decoder_weights.Int4Kernel`).
-        self.int4_kernel = weights.int4_kernel
+        #: Whether int4 layers and an int8 LM head multiply int8 activations on our integer
+        #: kernels (:mod:`kaito_cpu_runtime.int_dot`).
+        self.int_dot = weights.int_dot
         #: How many projections hold a GGUF file's Q4_1 blocks as they are.
         self.exact_q4_blocks = len(weights.blocks)
         #: Positions per sequence from which int8/int4 layers use their dense copy (0: never).

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import torch
 
-from kaito_cpu_runtime.int4_dot import int4_dot_matmul, pack_q4_codes
+from kaito_cpu_runtime.int_dot import pack_q4_codes, q4_1_matmul, q8_0_codes, q8_0_matmul
 from kaito_cpu_runtime.linear import PackedLinear, has_native_bf16
 
 __all__ = [
@@ -221,17 +221,37 @@ class QuantizedLinear:
         part_sizes: tuple[int, ...] = (),
     ) -> QuantizedLinear:
         """int4 holding ``blocks`` as they are, multiplied by int8 activations with integer
-        dot products (:mod:`kaito_cpu_runtime.int4_dot`, which must be loaded); float32 in
-        and out, the kernel quantizes the activations itself."""
+        dot products (:mod:`kaito_cpu_runtime.int_dot`'s ``q4_1``, which must be loaded);
+        float32 in and out, the kernel quantizes the activations itself."""
         codes = pack_q4_codes(blocks.codes)
         scale = blocks.scale.float().contiguous()
         minimum = blocks.minimum.float().contiguous()
 
         def kernel(x: torch.Tensor) -> torch.Tensor:
-            return int4_dot_matmul(x, codes, scale, minimum)
+            return q4_1_matmul(x, codes, scale, minimum)
 
         out = int(blocks.codes.shape[0])
         return cls(kernel, "int4", bias, part_sizes or (out,), torch.float32)
+
+    @classmethod
+    def int8_dot(
+        cls,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        part_sizes: tuple[int, ...] = (),
+    ) -> tuple[QuantizedLinear, torch.Tensor]:
+        """int8 codes with a scale per block of 32 inputs (GGUF's Q8_0), multiplied by int8
+        activations with integer dot products (:mod:`kaito_cpu_runtime.int_dot`'s
+        ``q8_0``, which must be loaded); and the float32 weights it stands for."""
+        codes, scale = q8_0_codes(weight)
+
+        def kernel(x: torch.Tensor) -> torch.Tensor:
+            return q8_0_matmul(x, codes, scale)
+
+        out, width = codes.shape
+        stands_for = (codes.float().reshape(out, -1, 32) * scale[..., None]).reshape(out, width)
+        layer = cls(kernel, "int8", bias, part_sizes or (int(out),), torch.float32)
+        return layer, stands_for
 
     def __call__(self, x: torch.Tensor, *, widen: bool = True) -> torch.Tensor:
         """The layer applied to ``x`` (any leading dimensions, float32 or the activation

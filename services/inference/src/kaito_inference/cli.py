@@ -69,11 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear weights of the fast CPU decoder (auto: fastest within 2%% perplexity)",
     )
     add(
-        "--int4-kernel",
-        choices=["auto", "torch"],
+        "--integer-kernels",
+        choices=["auto", "off"],
         default=s,
-        help="int4 weights' kernel (auto: our AVX2 integer dot products with int8 "
-        "activations where a C++ compiler is found; torch: torch's)",
+        help="int4 layers and int8 LM heads on our AVX2 integer dot products with int8 "
+        "activations (auto: where a C++ compiler is found; off: torch's kernels)",
     )
     add(
         "--compile-decode",

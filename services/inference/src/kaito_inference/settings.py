@@ -34,11 +34,11 @@ class InferenceSettings(BaseSettings):
         "this CPU whose perplexity stays within 2% of float32 (w8a8, int8 activations too, "
         "only when asked for)",
     )
-    int4_kernel: Literal["auto", "torch"] = Field(
+    integer_kernels: Literal["auto", "off"] = Field(
         default="auto",
-        description="int4 weights' kernel: auto multiplies int8 activations with our AVX2 "
+        description="int4 layers and int8 LM heads multiply int8 activations on our AVX2 "
         "integer dot products where a C++ compiler is found (built in seconds, once), else "
-        "torch's kernel with bfloat16 activations; torch: always torch's",
+        "on torch's kernels with bfloat16 activations; off: always torch's",
     )
     compile_decode: Literal["auto", "off"] = Field(
         default="auto",

@@ -224,7 +224,7 @@ class TransformersEngine:
         if setting == "auto" and linear_dtype == torch.bfloat16:
             setting = "bfloat16"
         blocks = embedded_q4_blocks(resolved.location) if setting in ("auto", "int4") else {}
-        choice = build_decoder(model, tokenizer, setting, blocks, self.settings.int4_kernel)
+        choice = build_decoder(model, tokenizer, setting, blocks, self.settings.integer_kernels)
         if choice.decoder is not None:
             log.info("fast CPU decoder on: linear weights %s (%s)", choice.weights, choice.reason)
             if self.settings.compile_decode == "auto":

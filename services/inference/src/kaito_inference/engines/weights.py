@@ -26,7 +26,6 @@ from kaito_sdk.tools.localmodels import EMBEDDED_MODEL_NAME, embedded_gguf_path
 if TYPE_CHECKING:
     import torch
 
-    from kaito_cpu_runtime.decoder_weights import Int4Kernel
     from kaito_cpu_runtime.llama_decoder import FastDecoder
     from kaito_cpu_runtime.quantized import Q4Blocks, WeightFormat
 
@@ -35,7 +34,7 @@ __all__ = [
     "CHECK_TEXT",
     "DENSE_COPY",
     "FALLBACK",
-    "Int4KernelSetting",
+    "IntegerKernelsSetting",
     "PERPLEXITY_TOLERANCE",
     "SPEED_ORDER",
     "WeightChoice",
@@ -50,8 +49,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WeightsSetting = Literal["auto", "float32", "bfloat16", "int8", "int4", "w8a8"]
-#: int4 layers' kernel: ``auto`` ours where it runs here, else torch's; ``torch``: torch's.
-Int4KernelSetting = Literal["auto", "torch"]
+#: ``auto``: int4 layers and int8 LM heads multiply int8 activations on our integer kernels
+#: (:mod:`kaito_cpu_runtime.int_dot`) where they run here; ``off``: torch's kernels.
+IntegerKernelsSetting = Literal["auto", "off"]
 #: A format serves under ``auto`` when its perplexity on :data:`CHECK_TEXT` is at most
 #: this much above float32's (2%).
 PERPLEXITY_TOLERANCE = 0.02
@@ -192,12 +192,12 @@ def build_decoder(
     tokenizer: Any,
     setting: WeightsSetting,
     q4_blocks: Mapping[str, Q4Blocks],
-    int4_kernel: Int4KernelSetting = "auto",
+    integer_kernels: IntegerKernelsSetting = "auto",
 ) -> WeightChoice:
     """The fast decoder in the format ``setting`` asks for (see the module docstring);
     ``decoder`` is ``None`` when the fast decoder does not cover the model. int4 layers
-    multiply int8 activations with our integer kernel where it builds and passes its
-    probe here (``int4_kernel`` ``auto``), else on torch's kernel."""
+    and int8 LM heads multiply int8 activations on our integer kernels where they build
+    and pass their probe here (``integer_kernels`` ``auto``), else on torch's."""
     import torch
 
     from kaito_cpu_runtime.decoder_weights import format_available
@@ -205,8 +205,8 @@ def build_decoder(
     from kaito_cpu_runtime.llama_decoder import FastDecoder
 
     kind, flags = cpu_kind()
-    int4_choice = _int4_kernel(int4_kernel)
-    head_missing = int8_head_available()
+    int_dot = _int_dot(integer_kernels)
+    head_missing = None if int_dot else int8_head_available()
     if head_missing is not None:
         log.info("int8 LM heads keep bfloat16 activations: %s", head_missing)
     check_ids = torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
@@ -231,9 +231,9 @@ def build_decoder(
             q4_blocks=q4_blocks,
             dense_dtype=getattr(torch, dense_dtype),
             dense_from_positions=dense_rows,
-            int8_head_calibration=None if head_missing else check_ids,
+            int8_head_calibration=None if head_missing or int_dot else check_ids,
             calibration=calibration_ids,
-            int4_kernel=int4_choice,
+            int_dot=int_dot,
         )
         if decoder is None and weights == "float32":
             break
@@ -253,18 +253,18 @@ def build_decoder(
     return WeightChoice(None, "float32", "the fast decoder does not cover this model")
 
 
-def _int4_kernel(setting: Int4KernelSetting) -> Int4Kernel:
-    """int4 layers' kernel: ours (``int8-dot``, :mod:`kaito_cpu_runtime.int4_dot`) when
-    ``setting`` is ``auto`` and it runs correctly here, else torch's (with a log line)."""
-    if setting == "torch":
-        return "torch"
-    from kaito_cpu_runtime.int4_dot import int4_dot_available
+def _int_dot(setting: IntegerKernelsSetting) -> bool:
+    """Whether int4 layers and int8 LM heads use our integer kernels
+    (:mod:`kaito_cpu_runtime.int_dot`): ``setting`` ``auto`` and they run correctly here
+    (else torch's, with a log line saying why)."""
+    if setting == "off":
+        return False
+    from kaito_cpu_runtime.int_dot import int_dot_available
 
-    missing = int4_dot_available()
-    if missing is None:
-        return "int8-dot"
-    log.info("int4 layers keep torch's kernel: %s", missing)
-    return "torch"
+    missing = int_dot_available()
+    if missing is not None:
+        log.info("int4 layers and int8 LM heads keep torch's kernels: %s", missing)
+    return missing is None
 
 
 def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[str]) -> str:
@@ -277,15 +277,17 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
         "w8a8": "fbgemm int8 x int8 (quantized::linear_with_input_q_dq_qweight_dq_output_fp32)",
     }
     parts = [kernels[decoder.weights]]
-    if decoder.weights == "int4" and decoder.int4_kernel == "int8-dot":
-        parts = ["kaito_int4.matmul (AVX2 integer dot products)", "int8 activations in blocks of 32"]
+    if decoder.weights == "int4" and decoder.int_dot:
+        parts = ["kaito_int_dot.q4_1 (AVX2 integer dot products)", "int8 activations in blocks of 32"]
     elif decoder.weights in ("int8", "int4"):
         parts.append(f"{str(decoder.activation_dtype).removeprefix('torch.')} activations")
     if decoder.weights == "int4":
         parts.append(
             f"{decoder.exact_q4_blocks} projections from the GGUF's Q4_1 blocks as they are"
         )
-    if decoder.head_weights == "int8":
+    if decoder.head_weights == "int8" and decoder.int_dot:
+        parts.append("LM head Q8_0 with int8 activations (kaito_int_dot.q8_0)")
+    elif decoder.head_weights == "int8":
         parts.append(
             "LM head int8 with int8 activations (onednn.qlinear_pointwise, 32 channels float32)"
             if decoder.int8_head_activations
