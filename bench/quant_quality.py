@@ -45,8 +45,8 @@ from torch.nn import functional
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kaito_cpu_runtime.decoder_weights import format_available
-from kaito_cpu_runtime.int_dot import int_dot_available
 from kaito_cpu_runtime.int8_head import int8_head_available
+from kaito_cpu_runtime.int_dot import int_dot_available
 from kaito_cpu_runtime.kvcache import new_batch_cache
 from kaito_cpu_runtime.llama_decoder import FastDecoder
 from kaito_cpu_runtime.quantized import read_gguf_q4_1

@@ -28,7 +28,9 @@ MISSING = int_dot_available()
 needs_kernel = pytest.mark.skipif(MISSING is not None, reason=f"no integer kernels: {MISSING}")
 
 
-def blocks_and_rows(outputs: int, inputs: int, rows: int, seed: int = 0) -> tuple[Q4Blocks, torch.Tensor]:
+def blocks_and_rows(
+    outputs: int, inputs: int, rows: int, seed: int = 0
+) -> tuple[Q4Blocks, torch.Tensor]:
     """Random Q4_1 blocks ``[outputs, inputs]`` and activation rows ``[rows, inputs]``."""
     generator = torch.Generator().manual_seed(seed)
     blocks = Q4Blocks.quantize(torch.randn(outputs, inputs, generator=generator))
@@ -224,7 +226,8 @@ def test_a_built_kernel_is_kept_by_its_sources_hash(
     monkeypatch.setenv("KAITO_KERNEL_CACHE_DIR", str(tmp_path))
     compiler = int_dot._compiler()
     first = int_dot._build(compiler)
-    assert first.parent == tmp_path and first.is_file()
+    assert first.parent == tmp_path
+    assert first.is_file()
     calls: list[object] = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
     assert int_dot._build(compiler) == first

@@ -126,7 +126,8 @@ def test_the_quality_check_scores_the_decode_kernels_not_the_prefill_copy(
 ) -> None:
     """An int4 decoder's check runs its int4 kernel although prefills have a dense copy."""
     model, tokenizer = tiny
-    choice = build_decoder(model, tokenizer, "int4", {})
+    monkeypatch.setattr(weights_module, "cpu_kind", lambda: ("native-bf16", "test"))
+    choice = build_decoder(model, tokenizer, "int4", {}, integer_kernels="off")
     decoder = choice.decoder
     assert decoder is not None
     assert decoder.dense_from_positions > 0
@@ -154,14 +155,36 @@ def test_int4_layers_and_head_take_our_kernels_unless_turned_off(tiny: tuple[Any
     model, tokenizer = tiny
     ours = build_decoder(model, tokenizer, "int4", {})
     torchs = build_decoder(model, tokenizer, "int4", {}, integer_kernels="off")
-    assert ours.decoder is not None and torchs.decoder is not None
+    assert ours.decoder is not None
+    assert torchs.decoder is not None
     assert ours.decoder.int_dot
     assert ours.decoder.int8_head_activations
-    assert ours.reason.startswith("kaito_int_dot.q4_1 (AVX2 integer dot products), int8 activations")
+    assert ours.reason.startswith(
+        "kaito_int_dot.q4_1 (AVX2 integer dot products), int8 activations in blocks of 32"
+    )
     assert "LM head Q8_0 with int8 activations (kaito_int_dot.q8_0)" in ours.reason
     assert not torchs.decoder.int_dot
     assert torchs.reason.startswith("aten._weight_int4pack_mm_for_cpu, bfloat16 activations")
     assert "Q8_0" not in torchs.reason
+
+
+def test_on_avx2_our_int4_kernel_serves_prefills_too(
+    tiny: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No float32 copy where our integer kernel is the faster one for prefills too."""
+    missing = int_dot_available()
+    if missing is not None:
+        pytest.skip(f"our integer kernels cannot run here: {missing}")
+    model, tokenizer = tiny
+    monkeypatch.setattr(weights_module, "cpu_kind", lambda: ("avx2", "test"))
+    ours = build_decoder(model, tokenizer, "int4", {})
+    torchs = build_decoder(model, tokenizer, "int4", {}, integer_kernels="off")
+    assert ours.decoder is not None
+    assert torchs.decoder is not None
+    assert ours.decoder.dense_from_positions == 0
+    assert "prefills on" not in ours.reason
+    assert torchs.decoder.dense_from_positions == 2
+    assert "prefills on a float32 copy" in torchs.reason
 
 
 def test_only_the_embedded_model_brings_q4_blocks(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -124,8 +124,9 @@ class FastDecoder(LlamaLayers):
         (:mod:`kaito_cpu_runtime.w8a8`) need ``calibration`` (token ids, ``[1, n]``): their
         smoothing comes from the activations the model computes on it; their LM head is
         int8 like int4's. With ``int_dot`` int4 layers and an int8 LM head multiply int8
-        activations on our integer kernels (:mod:`kaito_cpu_runtime.int_dot`, which must
-        load; check :func:`~kaito_cpu_runtime.int_dot.int_dot_available` first).
+        activations on our integer kernels (:mod:`kaito_cpu_runtime.int_dot`; where they
+        cannot load the build fails like any other, so check
+        :func:`~kaito_cpu_runtime.int_dot.int_dot_available` first).
         """
         reason = _unsupported(model)
         if reason is not None:

@@ -63,9 +63,8 @@ class LlamaLayers:
         self.weights = weights.layers
         self.head_weights = weights.head_format
         #: Whether the LM head multiplies int8 activations (:mod:`kaito_cpu_runtime.int8_head`).
-        self.int8_head_activations = (
-            weights.head_format == "int8"
-            and (weights.head_float_channels is not None or weights.int_dot)
+        self.int8_head_activations = weights.head_format == "int8" and (
+            weights.head_float_channels is not None or weights.int_dot
         )
         self.activation_dtype = weights.activation_dtype
         #: Whether int4 layers and an int8 LM head multiply int8 activations on our integer

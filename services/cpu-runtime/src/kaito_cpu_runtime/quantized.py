@@ -43,7 +43,13 @@ from typing import Any, Literal
 
 import torch
 
-from kaito_cpu_runtime.int_dot import pack_q4_codes, q4_1_matmul, q8_0_codes, q8_0_matmul
+from kaito_cpu_runtime.int_dot import (
+    load_int_dot,
+    pack_q4_codes,
+    q4_1_matmul,
+    q8_0_codes,
+    q8_0_matmul,
+)
 from kaito_cpu_runtime.linear import PackedLinear, has_native_bf16
 
 __all__ = [
@@ -221,8 +227,9 @@ class QuantizedLinear:
         part_sizes: tuple[int, ...] = (),
     ) -> QuantizedLinear:
         """int4 holding ``blocks`` as they are, multiplied by int8 activations with integer
-        dot products (:mod:`kaito_cpu_runtime.int_dot`'s ``q4_1``, which must be loaded);
-        float32 in and out, the kernel quantizes the activations itself."""
+        dot products (:mod:`kaito_cpu_runtime.int_dot`'s ``q4_1``; ``RuntimeError`` where
+        it cannot load); float32 in and out, the kernel quantizes the activations itself."""
+        _require_int_dot()
         codes = pack_q4_codes(blocks.codes)
         scale = blocks.scale.float().contiguous()
         minimum = blocks.minimum.float().contiguous()
@@ -242,7 +249,9 @@ class QuantizedLinear:
     ) -> tuple[QuantizedLinear, torch.Tensor]:
         """int8 codes with a scale per block of 32 inputs (GGUF's Q8_0), multiplied by int8
         activations with integer dot products (:mod:`kaito_cpu_runtime.int_dot`'s
-        ``q8_0``, which must be loaded); and the float32 weights it stands for."""
+        ``q8_0``; ``RuntimeError`` where it cannot load); and the float32 weights it
+        stands for."""
+        _require_int_dot()
         codes, scale = q8_0_codes(weight)
 
         def kernel(x: torch.Tensor) -> torch.Tensor:
@@ -267,6 +276,13 @@ class QuantizedLinear:
         if self.bias is not None:
             out += self.bias
         return out.reshape(*leading, out.shape[-1])
+
+
+def _require_int_dot() -> None:
+    """Load :mod:`kaito_cpu_runtime.int_dot`'s kernels, or raise ``RuntimeError`` why not."""
+    problem = load_int_dot()
+    if problem is not None:
+        raise RuntimeError(f"the integer kernels cannot run here: {problem}")
 
 
 def int8_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

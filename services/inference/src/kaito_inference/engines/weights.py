@@ -34,9 +34,9 @@ __all__ = [
     "CHECK_TEXT",
     "DENSE_COPY",
     "FALLBACK",
-    "IntegerKernelsSetting",
     "PERPLEXITY_TOLERANCE",
     "SPEED_ORDER",
+    "IntegerKernelsSetting",
     "WeightChoice",
     "WeightsSetting",
     "activation_dtype",
@@ -71,7 +71,11 @@ SPEED_ORDER: dict[str, tuple[WeightFormat, ...]] = {
 #: fast for a few rows and slow for many; measured with ``bench/quant_kernels.py``).
 #: ``w8a8`` keeps none: on AVX2 kernels its integer products took 153.6 ms for 256 rows of
 #: SmolLM2's matmuls where oneDNN's float32 took 215.3 (bfloat16 with native bf16: 61.1
-#: against its 74.2), and no copy saves the memory.
+#: against its 74.2), and no copy saves the memory. Nor does int4 on our integer kernels
+#: on AVX2 (:mod:`kaito_cpu_runtime.int_dot`): a SmolLM2 prefill of 8, 41 and 256
+#: positions took 13.1, 46.9 and 288 ms on them against 26.4, 58.2 and 307 ms on the
+#: float32 copy (which also holds 0.5 GB); with native bf16 the bfloat16 copy stays,
+#: faster from 16 positions (16.8 ms against 22.1; 128.0 against 308.0 at 256).
 DENSE_COPY: dict[str, tuple[str, int]] = {
     "native-bf16": ("bfloat16", 2),
     "avx2": ("float32", 2),
@@ -222,8 +226,8 @@ def build_decoder(
             notes.append(f"{weights} unavailable")
             continue
         dense_dtype, dense_rows = DENSE_COPY[kind]
-        if weights == "w8a8":
-            dense_rows = 0  # its kernel is the faster one for prefills too (DENSE_COPY)
+        if weights == "w8a8" or (weights == "int4" and int_dot and kind == "avx2"):
+            dense_rows = 0  # their kernels are the faster ones for prefills too (DENSE_COPY)
         decoder = FastDecoder.build(
             model,
             weights=weights,
@@ -278,7 +282,10 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
     }
     parts = [kernels[decoder.weights]]
     if decoder.weights == "int4" and decoder.int_dot:
-        parts = ["kaito_int_dot.q4_1 (AVX2 integer dot products)", "int8 activations in blocks of 32"]
+        parts = [
+            "kaito_int_dot.q4_1 (AVX2 integer dot products)",
+            "int8 activations in blocks of 32",
+        ]
     elif decoder.weights in ("int8", "int4"):
         parts.append(f"{str(decoder.activation_dtype).removeprefix('torch.')} activations")
     if decoder.weights == "int4":
