@@ -26,6 +26,10 @@ TOPICS = [
 ]  # fmt: skip
 
 
+#: The warm-up request's topic, not one of :data:`TOPICS` (so no level finds it cached).
+WARM_UP = "a quiet garden"
+
+
 @dataclass
 class LevelResult:
     """What one concurrency level measured."""
@@ -112,12 +116,17 @@ async def run_level(
 async def benchmark(
     base_url: str, model: str | None, levels: list[int], rounds: int, max_tokens: int
 ) -> list[LevelResult]:
-    """Run every level against ``base_url`` (after one warm-up request)."""
+    """Run every level against ``base_url`` after one warm-up request of the measured
+    shape (a long prompt and ``max_tokens``; a topic no level asks for): a server's first
+    request of that size paid one-time costs, e.g. llama.cpp's 0.41 s TTFT in its first
+    measured request after a short warm-up, on 2026-12-08."""
     client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", timeout=600)
     if model is None:
         model = (await client.models.list()).data[0].id
     try:
-        await one_request(client, model, "Say hello.", 8)  # warm-up
+        await one_request(
+            client, model, f"Write a long, detailed story about {WARM_UP}.", max_tokens
+        )
         results = []
         for level in levels:
             requests = max(level * rounds, 3)
