@@ -34,6 +34,7 @@ def blocks_and_rows(
     """Random Q4_1 blocks ``[outputs, inputs]`` and activation rows ``[rows, inputs]``."""
     generator = torch.Generator().manual_seed(seed)
     blocks = Q4Blocks.quantize(torch.randn(outputs, inputs, generator=generator))
+    blocks = blocks.with_half_scales()
     return blocks, torch.randn(rows, inputs, generator=generator) * 3
 
 
@@ -41,7 +42,7 @@ def run(blocks: Q4Blocks, x: torch.Tensor) -> torch.Tensor:
     """The q4_1 kernel on ``blocks`` and ``x``."""
     packed = pack_q4_codes(blocks.codes)
     with torch.inference_mode():
-        return q4_1_matmul(x.contiguous(), packed, blocks.scale.float(), blocks.minimum.float())
+        return q4_1_matmul(x.contiguous(), packed, blocks.scale.half(), blocks.minimum.half())
 
 
 def run_q8(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -89,6 +90,7 @@ def test_the_q8_kernel_computes_the_codes_times_int8_activations(inputs: int) ->
     x_codes, x_scale = int8_blocks(x)
     sums = torch.einsum("rbi,obi->rob", x_codes.double(), codes.reshape(24, -1, 32).double())
     want = (sums * (scale.double()[None] * x_scale.double()[:, None])).sum(-1)
+    assert scale.dtype == torch.float16
     got = run_q8(weight, x)
     torch.testing.assert_close(got.double(), want, atol=1e-4 * float(want.abs().max()), rtol=0)
     exact = x.double() @ weight.double().T
@@ -101,11 +103,11 @@ def test_q8_codes_of_dequantised_q8_weights_are_the_same_codes() -> None:
     generator = torch.Generator().manual_seed(2)
     codes = torch.randint(-127, 128, (8, 64), generator=generator, dtype=torch.int8)
     codes[:, ::32] = 127  # every block has its largest code, as Q8_0's quantizer makes it
-    scale = torch.rand(8, 2, generator=generator).half().float()
-    weight = (codes.float().reshape(8, 2, 32) * scale[..., None]).reshape(8, 64)
+    scale = torch.rand(8, 2, generator=generator).half()
+    weight = (codes.float().reshape(8, 2, 32) * scale.float()[..., None]).reshape(8, 64)
     again, again_scale = q8_0_codes(weight)
     assert torch.equal(again, codes)
-    torch.testing.assert_close(again_scale, scale)
+    assert torch.equal(again_scale, scale)
     assert int(q8_0_codes(torch.randn(4, 32) * 100)[0].min()) >= -127
 
 
@@ -144,11 +146,11 @@ def test_bad_inputs_get_the_kernels_own_error() -> None:
     blocks, x = blocks_and_rows(16, 64, 2)
     packed = pack_q4_codes(blocks.codes)
     with pytest.raises(RuntimeError, match="multiple of 32"):
-        q4_1_matmul(torch.zeros(2, 48), packed, blocks.scale, blocks.minimum)
+        q4_1_matmul(torch.zeros(2, 48), packed, blocks.scale.half(), blocks.minimum.half())
     with pytest.raises(RuntimeError, match="codes must be"):
-        q4_1_matmul(x, packed.to(torch.int32), blocks.scale, blocks.minimum)
-    with pytest.raises(RuntimeError, match="scales must be"):
-        q4_1_matmul(x, packed, blocks.scale.double(), blocks.minimum)
+        q4_1_matmul(x, packed.to(torch.int32), blocks.scale.half(), blocks.minimum.half())
+    with pytest.raises(RuntimeError, match="scales must be contiguous float16"):
+        q4_1_matmul(x, packed, blocks.scale.float(), blocks.minimum.half())
     codes, scale = q8_0_codes(blocks.dequantize())
     with pytest.raises(RuntimeError, match="q8_0: codes must be contiguous int8"):
         q8_0_matmul(x, codes.T, scale)
@@ -193,11 +195,11 @@ def test_an_int8_dot_layer_stands_for_its_q8_weights() -> None:
 
 def test_a_cpu_without_avx2_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(int_dot, "cpu_flags", lambda: frozenset({"sse4_2", "fma"}))
-    assert int_dot._load() == "the CPU lacks avx2"
+    assert int_dot._load() == "the CPU lacks avx2 and f16c"
 
 
 def test_no_compiler_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(int_dot, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(int_dot, "cpu_flags", lambda: frozenset({"avx2", "fma", "f16c"}))
 
     def none() -> str:
         raise RuntimeError("no C++ compiler found")
@@ -209,7 +211,7 @@ def test_no_compiler_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_compile_error_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The compiler's first error line, not a traceback (a fake compiler, so it runs
     without one)."""
-    monkeypatch.setattr(int_dot, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(int_dot, "cpu_flags", lambda: frozenset({"avx2", "fma", "f16c"}))
     monkeypatch.setenv("KAITO_KERNEL_CACHE_DIR", str(tmp_path))
     compiler = tmp_path / "c++"
     compiler.write_text("#!/bin/sh\necho 'int_dot.cpp:3: error: expected ;' >&2\nexit 1\n")

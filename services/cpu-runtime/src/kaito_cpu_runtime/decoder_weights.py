@@ -77,11 +77,11 @@ class DecoderWeights:
             blocks = Q4Blocks.concat(
                 [self.blocks.get(id(m)) or Q4Blocks.quantize(m.weight) for m in linears]
             )
-            layer = (
-                QuantizedLinear.int4_dot(blocks, bias, sizes)
-                if self.int_dot
-                else QuantizedLinear.int4_from_blocks(blocks, bias, sizes, self.activation_dtype)
-            )
+            if self.int_dot:
+                blocks = blocks.with_half_scales()
+                layer = QuantizedLinear.int4_dot(blocks, bias, sizes)
+            else:
+                layer = QuantizedLinear.int4_from_blocks(blocks, bias, sizes, self.activation_dtype)
             return self._dense(layer, blocks.dequantize)
         if weight_format == "w8a8":
             # The fused projections read the same input: their maxima are one tensor.

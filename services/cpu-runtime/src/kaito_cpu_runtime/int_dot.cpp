@@ -1,7 +1,8 @@
 // Integer dot-product kernels of kaito_cpu_runtime.int_dot (see that module's docstring):
 // weights in blocks of 32 inputs times activations quantized to int8 in the same blocks,
-// with AVX2. Built at startup by that module with -mavx2 -mfma -ffp-contract=off and
-// registered as kaito_int_dot::q4_1 and kaito_int_dot::q8_0.
+// with AVX2 (and F16C for the weights' float16 scales). Built at startup by that module
+// with -mavx2 -mfma -mf16c -ffp-contract=off and registered as kaito_int_dot::q4_1 and
+// kaito_int_dot::q8_0.
 //
 // Activations: x ~ q * e per block (q = round(x / e), e = max|x| / 127).
 // q4_1: w = code * d + m (codes 0..15), so sum(w * x) ~ d * e * sum(code * q) + m * e *
@@ -30,6 +31,17 @@ inline float hsum(__m256 v) {
   lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
   lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
   return _mm_cvtss_f32(lo);
+}
+
+// Eight float16 numbers (their bits) as floats; one of them.
+inline __m256 halves(const uint16_t* h) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+}
+inline float half(uint16_t h) { return _cvtsh_ss(h); }
+
+// A float16 tensor's data as the bits halves() and half() read.
+inline const uint16_t* bits(const at::Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.data_ptr<at::Half>());
 }
 
 inline __m256i unpack(const uint8_t* raw16, __m256i mask) {
@@ -79,7 +91,7 @@ void quantize_row(const float* x, int64_t K, bool paired, int8_t* q, float* d, f
 // q4_1 dots of one weight row with R activation rows (R = 1..4): each row's numbers go
 // through the same operations in the same order whatever R is.
 template <int R>
-__attribute__((always_inline)) inline void q4_1_rows(const uint8_t* codes, const float* wd, const float* wm, const int8_t* const* xq,
+__attribute__((always_inline)) inline void q4_1_rows(const uint8_t* codes, const uint16_t* wd, const uint16_t* wm, const int8_t* const* xq,
               const float* const* xd, const float* const* xs, int64_t nb, float* out,
               int64_t out_stride) {
   const __m256i mask = _mm256_set1_epi8(0x0F);
@@ -94,8 +106,8 @@ __attribute__((always_inline)) inline void q4_1_rows(const uint8_t* codes, const
   }
   int64_t b = 0;
   for (; b + 8 <= nb; b += 8) {
-    const __m256 wdv = _mm256_loadu_ps(wd + b);
-    const __m256 wmv = _mm256_loadu_ps(wm + b);
+    const __m256 wdv = halves(wd + b);
+    const __m256 wmv = halves(wm + b);
     __m256 sc[R];
     for (int r = 0; r < R; ++r) {
       sc[r] = _mm256_mul_ps(wdv, _mm256_loadu_ps(xd[r] + b));
@@ -130,11 +142,11 @@ __attribute__((always_inline)) inline void q4_1_rows(const uint8_t* codes, const
       const __m256i p =
           _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
       const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-      const __m256 sc = _mm256_set_m128(_mm_set1_ps(wd[b + 1] * xd[r][b + 1]),
-                                        _mm_set1_ps(wd[b] * xd[r][b]));
+      const __m256 sc = _mm256_set_m128(_mm_set1_ps(half(wd[b + 1]) * xd[r][b + 1]),
+                                        _mm_set1_ps(half(wd[b]) * xd[r][b]));
       acc[r] = _mm256_fmadd_ps(sc, f, acc[r]);
-      tail[r] += wm[b] * xs[r][b];
-      tail[r] += wm[b + 1] * xs[r][b + 1];
+      tail[r] += half(wm[b]) * xs[r][b];
+      tail[r] += half(wm[b + 1]) * xs[r][b + 1];
     }
   }
   if (b < nb) {
@@ -142,8 +154,8 @@ __attribute__((always_inline)) inline void q4_1_rows(const uint8_t* codes, const
     for (int r = 0; r < R; ++r) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[r] + b * kBlock));
       const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), ones);
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wd[b] * xd[r][b]), _mm256_cvtepi32_ps(p), acc[r]);
-      tail[r] += wm[b] * xs[r][b];
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(half(wd[b]) * xd[r][b]), _mm256_cvtepi32_ps(p), acc[r]);
+      tail[r] += half(wm[b]) * xs[r][b];
     }
   }
   for (int r = 0; r < R; ++r) out[r * out_stride] = hsum(acc[r]) + hsum(macc[r]) + tail[r];
@@ -151,7 +163,7 @@ __attribute__((always_inline)) inline void q4_1_rows(const uint8_t* codes, const
 
 // q8_0 dots of one weight row with R activation rows (R = 1..4), as q4_1_rows.
 template <int R>
-__attribute__((always_inline)) inline void q8_0_rows(const int8_t* codes, const float* wd, const float* /*unused*/,
+__attribute__((always_inline)) inline void q8_0_rows(const int8_t* codes, const uint16_t* wd, const uint16_t* /*unused*/,
                const int8_t* const* xq, const float* const* xd, const float* const* /*unused*/,
                int64_t nb, float* out, int64_t out_stride) {
   const __m256i ones = _mm256_set1_epi16(1);
@@ -170,12 +182,12 @@ __attribute__((always_inline)) inline void q8_0_rows(const int8_t* codes, const 
   int64_t b = 0;
   __m256 sc[R];
   for (; b + 8 <= nb; b += 8) {
-    const __m256 wdv = _mm256_loadu_ps(wd + b);
+    const __m256 wdv = halves(wd + b);
     for (int r = 0; r < R; ++r) sc[r] = _mm256_mul_ps(wdv, _mm256_loadu_ps(xd[r] + b));
     for (int j = 0; j < 8; ++j) block(b + j, sc, j);
   }
   for (; b < nb; ++b) {
-    for (int r = 0; r < R; ++r) sc[r] = _mm256_set1_ps(wd[b] * xd[r][b]);
+    for (int r = 0; r < R; ++r) sc[r] = _mm256_set1_ps(half(wd[b]) * xd[r][b]);
     block(b, sc, 0);
   }
   for (int r = 0; r < R; ++r) out[r * out_stride] = hsum(acc[r]);
@@ -186,7 +198,7 @@ struct Q4_1 {
   using Code = uint8_t;
   static constexpr bool kPaired = true;
   template <int R>
-  static void rows(const Code* codes, const float* wd, const float* wm, const int8_t* const* xq,
+  static void rows(const Code* codes, const uint16_t* wd, const uint16_t* wm, const int8_t* const* xq,
                    const float* const* xd, const float* const* xs, int64_t nb, float* out,
                    int64_t out_stride) {
     q4_1_rows<R>(codes, wd, wm, xq, xd, xs, nb, out, out_stride);
@@ -197,7 +209,7 @@ struct Q8_0 {
   using Code = int8_t;
   static constexpr bool kPaired = false;
   template <int R>
-  static void rows(const Code* codes, const float* wd, const float* wm, const int8_t* const* xq,
+  static void rows(const Code* codes, const uint16_t* wd, const uint16_t* wm, const int8_t* const* xq,
                    const float* const* xd, const float* const* xs, int64_t nb, float* out,
                    int64_t out_stride) {
     q8_0_rows<R>(codes, wd, wm, xq, xd, xs, nb, out, out_stride);
@@ -210,7 +222,7 @@ struct Q8_0 {
 // half the speed for 4 rows).
 template <typename Kernel>
 at::Tensor blocks_matmul(const at::Tensor& x, const typename Kernel::Code* codes, int64_t N,
-                         int64_t row_bytes, const float* wd, const float* wm) {
+                         int64_t row_bytes, const uint16_t* wd, const uint16_t* wm) {
   const int64_t M = x.size(0), K = x.size(1), nb = K / kBlock;
   auto xq = at::empty({M, K}, x.options().dtype(at::kChar));
   auto xd = at::empty({M, nb}, x.options());
@@ -228,8 +240,8 @@ at::Tensor blocks_matmul(const at::Tensor& x, const typename Kernel::Code* codes
   at::parallel_for(0, (N + T - 1) / T, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin * T; n < std::min(end * T, N); ++n) {
       const typename Kernel::Code* c = codes + n * row_bytes;
-      const float* d = wd + n * nb;
-      const float* mn = wm ? wm + n * nb : nullptr;
+      const uint16_t* d = wd + n * nb;
+      const uint16_t* mn = wm ? wm + n * nb : nullptr;
       for (int64_t m = 0; m < M; m += 4) {
         const int8_t* q[4];
         const float* xdr[4];
@@ -260,13 +272,14 @@ void check_input(const at::Tensor& x, const char* op) {
 }
 
 void check_scales(const at::Tensor& t, int64_t N, int64_t nb, const char* op) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 2 &&
+  TORCH_CHECK(t.scalar_type() == at::kHalf && t.is_contiguous() && t.dim() == 2 &&
                   t.size(0) == N && t.size(1) == nb,
-              op, ": scales must be contiguous float32 [out, in / 32]");
+              op, ": scales must be contiguous float16 [out, in / 32]");
 }
 
 // q4_1: codes [N, K / 2] uint8 (each block's 16 bytes as in GGUF: code i in the low
-// nibble of byte i, code i + 16 in its high nibble), scale and minimum [N, K / 32].
+// nibble of byte i, code i + 16 in its high nibble), scale and minimum [N, K / 32]
+// float16 (as GGUF stores them).
 at::Tensor q4_1(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale,
                 const at::Tensor& minimum) {
   const char* op = "kaito_int_dot::q4_1";
@@ -277,11 +290,10 @@ at::Tensor q4_1(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& 
               op, ": codes must be contiguous uint8 [out, in / 2]");
   check_scales(scale, N, K / kBlock, op);
   check_scales(minimum, N, K / kBlock, op);
-  return blocks_matmul<Q4_1>(x, codes.data_ptr<uint8_t>(), N, K / 2, scale.data_ptr<float>(),
-                             minimum.data_ptr<float>());
+  return blocks_matmul<Q4_1>(x, codes.data_ptr<uint8_t>(), N, K / 2, bits(scale), bits(minimum));
 }
 
-// q8_0: codes [N, K] int8 (-127..127), scale [N, K / 32].
+// q8_0: codes [N, K] int8 (-127..127), scale [N, K / 32] float16.
 at::Tensor q8_0(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& scale) {
   const char* op = "kaito_int_dot::q8_0";
   check_input(x, op);
@@ -290,8 +302,7 @@ at::Tensor q8_0(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& 
                   codes.size(1) == K,
               op, ": codes must be contiguous int8 [out, in]");
   check_scales(scale, N, K / kBlock, op);
-  return blocks_matmul<Q8_0>(x, codes.data_ptr<int8_t>(), N, K, scale.data_ptr<float>(),
-                             nullptr);
+  return blocks_matmul<Q8_0>(x, codes.data_ptr<int8_t>(), N, K, bits(scale), nullptr);
 }
 
 }  // namespace

@@ -105,6 +105,11 @@ class Q4Blocks:
         codes = torch.round((grouped - low[..., None]) * inverse[..., None]).clamp(0, 15)
         return cls(codes.to(torch.uint8).reshape(out, width), scale, low)
 
+    def with_half_scales(self) -> Q4Blocks:
+        """These blocks with their scales and minima rounded to float16, as GGUF stores
+        them (blocks read from a GGUF file are unchanged)."""
+        return Q4Blocks(self.codes, self.scale.half().float(), self.minimum.half().float())
+
     @staticmethod
     def concat(parts: list[Q4Blocks]) -> Q4Blocks:
         """The blocks of the parts' matrices stacked along the output dimension."""
@@ -226,13 +231,14 @@ class QuantizedLinear:
         bias: torch.Tensor | None = None,
         part_sizes: tuple[int, ...] = (),
     ) -> QuantizedLinear:
-        """int4 holding ``blocks`` as they are, multiplied by int8 activations with integer
-        dot products (:mod:`kaito_cpu_runtime.int_dot`'s ``q4_1``; ``RuntimeError`` where
-        it cannot load); float32 in and out, the kernel quantizes the activations itself."""
+        """int4 holding ``blocks`` with float16 scales and minima (see
+        :meth:`Q4Blocks.with_half_scales`), multiplied by int8 activations with integer dot
+        products (:mod:`kaito_cpu_runtime.int_dot`'s ``q4_1``; ``RuntimeError`` where it
+        cannot load); float32 in and out, the kernel quantizes the activations itself."""
         _require_int_dot()
         codes = pack_q4_codes(blocks.codes)
-        scale = blocks.scale.float().contiguous()
-        minimum = blocks.minimum.float().contiguous()
+        scale = blocks.scale.half().contiguous()
+        minimum = blocks.minimum.half().contiguous()
 
         def kernel(x: torch.Tensor) -> torch.Tensor:
             return q4_1_matmul(x, codes, scale, minimum)
@@ -258,7 +264,8 @@ class QuantizedLinear:
             return q8_0_matmul(x, codes, scale)
 
         out, width = codes.shape
-        stands_for = (codes.float().reshape(out, -1, 32) * scale[..., None]).reshape(out, width)
+        blocks = codes.float().reshape(out, -1, 32) * scale.float()[..., None]
+        stands_for = blocks.reshape(out, width)
         layer = cls(kernel, "int8", bias, part_sizes or (int(out),), torch.float32)
         return layer, stands_for
 
