@@ -205,17 +205,19 @@ def int_dot_available() -> str | None:
     problem = load_int_dot()
     if problem is not None:
         return problem
-    from kaito_cpu_runtime.quantized import Q4Blocks  # noqa: PLC0415 (quantized imports this)
-
     generator = torch.Generator().manual_seed(0)
-    blocks = Q4Blocks.quantize(torch.randn(48, 96, generator=generator)).with_half_scales()
+    codes = torch.randint(0, 16, (48, 96), generator=generator, dtype=torch.uint8)
+    scale = (torch.rand(48, 3, generator=generator) / 8).half()
+    minimum = (-torch.rand(48, 3, generator=generator)).half()
+    weight = (
+        codes.float().reshape(48, 3, 32) * scale.float()[..., None] + minimum.float()[..., None]
+    ).reshape(48, 96)
     probe = torch.randn(3, 96, generator=generator)
-    packed = pack_q4_codes(blocks.codes)
-    codes, scale = q8_0_codes(blocks.dequantize())
+    q8_codes, q8_scale = q8_0_codes(weight)
     with torch.inference_mode():
-        got = q4_1_matmul(probe, packed, blocks.scale.half(), blocks.minimum.half())
-        got_q8 = q8_0_matmul(probe, codes, scale)
-    want = probe @ blocks.dequantize().T
+        got = q4_1_matmul(probe, pack_q4_codes(codes), scale, minimum)
+        got_q8 = q8_0_matmul(probe, q8_codes, q8_scale)
+    want = probe @ weight.T
     for kernel, result in (("q4_1", got), ("q8_0", got_q8)):
         if not torch.allclose(result, want, atol=3e-2 * float(want.abs().max()), rtol=0):
             return f"the {kernel} x int8 kernel does not match its weights"
