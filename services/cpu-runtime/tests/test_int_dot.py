@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from kaito_cpu_runtime import int_dot
+from kaito_cpu_runtime.decoder_weights import DecoderWeights
 from kaito_cpu_runtime.int_dot import (
     int_dot_available,
     pack_q4_codes,
@@ -234,3 +235,35 @@ def test_a_built_kernel_is_kept_by_its_sources_hash(
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
     assert int_dot._build(compiler) == first
     assert calls == []  # found, not compiled again
+
+
+def test_a_cache_folder_others_may_write_to_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A library found there would be loaded: a folder writable by others is not used."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("KAITO_KERNEL_CACHE_DIR", str(shared))
+    monkeypatch.setattr(int_dot, "cpu_flags", lambda: frozenset({"avx2", "fma", "f16c"}))
+    monkeypatch.setattr(int_dot, "_compiler", lambda: "/nonexistent/c++")
+    problem = int_dot._load()
+    assert problem is not None
+    assert "is not this user's own folder" in problem
+    own = tmp_path / "own"
+    int_dot._own_folder(own)
+    assert own.stat().st_mode & 0o777 == 0o700
+
+
+@needs_kernel
+def test_an_lm_head_whose_inputs_are_not_blocks_of_32_keeps_torchs_kernel() -> None:
+    """Q8_0 on our kernel (float32 in, it quantizes itself) for 64 inputs; torch's
+    weight-only int8 (the plan's bfloat16 activations) for 48."""
+    plan = DecoderWeights("int4", "int8", torch.bfloat16, {}, int_dot=True)
+    for inputs, dot in ((64, True), (48, False)):
+        head = plan.head(torch.nn.Linear(inputs, 10, bias=False))
+        assert isinstance(head, QuantizedLinear)
+        assert head.activation_dtype == (torch.float32 if dot else torch.bfloat16)
+        with torch.inference_mode():
+            got = head(torch.randn(2, inputs))
+        assert got.shape == (2, 10)

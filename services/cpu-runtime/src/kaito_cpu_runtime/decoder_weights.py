@@ -52,8 +52,8 @@ class DecoderWeights:
         """The LM head in the head's format (as :meth:`fused` makes the layers); an int8
         head with ``head_float_channels`` multiplies int8 activations
         (:func:`~kaito_cpu_runtime.int8_head.split_int8_head`); with ``int_dot`` an int8 head
-        is Q8_0 on our kernel instead."""
-        if self.head_format == "int8" and self.int_dot:
+        whose inputs come in blocks of 32 is Q8_0 on our kernel instead."""
+        if self.head_format == "int8" and self.int_dot and lm_head.in_features % 32 == 0:
             layer, stands_for = QuantizedLinear.int8_dot(lm_head.weight, lm_head.bias)
             return self._dense(layer, lambda: stands_for)
         if self.head_format != "int8" or self.head_float_channels is None:

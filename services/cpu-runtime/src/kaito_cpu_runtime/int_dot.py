@@ -41,7 +41,6 @@ torch's kernels.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import logging
 import os
@@ -82,11 +81,21 @@ def _compiler() -> str:
 
 def _cache_dir() -> Path:
     """Where built kernels are kept: ``KAITO_KERNEL_CACHE_DIR``, else a folder of this user
-    under the temporary directory (writable in a container with a read-only root)."""
+    id under the temporary directory (writable in a container with a read-only root)."""
     configured = os.environ.get("KAITO_KERNEL_CACHE_DIR")
     if configured:
         return Path(configured)
-    return Path(tempfile.gettempdir()) / f"kaito-kernels-{getpass.getuser()}"
+    return Path(tempfile.gettempdir()) / f"kaito-kernels-{os.getuid()}"
+
+
+def _own_folder(folder: Path) -> None:
+    """Create ``folder`` (mode 0700) or check that it is this user's and that nobody else
+    may write to it: a library found there is loaded into the process, so one that another
+    user could have placed is refused (``OSError``)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = folder.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        raise OSError(f"{folder} is not this user's own folder (owner or write permissions)")
 
 
 def _build(compiler: str) -> Path:
@@ -103,10 +112,10 @@ def _build(compiler: str) -> Path:
         )
     ).hexdigest()[:20]
     folder = _cache_dir()
+    _own_folder(folder)
     library = folder / f"int_dot-{key}.so"
     if library.is_file():
         return library
-    folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".int_dot-{key}-{os.getpid()}.so"
     command = [compiler, *_FLAGS, abi, *includes, str(_SOURCE), "-o", str(partial),
                f"-L{libraries}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{libraries}"]  # fmt: skip
