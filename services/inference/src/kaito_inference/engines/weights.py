@@ -1,13 +1,15 @@
 """Which weight format the fast CPU decoder serves (``--weights``), and why.
 
 ``float32``, ``bfloat16`` (oneDNN, prepacked), ``int8`` or ``int4`` (torch's weight-only
-kernels, :mod:`kaito_cpu_runtime.quantized`) or ``w8a8`` (int8 weights and activations
-through fbgemm, smoothed on :data:`CALIBRATION_TEXT`, :mod:`kaito_cpu_runtime.w8a8`;
-only when asked for). ``auto`` tries the weight-only formats this CPU runs fastest first
-(:data:`SPEED_ORDER`, measured) and serves the first whose quality is within
-:data:`PERPLEXITY_TOLERANCE` of float32 on :data:`CHECK_TEXT`, a paragraph scored at
-startup with the model's own float32 forward as the reference. A format whose kernel
-is missing or wrong on this CPU and torch falls back to the next one, with a log line.
+kernels, :mod:`kaito_cpu_runtime.quantized`; int4 layers and int8 LM heads on our integer
+kernels instead where they build, ``--integer-kernels``, :mod:`kaito_cpu_runtime.int_dot`)
+or ``w8a8`` (int8 weights and activations through fbgemm, smoothed on
+:data:`CALIBRATION_TEXT`, :mod:`kaito_cpu_runtime.w8a8`; only when asked for). ``auto``
+tries the weight-only formats this CPU runs fastest first (:data:`SPEED_ORDER`, measured)
+and serves the first whose quality is within :data:`PERPLEXITY_TOLERANCE` of float32 on
+:data:`CHECK_TEXT`, a paragraph scored at startup with the model's own float32 forward as
+the reference. A format whose kernel is missing or wrong on this CPU and torch falls back
+to the next one, with a log line.
 """
 
 # ruff: noqa: PLC0415  (torch and the runtime are imported by the engine's loader thread)
@@ -209,13 +211,16 @@ def build_decoder(
     from kaito_cpu_runtime.llama_decoder import FastDecoder
 
     kind, flags = cpu_kind()
-    int_dot = _int_dot(integer_kernels)
+    candidates = SPEED_ORDER[kind] if setting == "auto" else (setting, *FALLBACK[setting])
+    # Only formats with int4 layers or an int8 LM head need the integer kernels built.
+    int_dot = _int_dot(integer_kernels) if {"int4", "w8a8"} & set(candidates) else False
     head_missing = None if int_dot else int8_head_available()
     if head_missing is not None:
         log.info("int8 LM heads keep bfloat16 activations: %s", head_missing)
     check_ids = torch.tensor([tokenizer(CHECK_TEXT)["input_ids"]])
     calibration_ids = torch.tensor([tokenizer(CALIBRATION_TEXT)["input_ids"]])
-    candidates = SPEED_ORDER[kind] if setting == "auto" else (setting, *FALLBACK[setting])
+    # The oneDNN head's channels are calibrated on the check text; our Q8_0 head needs none.
+    head_calibration = None if int_dot or head_missing else check_ids
     reference = perplexity(model, tokenizer, None) if setting == "auto" else None
     notes: list[str] = []
     for weights in candidates:
@@ -235,7 +240,7 @@ def build_decoder(
             q4_blocks=q4_blocks,
             dense_dtype=getattr(torch, dense_dtype),
             dense_from_positions=dense_rows,
-            int8_head_calibration=None if head_missing or int_dot else check_ids,
+            int8_head_calibration=head_calibration,
             calibration=calibration_ids,
             int_dot=int_dot,
         )
@@ -280,14 +285,13 @@ def _why(decoder: FastDecoder, setting: str, kind: str, flags: str, notes: list[
         "int4": "aten._weight_int4pack_mm_for_cpu",
         "w8a8": "fbgemm int8 x int8 (quantized::linear_with_input_q_dq_qweight_dq_output_fp32)",
     }
-    parts = [kernels[decoder.weights]]
     if decoder.weights == "int4" and decoder.int_dot:
-        parts = [
-            "kaito_int_dot.q4_1 (AVX2 integer dot products)",
-            "int8 activations in blocks of 32",
-        ]
-    elif decoder.weights in ("int8", "int4"):
-        parts.append(f"{str(decoder.activation_dtype).removeprefix('torch.')} activations")
+        parts = ["kaito_int_dot.q4_1 (AVX2 integer dot products)"]
+        parts.append("int8 activations in blocks of 32")
+    else:
+        parts = [kernels[decoder.weights]]
+        if decoder.weights in ("int8", "int4"):
+            parts.append(f"{str(decoder.activation_dtype).removeprefix('torch.')} activations")
     if decoder.weights == "int4":
         parts.append(
             f"{decoder.exact_q4_blocks} projections from the GGUF's Q4_1 blocks as they are"
